@@ -28,7 +28,7 @@ def main():
     print("|---|---:|---:|---|")
     for name, trainable, total, summary in rows:
         print(
-            f"| `{name}` | {trainable / 1e6:.3f} M | "
+            f"| `{name}` | {trainable:,} | "
             f"{100 * trainable / total:.2f} % | {summary} |"
         )
     return 0
