@@ -23,7 +23,9 @@ def main():
             trainable, total = enc.count_parameters()
             rows.append((name, trainable, total, method.summary))
         backbone = sum(p.numel() for p in enc.backbone.parameters())
-    print(f"WavLM Base+ architecture: {backbone / 1e6:.2f} M backbone parameters\n")
+    print(
+        f"WavLM Base+ architecture: {backbone / 1e6:.2f} M backbone parameters\n"
+    )
     print("| method | trainable | share of total | what trains |")
     print("|---|---:|---:|---|")
     for name, trainable, total, summary in rows:

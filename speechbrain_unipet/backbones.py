@@ -219,7 +219,10 @@ class SSLBackbone(HFTransformersInterface):
     def frame_lengths(self, sample_lengths):
         """Number of CNN frames for each waveform length (in samples)."""
         lengths = sample_lengths
-        for k, s in zip(self.config.conv_kernel, self.config.conv_stride):
+        convs = zip(
+            self.config.conv_kernel, self.config.conv_stride, strict=True
+        )
+        for k, s in convs:
             lengths = conv_output_lengths(lengths, k, s)
         return lengths
 
@@ -247,7 +250,9 @@ class SSLBackbone(HFTransformersInterface):
             (sample_lengths < wav.shape[1]).any()
         )
         first = conv_layers[0]
-        if padded and isinstance(getattr(first, "layer_norm", None), nn.GroupNorm):
+        if padded and isinstance(
+            getattr(first, "layer_norm", None), nn.GroupNorm
+        ):
             x = first.conv(x)
             lengths = conv_output_lengths(
                 sample_lengths,
@@ -323,8 +328,10 @@ class SSLBackbone(HFTransformersInterface):
         attn = self.layers[0].attention
         batch, length = x.shape[0], x.shape[1]
         bias = attn.compute_bias(length, length)
-        return bias.unsqueeze(0).repeat(batch, 1, 1, 1).view(
-            batch * attn.num_heads, length, length
+        return (
+            bias.unsqueeze(0)
+            .repeat(batch, 1, 1, 1)
+            .view(batch * attn.num_heads, length, length)
         )
 
     def layer_mask(self, x, frame_mask):
@@ -336,7 +343,9 @@ class SSLBackbone(HFTransformersInterface):
         from transformers.masking_utils import create_bidirectional_mask
 
         return create_bidirectional_mask(
-            config=self.config, inputs_embeds=x, attention_mask=frame_mask
+            config=self.model.config,
+            inputs_embeds=x,
+            attention_mask=frame_mask,
         )
 
     def run_layer(self, index, x, mask, state=None):

@@ -76,7 +76,14 @@ def tiny_config(model_type="wavlm", pre_ln=False, **overrides):
     return classes[model_type](**kwargs)
 
 
-def tiny_ssl_folder(root, model_type="wavlm", pre_ln=False, seed=0, do_normalize=False, **overrides):
+def tiny_ssl_folder(
+    root,
+    model_type="wavlm",
+    pre_ln=False,
+    seed=0,
+    do_normalize=False,
+    **overrides,
+):
     """Saves a tiny random SSL model as a local HF folder and returns it.
 
     The folder holds ``config.json``, ``model.safetensors`` and

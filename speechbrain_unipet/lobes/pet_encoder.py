@@ -87,7 +87,7 @@ class PETEncoder(nn.Module):
     >>> folder = tiny_ssl_folder(getfixture("tmp_path"), "wavlm")
     >>> enc = PETEncoder(folder, method="unipet")
     >>> enc(torch.randn(2, 4000), torch.tensor([1.0, 0.6])).shape
-    torch.Size([2, 12, 32])
+    torch.Size([2, 49, 32])
     >>> trainable, total = enc.count_parameters()
     >>> 0 < trainable < total
     True
@@ -149,7 +149,7 @@ class PETEncoder(nn.Module):
         self.source = str(source)
         self.output_all_hiddens = output_all_hiddens
         self.gradient_checkpointing = gradient_checkpointing
-        self.backbone = SSLBackbone(source, save_path, normalize_wav)
+        self.backbone = SSLBackbone(str(source), save_path, normalize_wav)
         self.options = self._validate(self.method.resolve(given))
         self.num_layers = self.backbone.num_layers
         self.hidden_size = self.backbone.hidden_size
@@ -208,7 +208,9 @@ class PETEncoder(nn.Module):
             "dropout": o["adapter_dropout"],
         }
         kwargs.update(overrides)
-        return BottleneckAdapter(self.backbone.hidden_size, bottleneck, **kwargs)
+        return BottleneckAdapter(
+            self.backbone.hidden_size, bottleneck, **kwargs
+        )
 
     def _build_components(self):
         o, bb = self.options, self.backbone
@@ -216,7 +218,8 @@ class PETEncoder(nn.Module):
         layers = o["pet_layers"]
         if "inner_adapter" in comps:
             places = (
-                ["ffn", "mhsa"] if o["inner_position"] == "both"
+                ["ffn", "mhsa"]
+                if o["inner_position"] == "both"
                 else [o["inner_position"]]
             )
             for place in places:
@@ -225,7 +228,11 @@ class PETEncoder(nn.Module):
                 )
                 self.pet[f"inner_{place}"] = mods
                 for i in layers:
-                    target = bb.feed_forward(i) if place == "ffn" else bb.attention(i)
+                    target = (
+                        bb.feed_forward(i)
+                        if place == "ffn"
+                        else bb.attention(i)
+                    )
                     self._hooks.append(
                         target.register_forward_hook(
                             self._parallel_hook(mods[str(i)], place == "mhsa")
@@ -269,7 +276,10 @@ class PETEncoder(nn.Module):
                     )
         if "deep_prompt" in comps:
             self.pet["deep_prompt"] = DeepPrompts(
-                len(layers), o["prompt_length"], bb.hidden_size, o["prompt_init"]
+                len(layers),
+                o["prompt_length"],
+                bb.hidden_size,
+                o["prompt_init"],
             )
         if "shallow_prompt" in comps:
             self.pet["shallow_prompt"] = ShallowPrompt(
@@ -397,7 +407,11 @@ class PETEncoder(nn.Module):
             out = torch.stack(hiddens)
         else:
             weights = torch.softmax(self.layer_weights, dim=0)
-            out = torch.einsum("l,lbtd->btd", weights.to(hiddens[0].dtype), torch.stack(hiddens))
+            out = torch.einsum(
+                "l,lbtd->btd",
+                weights.to(hiddens[0].dtype),
+                torch.stack(hiddens),
+            )
         if frame_mask is not None:
             out = out * frame_mask.unsqueeze(-1).to(out.dtype)
         return out
@@ -426,7 +440,9 @@ class PETEncoder(nn.Module):
                 f"PETEncoder expects waveforms [batch, samples], got shape "
                 f"{tuple(wav.shape)}"
             )
-        samples = None if wav_lens is None else self._sample_lengths(wav, wav_lens)
+        samples = (
+            None if wav_lens is None else self._sample_lengths(wav, wav_lens)
+        )
         use_grad = torch.is_grad_enabled() and self._grad_through_backbone
         with torch.set_grad_enabled(use_grad):
             hiddens, frame_mask = self._backbone_hiddens(wav, samples)
@@ -437,12 +453,18 @@ class PETEncoder(nn.Module):
         bb = self.backbone
         batch = wav.shape[0]
         with torch.no_grad():
-            wav = bb.preprocess(wav, samples) if samples is not None else bb.preprocess(
-                wav, torch.full((batch,), wav.shape[1], device=wav.device)
+            wav = (
+                bb.preprocess(wav, samples)
+                if samples is not None
+                else bb.preprocess(
+                    wav, torch.full((batch,), wav.shape[1], device=wav.device)
+                )
             )
             feats = bb.extract_features(wav, samples)
         if samples is not None:
-            frame_mask = lengths_to_mask(bb.frame_lengths(samples), feats.shape[1])
+            frame_mask = lengths_to_mask(
+                bb.frame_lengths(samples), feats.shape[1]
+            )
             if bool(frame_mask.all()):
                 frame_mask = None
         else:
@@ -460,7 +482,9 @@ class PETEncoder(nn.Module):
         hiddens = [x[:, prefix:]]
 
         deep = self.pet["deep_prompt"] if "deep_prompt" in self.pet else None
-        layer_gates = self.pet["layer_gates"] if "layer_gates" in self.pet else None
+        layer_gates = (
+            self.pet["layer_gates"] if "layer_gates" in self.pet else None
+        )
         inside_branches = self._inside_gated_branches()
         prompt_index = {i: j for j, i in enumerate(self.options["pet_layers"])}
         mask = bb.layer_mask(x, seq_mask)
@@ -508,9 +532,19 @@ class PETEncoder(nn.Module):
             self._layer_gates = {}
 
     def _run_layer(self, index, x, mask, state, gates):
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        if (
+            self.gradient_checkpointing
+            and self.training
+            and torch.is_grad_enabled()
+        ):
             return checkpoint(
-                self._layer_step, index, x, mask, state, gates, use_reentrant=False
+                self._layer_step,
+                index,
+                x,
+                mask,
+                state,
+                gates,
+                use_reentrant=False,
             )
         return self._layer_step(index, x, mask, state, gates)
 
@@ -519,7 +553,9 @@ class PETEncoder(nn.Module):
             return hiddens
         gates = self.pet["inter_gates"] if "inter_gates" in self.pet else None
         out, log = [], []
-        for idx, (h, adapter) in enumerate(zip(hiddens, self.pet["inter"])):
+        for idx, (h, adapter) in enumerate(
+            zip(hiddens, self.pet["inter"], strict=True)
+        ):
             delta = adapter(h)
             if gates is not None:
                 g = gates[idx](h, frame_mask)[:, 0]
@@ -545,7 +581,9 @@ class PETEncoder(nn.Module):
         dict
             name -> tensor (detached, on the module's device).
         """
-        sd = {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+        sd = {
+            n: p.detach() for n, p in self.named_parameters() if p.requires_grad
+        }
         for name, buf in self.pet.state_dict().items():
             sd.setdefault(f"pet.{name}", buf.detach())
         return sd
@@ -625,7 +663,9 @@ class PETEncoder(nn.Module):
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise ValueError(f"Cannot read PET checkpoint '{path}': {err}") from err
+            raise ValueError(
+                f"Cannot read PET checkpoint '{path}': {err}"
+            ) from err
         if not isinstance(saved, dict) or "state" not in saved:
             raise ValueError(
                 f"'{path}' is not a PET checkpoint written by PETEncoder "
@@ -640,7 +680,9 @@ class PETEncoder(nn.Module):
         if diff:
             raise ValueError(
                 f"PET checkpoint '{path}' was saved for another model: "
-                + ", ".join(f"{k} saved={a!r} here={b!r}" for k, (a, b) in diff.items())
+                + ", ".join(
+                    f"{k} saved={a!r} here={b!r}" for k, (a, b) in diff.items()
+                )
             )
         self.load_pet_state_dict(saved["state"])
 

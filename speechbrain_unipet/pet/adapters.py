@@ -72,7 +72,9 @@ class BottleneckAdapter(nn.Module):
     ):
         super().__init__()
         if bottleneck < 1:
-            raise ValueError(f"Adapter bottleneck must be >= 1, got {bottleneck}")
+            raise ValueError(
+                f"Adapter bottleneck must be >= 1, got {bottleneck}"
+            )
         self.down = nn.Linear(input_size, bottleneck)
         self.act = _activation(activation)
         self.dropout = nn.Dropout(dropout)

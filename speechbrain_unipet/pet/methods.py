@@ -123,8 +123,7 @@ class PETMethod:
 _METHODS = [
     PETMethod(
         "finetune",
-        "all Transformer weights and the feature projection train "
-        "(CNN frozen)",
+        "all Transformer weights and the feature projection train (CNN frozen)",
         unfreeze="transformer",
         reference="standard fine-tuning",
     ),

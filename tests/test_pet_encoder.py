@@ -1,0 +1,395 @@
+"""Invariants of PETEncoder on tiny random models (no network)."""
+
+import pytest
+import torch
+from conftest import VARIANTS, variant_id
+from transformers import AutoModel
+
+from speechbrain_unipet.lobes import PET_METHODS, PETEncoder
+
+IDENTITY_METHODS = [
+    "finetune",
+    "frozen",
+    "inner_adapter",
+    "inter_adapter",
+    "inner_inter_adapter",
+    "lora",
+    "bitfit",
+    "houlsby",
+    "adapterbias",
+]
+
+
+def perturb_pet(enc, seed=1, std=0.05):
+    """Moves every trainable tensor away from its (often zero) init."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in enc.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * std)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize("method", IDENTITY_METHODS)
+def test_identity_at_init_matches_hf_hidden_states(
+    ssl_folder, variant, method, wavs
+):
+    folder = ssl_folder(*variant)
+    hf = AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        ref = torch.stack(hf(wavs, output_hidden_states=True).hidden_states)
+    enc = PETEncoder(folder, method=method, output_all_hiddens=True).eval()
+    with torch.no_grad():
+        out = enc(wavs)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    # Default mode: softmax of zero layer weights is the plain mean.
+    mix = PETEncoder(folder, method=method).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(mix(wavs), ref.mean(0), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [("wavlm", False), ("wavlm", True), ("wav2vec2", False)],
+    ids=variant_id,
+)
+@pytest.mark.parametrize("method", list(PET_METHODS))
+def test_training_updates_exactly_the_trainable_tensors(
+    ssl_folder, variant, method, wavs
+):
+    torch.manual_seed(0)
+    enc = PETEncoder(ssl_folder(*variant), method=method).train()
+    before = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    trainable = [p for p in enc.parameters() if p.requires_grad]
+    assert trainable, "every method trains something"
+    opt = torch.optim.Adam(trainable, lr=1e-2)
+    lens = torch.tensor([1.0, 0.8, 0.55])
+    target = torch.randn(3, 1, enc.hidden_size)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = ((enc(wavs, lens) - target) ** 2).mean()
+        loss.backward()
+        for name, p in enc.named_parameters():
+            if p.requires_grad:
+                assert p.grad is not None, f"{name} got no gradient"
+        opt.step()
+    for name, p in enc.named_parameters():
+        changed = not torch.equal(before[name], p.detach())
+        if p.requires_grad:
+            assert changed, f"trainable {name} did not change"
+        else:
+            assert not changed, f"frozen {name} changed"
+
+
+def test_lora_on_wavlm_attention_really_trains(ssl_folder, wavs):
+    """Pitfall 1: WavLM reads q/k/v .weight directly; LoRA must still act."""
+    enc = PETEncoder(ssl_folder("wavlm"), method="lora").eval()
+    with torch.no_grad():
+        base = enc(wavs)
+    perturb_pet(enc)
+    with torch.no_grad():
+        assert not torch.allclose(enc(wavs), base, atol=1e-4)
+    enc(wavs).pow(2).mean().backward()
+    grads = [p.grad for n, p in enc.named_parameters() if "lora_" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("method", list(PET_METHODS))
+def test_count_parameters_is_exact(ssl_folder, method):
+    enc = PETEncoder(ssl_folder("wavlm"), method=method)
+    trainable, total = enc.count_parameters()
+    assert trainable == sum(
+        p.numel() for p in enc.parameters() if p.requires_grad
+    )
+    assert total == sum(p.numel() for p in enc.parameters())
+    backbone = sum(p.numel() for p in enc.backbone.parameters())
+    assert total >= backbone
+
+
+def test_count_parameters_matches_hand_formula(ssl_folder):
+    enc = PETEncoder(
+        ssl_folder("wavlm"),
+        method="inner_inter_adapter",
+        adapter_dim=4,
+        inter_adapter_dim=3,
+    )
+    d, L = 32, 2
+    adapter = lambda r: d * r + r + r * d + d  # noqa: E731
+    expected = L * adapter(4) + (L + 1) * adapter(3) + (L + 1)
+    assert enc.count_parameters()[0] == expected
+    lora = PETEncoder(ssl_folder("wavlm"), method="lora", lora_rank=2)
+    # q and v projections, A: r x d, B: d x r, per layer, + layer weights
+    assert lora.count_parameters()[0] == L * 2 * (2 * d * 2) + (L + 1)
+
+
+@pytest.mark.parametrize("method", list(PET_METHODS))
+def test_pet_state_dict_roundtrip(ssl_folder, method, wavs, tmp_path):
+    folder = ssl_folder("wavlm", True)
+    enc = PETEncoder(folder, method=method).eval()
+    perturb_pet(enc)
+    state = enc.pet_state_dict()
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert set(state) == trainable
+    frozen = {n for n, p in enc.named_parameters() if not p.requires_grad}
+    assert not frozen & set(state)
+    fresh = PETEncoder(folder, method=method).eval()
+    with torch.no_grad():
+        differs = not torch.allclose(fresh(wavs), enc(wavs), atol=1e-5)
+    assert differs or method == "frozen"
+    fresh.load_pet_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(wavs), enc(wavs), atol=1e-6, rtol=0)
+    # The SpeechBrain checkpoint hooks write the same tensors to disk.
+    path = tmp_path / "pet.ckpt"
+    enc._save(path)
+    third = PETEncoder(folder, method=method).eval()
+    third._load(path, end_of_epoch=False)
+    with torch.no_grad():
+        torch.testing.assert_close(third(wavs), enc(wavs), atol=1e-6, rtol=0)
+
+
+def test_checkpoint_file_is_small_for_pet(ssl_folder, tmp_path):
+    enc = PETEncoder(ssl_folder("wavlm"), method="lora")
+    enc._save(tmp_path / "lora.ckpt")
+    full = tmp_path / "full.pt"
+    torch.save(enc.backbone.model.state_dict(), full)
+    assert (tmp_path / "lora.ckpt").stat().st_size < 0.3 * full.stat().st_size
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize(
+    "method",
+    ["unipet", "deep_prompt", "shallow_prompt", "lora", "ipet", "houlsby"],
+)
+def test_padded_batch_equals_single_utterances(ssl_folder, variant, method):
+    torch.manual_seed(0)
+    enc = PETEncoder(ssl_folder(*variant), method=method).eval()
+    perturb_pet(enc)
+    lengths = [4000, 3100, 2205]
+    singles = [torch.randn(n) for n in lengths]
+    batch = torch.zeros(3, 4000)
+    for i, w in enumerate(singles):
+        batch[i, : len(w)] = w
+    rel = torch.tensor([n / 4000 for n in lengths])
+    with torch.no_grad():
+        out = enc(batch, rel)
+        mask = enc.frame_mask(batch, rel)
+        for i, w in enumerate(singles):
+            alone = enc(w[None])[0]
+            n = alone.shape[0]
+            assert int(mask[i].sum()) == n
+            torch.testing.assert_close(out[i, :n], alone, atol=1e-4, rtol=0)
+            assert torch.count_nonzero(out[i, n:]) == 0
+
+
+def test_normalize_wav_is_per_utterance(model_root):
+    from speechbrain_unipet.testing import tiny_ssl_folder
+
+    folder = tiny_ssl_folder(
+        model_root, "wav2vec2", True, do_normalize=True, seed=3
+    )
+    enc = PETEncoder(str(folder), method="frozen").eval()
+    assert enc.backbone.normalize_wav
+    torch.manual_seed(0)
+    w = torch.randn(2500) * 3 + 1
+    batch = torch.zeros(2, 4000)
+    batch[0], batch[1, :2500] = torch.randn(4000), w
+    with torch.no_grad():
+        out = enc(batch, torch.tensor([1.0, 2500 / 4000]))
+        alone = enc(w[None])[0]
+    torch.testing.assert_close(
+        out[1, : alone.shape[0]], alone, atol=1e-4, rtol=0
+    )
+
+
+def test_frozen_parts_are_deterministic_in_train_mode(ssl_folder, wavs):
+    # layerdrop=0.1 and dropout=0.1 in the saved config must not matter.
+    enc = PETEncoder(
+        ssl_folder("hubert"), method="frozen", output_all_hiddens=True
+    )
+    enc.train()
+    with torch.no_grad():
+        a, b = enc(wavs), enc(wavs)
+    assert a.shape[0] == enc.num_layers + 1
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert enc.backbone.config.layerdrop == 0.0
+    assert not enc.backbone.model.training
+
+
+def test_finetune_uses_dropout_only_where_weights_train(ssl_folder, wavs):
+    enc = PETEncoder(ssl_folder("wavlm"), method="finetune").train()
+    assert enc.backbone.model.encoder.training
+    assert not enc.backbone.model.feature_extractor.training
+    enc.eval()
+    assert not enc.backbone.model.encoder.training
+
+
+@pytest.mark.parametrize("method", ["frozen", "inter_adapter"])
+def test_methods_without_inner_modules_run_backbone_without_autograd(
+    ssl_folder, method, wavs
+):
+    enc = PETEncoder(ssl_folder("wavlm"), method=method).train()
+    hiddens, _ = enc._backbone_hiddens(wavs, None)
+    assert not any(h.requires_grad for h in hiddens)  # graph-free backbone
+    assert enc(wavs).requires_grad  # but the head still trains
+
+
+def test_unipet_gates_are_exposed(ssl_folder, wavs):
+    enc = PETEncoder(ssl_folder("wavlm"), method="unipet").eval()
+    enc(wavs, torch.tensor([1.0, 0.7, 0.5]))
+    g = enc.gate_values
+    assert set(g) == {"inner_adapter", "prompt", "inter_adapter"}
+    assert g["inner_adapter"].shape == (3, enc.num_layers)
+    assert g["prompt"].shape == (3, enc.num_layers)
+    assert g["inter_adapter"].shape == (3, enc.num_layers + 1)
+    for v in g.values():
+        assert bool(((v > 0) & (v < 1)).all())
+    # A gate that saturates at zero switches its branch off.
+    with torch.no_grad():
+        for gate in enc.pet["inter_gates"]:
+            gate.proj.bias.fill_(-1e4)
+        for name, p in enc.named_parameters():
+            if "pet.inter." in name and name.endswith("up.weight"):
+                p.normal_()
+        off = enc(wavs)
+        for gate in enc.pet["inter_gates"]:
+            gate.proj.bias.fill_(1e4)
+        on = enc(wavs)
+    assert not torch.allclose(on, off, atol=1e-3)
+
+
+def test_deep_prompts_keep_length_and_change_output(ssl_folder, wavs):
+    folder = ssl_folder("wavlm")
+    plain = PETEncoder(folder, method="frozen", output_all_hiddens=True).eval()
+    deep = PETEncoder(
+        folder, method="deep_prompt", prompt_length=5, output_all_hiddens=True
+    ).eval()
+    with torch.no_grad():
+        a, b = plain(wavs), deep(wavs)
+    assert a.shape == b.shape
+    torch.testing.assert_close(a[0], b[0])  # layer 0 input has no prompt
+    assert not torch.allclose(a[1:], b[1:], atol=1e-4)
+
+
+def test_deep_prompts_starting_after_layer_zero(ssl_folder):
+    """WavLM's position bias is recomputed when the length changes later."""
+    enc = PETEncoder(
+        ssl_folder("wavlm"),
+        method="deep_prompt",
+        pet_layers=[1],
+        output_all_hiddens=True,
+    ).eval()
+    plain = PETEncoder(
+        ssl_folder("wavlm"), method="frozen", output_all_hiddens=True
+    )
+    plain.eval()
+    torch.manual_seed(0)
+    w = torch.randn(2, 4000)
+    with torch.no_grad():
+        a, b = (
+            enc(w, torch.tensor([1.0, 0.6])),
+            plain(w, torch.tensor([1.0, 0.6])),
+        )
+    torch.testing.assert_close(a[:2], b[:2], atol=1e-5, rtol=0)
+    assert not torch.allclose(a[2], b[2], atol=1e-4)
+
+
+def test_lora_merge_keeps_outputs(ssl_folder, wavs):
+    enc = PETEncoder(ssl_folder("wavlm"), method="lora").eval()
+    perturb_pet(enc)
+    with torch.no_grad():
+        before = enc(wavs)
+    assert enc.merge_lora() == 2 * enc.num_layers
+    with torch.no_grad():
+        torch.testing.assert_close(enc(wavs), before, atol=1e-5, rtol=0)
+    assert not any("lora_" in n for n, _ in enc.named_parameters())
+    with pytest.raises(ValueError, match="no LoRA"):
+        enc.merge_lora()
+
+
+def test_gradient_checkpointing_gives_same_gradients(ssl_folder, wavs):
+    folder = ssl_folder("wavlm")
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)
+        enc = PETEncoder(
+            folder,
+            method="unipet",
+            adapter_dropout=0.0,
+            gradient_checkpointing=ckpt,
+        ).train()
+        perturb_pet(enc)
+        enc(wavs, torch.tensor([1.0, 0.7, 0.5])).pow(2).mean().backward()
+        grads.append(
+            {
+                n: p.grad.clone()
+                for n, p in enc.named_parameters()
+                if p.requires_grad
+            }
+        )
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-4)
+
+
+def test_unknown_method_lists_choices(ssl_folder):
+    with pytest.raises(ValueError, match="Valid methods: finetune, frozen"):
+        PETEncoder(ssl_folder("wavlm"), method="adapters")
+
+
+def test_non_ssl_source_is_rejected(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(
+        BertConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="not a supported SSL speech encoder"):
+        PETEncoder(str(tmp_path / "bert"), method="frozen")
+
+
+def test_bad_source_folders(tmp_path, ssl_folder):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        PETEncoder(str(tmp_path / "nope" / "model"), method="frozen")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        PETEncoder(str(tmp_path / "empty"), method="frozen")
+    import shutil
+
+    only_cfg = tmp_path / "cfg"
+    only_cfg.mkdir()
+    shutil.copy(f"{ssl_folder('wavlm')}/config.json", only_cfg)
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        PETEncoder(str(only_cfg), method="frozen")
+
+
+def test_bad_options_give_clear_errors(ssl_folder):
+    folder = ssl_folder("wavlm")
+    with pytest.raises(ValueError, match="inner_position"):
+        PETEncoder(folder, method="inner_adapter", inner_position="ffm")
+    with pytest.raises(ValueError, match="pet_layers"):
+        PETEncoder(folder, method="inner_adapter", pet_layers=[5])
+    with pytest.raises(ValueError, match="lora_targets"):
+        PETEncoder(folder, method="lora", lora_targets=["query"])
+    with pytest.raises(ValueError, match="gated_branches"):
+        PETEncoder(folder, method="unipet", gated_branches=["lora"])
+
+
+def test_mismatched_pet_state_is_rejected(ssl_folder, model_root, tmp_path):
+    from speechbrain_unipet.testing import tiny_ssl_folder
+
+    small = PETEncoder(ssl_folder("wavlm"), method="unipet")
+    other = tiny_ssl_folder(model_root, "wavlm", seed=7, hidden_size=48)
+    big = PETEncoder(str(other), method="unipet")
+    with pytest.raises(ValueError, match="shape mismatch"):
+        big.load_pet_state_dict(small.pet_state_dict())
+    lora = PETEncoder(ssl_folder("wavlm"), method="lora")
+    with pytest.raises(ValueError, match="another method"):
+        lora.load_pet_state_dict(small.pet_state_dict())
+    small._save(tmp_path / "u.ckpt")
+    with pytest.raises(ValueError, match="method saved='unipet' here='lora'"):
+        lora._load(tmp_path / "u.ckpt", end_of_epoch=False)
