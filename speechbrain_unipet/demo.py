@@ -24,7 +24,9 @@ def main(steps=5):
         wavs = torch.randn(4, 8000)
         lens = torch.tensor([1.0, 0.9, 0.75, 0.6])
         target = torch.randn(4, 1, 32)
-        print(f"{'method':<22}{'trainable':>10}{'share':>9}  loss: first -> last")
+        print(
+            f"{'method':<22}{'trainable':>10}{'share':>9}  loss: first -> last"
+        )
         for name in PET_METHODS:
             enc = PETEncoder(folder, method=name).train()
             trainable, total = enc.count_parameters()
