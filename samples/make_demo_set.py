@@ -27,10 +27,15 @@ def main(source, dest="samples/voxceleb_demo"):
         parts = [p.strip() for p in line.split("|")]
         sexes[parts[0]] = parts[1]
     chosen = {"F": [], "M": []}
-    for path in sorted(source.glob("*.flac"), key=lambda p: int(p.name.split("-")[0])):
+    for path in sorted(
+        source.glob("*.flac"), key=lambda p: int(p.name.split("-")[0])
+    ):
         spk, chapter, _ = path.stem.split("-")
         sex = sexes[spk]
-        if len(chosen[sex]) < PER_SEX and sf.info(path).duration >= SEGMENTS * SEG_SECONDS:
+        if (
+            len(chosen[sex]) < PER_SEX
+            and sf.info(path).duration >= SEGMENTS * SEG_SECONDS
+        ):
             chosen[sex].append((spk, chapter, path))
     test_ids = []
     for sex, rows in chosen.items():

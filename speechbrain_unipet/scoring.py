@@ -34,7 +34,10 @@ class Trial:
 def utterance_id(path):
     """VoxCeleb trial path -> utterance id (``id10270/x6uYqmx31kE/00001``)."""
     path = path.strip()
-    return path[:-4] if path.lower().endswith(".wav") else path
+    for ext in (".wav", ".flac"):
+        if path.lower().endswith(ext):
+            return path[: -len(ext)]
+    return path
 
 
 def read_trials(path):
