@@ -38,7 +38,7 @@ def main(source, dest="samples/voxceleb_demo"):
         ):
             chosen[sex].append((spk, chapter, path))
     test_ids = []
-    for sex, rows in chosen.items():
+    for rows in chosen.values():
         for k, (spk, chapter, path) in enumerate(rows):
             audio, rate = sf.read(path)
             seg = int(SEG_SECONDS * rate)
