@@ -393,3 +393,15 @@ def test_mismatched_pet_state_is_rejected(ssl_folder, model_root, tmp_path):
     small._save(tmp_path / "u.ckpt")
     with pytest.raises(ValueError, match="method saved='unipet' here='lora'"):
         lora._load(tmp_path / "u.ckpt", end_of_epoch=False)
+
+
+def test_options_mapping_is_checked(ssl_folder):
+    enc = PETEncoder(
+        ssl_folder("wavlm"),
+        method="lora",
+        options={"lora_rank": 2},
+        lora_alpha=4,
+    )
+    assert enc.options["lora_rank"] == 2 and enc.options["lora_alpha"] == 4
+    with pytest.raises(ValueError, match="Unknown PET option 'lora_rnk'"):
+        PETEncoder(ssl_folder("wavlm"), method="lora", options={"lora_rnk": 2})

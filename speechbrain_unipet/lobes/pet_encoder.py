@@ -80,6 +80,9 @@ class PETEncoder(nn.Module):
     gradient_checkpointing : bool
         Recompute each Transformer layer in backward (non-reentrant, so it
         works with DDP and frozen inputs) to save activation memory.
+    options : dict or None
+        The same method options as a mapping (what recipe YAML fragments
+        pass); an explicit keyword wins over an entry here.
 
     Example
     -------
@@ -115,6 +118,7 @@ class PETEncoder(nn.Module):
         gated_branches=None,
         pet_layers=None,
         gradient_checkpointing=False,
+        options=None,
     ):
         super().__init__()
         self.method = get_method(method)
@@ -134,6 +138,14 @@ class PETEncoder(nn.Module):
             "gated_branches": gated_branches,
             "pet_layers": pet_layers,
         }
+        for key, value in (options or {}).items():
+            if key not in given:
+                raise ValueError(
+                    f"Unknown PET option '{key}' in options. Valid options: "
+                    f"{sorted(given)}"
+                )
+            if given[key] is None:
+                given[key] = value
         ignored = sorted(
             k
             for k, v in given.items()

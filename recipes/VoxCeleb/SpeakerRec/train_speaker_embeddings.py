@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Speaker embeddings from a parameter-efficiently tuned SSL encoder.
+
+PETEncoder (WavLM / HuBERT / wav2vec 2.0 / data2vec-audio + a PET method)
+-> layer-weighted sum -> ECAPA-TDNN -> AAM-softmax, on VoxCeleb.
+
+To run (from this folder):
+> python train_speaker_embeddings.py hparams/unipet.yaml --data_folder=/data/voxceleb1 \
+      --ssl_hub=microsoft/wavlm-base-plus
+Multi-GPU / multi-node:
+> torchrun --nproc_per_node=4 train_speaker_embeddings.py hparams/unipet.yaml ...
+
+Re-running the same command resumes from the last checkpoint (intra-epoch
+checkpoints every ``ckpt_interval_minutes``). Checkpoints hold only the
+trainable tensors, never the frozen backbone.
+
+Authors
+ * speechbrain-unipet contributors 2026
+"""
+
+import csv
+import os
+import pathlib
+import sys
+
+import speechbrain as sb
+from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.logger import get_logger
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from speechbrain_unipet.backbones import SSLBackboneError
+from speechbrain_unipet.recipe import (
+    build_backend,
+    dataio_prep,
+    load_recipe_hparams,
+)
+from speechbrain_unipet.voxceleb_prepare import (
+    DataPreparationError,
+    prepare_voxceleb,
+)
+
+logger = get_logger(__name__)
+
+
+class SpeakerBrain(sb.core.Brain):
+    """Speaker-ID training of the PET encoder + ECAPA-TDNN back-end."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and self.hparams.wav_augment is not None:
+            wavs, lens = self.hparams.wav_augment(wavs, lens)
+        feats = self.modules.ssl_encoder(wavs, lens)
+        feats = self.modules.mean_var_norm(feats, lens)
+        embeddings = self.modules.embedding_model(feats, lens)
+        return self.modules.classifier(embeddings), lens
+
+    def compute_objectives(self, predictions, batch, stage):
+        predictions, lens = predictions
+        spkid, _ = batch.spk_id_encoded
+        if stage == sb.Stage.TRAIN and self.hparams.wav_augment is not None:
+            spkid = self.hparams.wav_augment.replicate_labels(spkid)
+        loss = self.hparams.compute_cost(predictions, spkid, lens)
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics.append(batch.id, predictions, spkid, lens)
+        return loss
+
+    def init_optimizers(self):
+        """One optimiser per parameter group (see train_common.yaml)."""
+        pet = [
+            p for p in self.modules.ssl_encoder.parameters() if p.requires_grad
+        ]
+        backend = [
+            p
+            for name in ("embedding_model", "classifier")
+            for p in self.modules[name].parameters()
+            if p.requires_grad
+        ]
+        self.optimizers_dict = {"backend": self.hparams.opt_class(backend)}
+        if pet:
+            self.optimizers_dict["pet"] = self.hparams.pet_opt_class(pet)
+        self.optimizer = self.optimizers_dict["backend"]
+        self.base_lrs = {
+            k: opt.param_groups[0]["lr"]
+            for k, opt in self.optimizers_dict.items()
+        }
+        if self.checkpointer is not None:
+            for key, opt in self.optimizers_dict.items():
+                self.checkpointer.add_recoverable(f"optimizer_{key}", opt)
+
+    def _wrap_distributed(self):
+        # SyncBatchNorm (which Brain always inserts) only runs on GPUs; on
+        # CPU (gloo) the back-end keeps per-process BatchNorm statistics.
+        if self.distributed_launch and self.device == "cpu":
+            for name, module in self.modules.items():
+                if any(p.requires_grad for p in module.parameters()):
+                    self.modules[name] = DDP(
+                        module,
+                        device_ids=None,
+                        find_unused_parameters=self.find_unused_parameters,
+                    )
+            return
+        super()._wrap_distributed()
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics = self.hparams.error_stats()
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["ErrorRate"] = self.error_metrics.summarize("average")
+        if stage == sb.Stage.VALID:
+            _, factor = self.hparams.lr_annealing(epoch)
+            lrs = {}
+            for key, opt in self.optimizers_dict.items():
+                lrs[f"lr_{key}"] = self.base_lrs[key] * factor
+                sb.nnet.schedulers.update_learning_rate(opt, lrs[f"lr_{key}"])
+            encoder = self.modules.ssl_encoder
+            encoder = getattr(encoder, "module", encoder)
+            if encoder.gate_values:
+                stats.update(
+                    {
+                        f"gate_{k}": round(float(v.mean()), 3)
+                        for k, v in encoder.gate_values.items()
+                    }
+                )
+            self.hparams.train_logger.log_stats(
+                stats_meta={"epoch": epoch, **lrs},
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"ErrorRate": stats["ErrorRate"]},
+                min_keys=["ErrorRate"],
+                num_to_keep=1,
+            )
+
+
+def write_audio_csv(folder, csv_path):
+    """CSV (ID, duration, wav, wav_format, wav_opts) of a folder's audio."""
+    import soundfile as sf
+
+    rows = []
+    for path in sorted(pathlib.Path(folder).rglob("*")):
+        if path.suffix.lower() in (".wav", ".flac"):
+            info = sf.info(path)
+            rows.append(
+                [path.stem, info.duration, str(path), path.suffix[1:], ""]
+            )
+    if not rows:
+        raise DataPreparationError(f"No .wav/.flac files under '{folder}'")
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ID", "duration", "wav", "wav_format", "wav_opts"])
+        writer.writerows(rows)
+
+
+def build_augmenter(hparams):
+    """Noise / reverberation augmentation from local folders, or None."""
+    from speechbrain.augment.augmenter import Augmenter
+    from speechbrain.augment.time_domain import AddNoise, AddReverb
+
+    augmentations = []
+    save = pathlib.Path(hparams["save_folder"])
+    rate = hparams["sample_rate"]
+    if hparams.get("noise_folder"):
+        run_on_main(
+            write_audio_csv, args=[hparams["noise_folder"], save / "noise.csv"]
+        )
+        augmentations.append(
+            AddNoise(
+                csv_file=str(save / "noise.csv"),
+                snr_low=hparams["noise_snr_low"],
+                snr_high=hparams["noise_snr_high"],
+                noise_sample_rate=rate,
+                clean_sample_rate=rate,
+                num_workers=0,
+            )
+        )
+    if hparams.get("rir_folder"):
+        run_on_main(
+            write_audio_csv, args=[hparams["rir_folder"], save / "rir.csv"]
+        )
+        augmentations.append(
+            AddReverb(
+                csv_file=str(save / "rir.csv"),
+                reverb_sample_rate=rate,
+                clean_sample_rate=rate,
+            )
+        )
+    if not augmentations:
+        return None
+    return Augmenter(
+        parallel_augment=True,
+        concat_original=True,
+        min_augmentations=len(augmentations),
+        max_augmentations=len(augmentations),
+        augment_prob=1.0,
+        augmentations=augmentations,
+    )
+
+
+def main(argv):
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams, nested = load_recipe_hparams(hparams_file, overrides)
+
+    verification_file = hparams["verification_file"]
+    if not os.path.isfile(verification_file):
+        raise DataPreparationError(
+            f"verification_file '{verification_file}' does not exist; pass "
+            "--verification_file=<VoxCeleb trial list>"
+        )
+    run_on_main(
+        prepare_voxceleb,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["save_folder"],
+            "verification_pairs_file": verification_file,
+            "splits": ["train", "dev"],
+            "split_ratio": hparams["split_ratio"],
+            "seg_dur": hparams["sentence_len"],
+            "sample_rate": hparams["sample_rate"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=nested,
+    )
+    hparams["wav_augment"] = build_augmenter(hparams)
+    train_data, valid_data, label_encoder = dataio_prep(hparams)
+    build_backend(hparams, len(label_encoder))
+    trainable, total = hparams["ssl_encoder"].count_parameters()
+    logger.info(
+        "PET method '%s': %s of %s encoder parameters train (%.2f %%)",
+        hparams["pet_method"],
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+    )
+
+    brain = SpeakerBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_data,
+        valid_data,
+        train_loader_kwargs=hparams["dataloader_options"],
+        valid_loader_kwargs={**hparams["dataloader_options"], "shuffle": False},
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (DataPreparationError, SSLBackboneError, FileNotFoundError) as err:
+        sys.exit(f"ERROR: {err}")
