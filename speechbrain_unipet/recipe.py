@@ -32,6 +32,11 @@ def _yaml_mapping(text):
     return dict(data or {})
 
 
+def _top_keys(path):
+    with open(path, encoding="utf-8") as f:
+        return YAML().load(f) or {}
+
+
 def nest_overrides(hparams_file, overrides):
     """Routes command-line overrides to the method file or the recipe.
 
@@ -46,14 +51,29 @@ def nest_overrides(hparams_file, overrides):
     -------
     dict
         Overrides in the structure of the method YAML.
+
+    Raises
+    ------
+    ValueError
+        For an override key that neither file defines (a typo would
+        otherwise be silently ignored).
     """
-    overrides = (
-        _yaml_mapping(overrides)
-        if isinstance(overrides, str)
-        else dict(overrides or {})
-    )
-    with open(hparams_file, encoding="utf-8") as f:
-        top = YAML().load(f) or {}
+    if isinstance(overrides, str):
+        overrides = _yaml_mapping(overrides)
+    overrides = dict(overrides or {})
+    top = _top_keys(hparams_file)
+    recipe_node = top.get("recipe")
+    tag = getattr(getattr(recipe_node, "tag", None), "value", None) or ""
+    known = set(top)
+    if tag.startswith("!include:"):
+        base = pathlib.Path(hparams_file).parent / tag[len("!include:") :]
+        known |= set(_top_keys(base))
+    unknown = sorted(k for k in overrides if k not in known)
+    if unknown:
+        raise ValueError(
+            f"Unknown override(s) {unknown} for {hparams_file}. Valid keys: "
+            f"{sorted(k for k in known if not k.startswith('_'))}"
+        )
     if "recipe" not in top:
         return overrides  # a flat, self-contained hparams file
     nested, recipe = {}, {}
@@ -82,16 +102,7 @@ def load_recipe_hparams(hparams_file, overrides=None):
     nested = nest_overrides(hparams_file, overrides)
     with open(hparams_file, encoding="utf-8") as f:
         loaded = load_hyperpyyaml(f, nested, overrides_must_match=False)
-    hparams = loaded.get("recipe", loaded)
-    flat = dict(nested.get("recipe", {}))
-    flat.update({k: v for k, v in nested.items() if k != "recipe"})
-    unknown = sorted(k for k in flat if k not in hparams and k not in loaded)
-    if unknown:
-        raise ValueError(
-            f"Unknown override(s) {unknown} for {hparams_file}. Valid keys "
-            f"include: {sorted(k for k in hparams if not k.startswith('_'))}"
-        )
-    return hparams, nested
+    return loaded.get("recipe", loaded), nested
 
 
 def resolved_yaml(hparams_file, nested_overrides):

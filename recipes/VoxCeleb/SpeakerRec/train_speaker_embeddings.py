@@ -206,8 +206,13 @@ def build_augmenter(hparams):
 def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
-    hparams, nested = load_recipe_hparams(hparams_file, overrides)
+    try:
+        hparams, nested = load_recipe_hparams(hparams_file, overrides)
+    except ValueError as err:  # bad key, method or option: no traceback
+        sys.exit(f"ERROR: {err}")
 
+    if hparams["batch_size"] < 2:
+        sys.exit("ERROR: batch_size must be >= 2 (ECAPA-TDNN uses BatchNorm)")
     verification_file = hparams["verification_file"]
     if not os.path.isfile(verification_file):
         raise DataPreparationError(
@@ -256,7 +261,11 @@ def main(argv):
         train_data,
         valid_data,
         train_loader_kwargs=hparams["dataloader_options"],
-        valid_loader_kwargs={**hparams["dataloader_options"], "shuffle": False},
+        valid_loader_kwargs={
+            **hparams["dataloader_options"],
+            "shuffle": False,
+            "drop_last": False,
+        },
     )
 
 
