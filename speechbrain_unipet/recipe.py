@@ -200,7 +200,15 @@ def num_speakers(save_folder):
 
 @torch.no_grad()
 def compute_embedding(modules, wavs, wav_lens=None):
-    """SSL encoder -> mean/var norm -> ECAPA: embeddings [B, 1, D]."""
+    """SSL encoder -> mean/var norm -> ECAPA: embeddings [B, 1, D].
+
+    A single waveform is cut after its last non-zero sample, as the exported
+    inference front-end does, so both give the same embedding.
+    """
+    if wavs.shape[0] == 1 and wav_lens is None:
+        from speechbrain_unipet.inference import nonzero_lengths
+
+        wavs = wavs[:, : int(nonzero_lengths(wavs)[0])]
     if wav_lens is None:
         wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
     feats = modules["ssl_encoder"](wavs, wav_lens)

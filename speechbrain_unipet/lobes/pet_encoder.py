@@ -4,6 +4,8 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import pathlib
+
 import torch
 from speechbrain.utils.checkpoints import (
     mark_as_loader,
@@ -59,8 +61,9 @@ class PETEncoder(nn.Module):
 
     Arguments
     ---------
-    source : str
-        HuggingFace hub id or local folder of the SSL model.
+    source : str or None
+        HuggingFace hub id or local folder of the SSL model. ``None`` defers
+        loading to the first ``load_pet_file`` (exported folders).
     method : str
         A key of ``PET_METHODS``.
     save_path : str
@@ -158,25 +161,43 @@ class PETEncoder(nn.Module):
                 ignored,
                 sorted(self.method.options()) or "none",
             )
-        self.source = str(source)
         self.output_all_hiddens = output_all_hiddens
         self.gradient_checkpointing = gradient_checkpointing
-        self.backbone = SSLBackbone(str(source), save_path, normalize_wav)
-        self.options = self._validate(self.method.resolve(given))
-        self.num_layers = self.backbone.num_layers
-        self.hidden_size = self.backbone.hidden_size
-
-        for param in self.backbone.parameters():
-            param.requires_grad = False
+        self._save_path = save_path
+        self._normalize_wav = normalize_wav
+        self._given = given
         self.pet = nn.ModuleDict()
         self._hooks = []
         self._layer_gates = {}
         self.gate_values = {}
+        self.source = None
+        self.backbone = None
+        if source is not None:
+            self.attach_backbone(source)
+
+    def attach_backbone(self, source):
+        """Loads the SSL model from ``source`` and inserts the PET modules.
+
+        Called by the constructor, or later when the encoder was built with
+        ``source=None`` (exported models whose backbone sits next to the PET
+        checkpoint; see ``load_pet_file``).
+        """
+        if self.backbone is not None:
+            raise RuntimeError("PETEncoder already has a backbone")
+        self.source = str(source)
+        self.backbone = SSLBackbone(
+            self.source, self._save_path, self._normalize_wav
+        )
+        self.options = self._validate(self.method.resolve(self._given))
+        self.num_layers = self.backbone.num_layers
+        self.hidden_size = self.backbone.hidden_size
+        for param in self.backbone.parameters():
+            param.requires_grad = False
         self._build_components()
         self._unfreeze_backbone()
         self.layer_weights = nn.Parameter(
             torch.zeros(self.num_layers + 1),
-            requires_grad=not output_all_hiddens,
+            requires_grad=not self.output_all_hiddens,
         )
         self._grad_through_backbone = bool(
             _INSIDE_COMPONENTS & set(self.method.components)
@@ -393,7 +414,7 @@ class PETEncoder(nn.Module):
         """Frozen parts stay in eval mode (no dropout); PET modules, and the
         Transformer under full fine-tuning, follow ``mode``."""
         super().train(mode)
-        if self.method.unfreeze == "transformer":
+        if self.backbone is not None and self.method.unfreeze == "transformer":
             for module in self.backbone.transformer_modules():
                 module.train(mode)
         return self
@@ -447,6 +468,11 @@ class PETEncoder(nn.Module):
 
     def hidden_states(self, wav, wav_lens=None):
         """All L+1 hidden states (after Inter adapters) and the frame mask."""
+        if self.backbone is None:
+            raise RuntimeError(
+                "PETEncoder has no backbone yet: give `source`, or load a PET "
+                "checkpoint that has a backbone/ folder next to it."
+            )
         if wav.dim() != 2:
             raise ValueError(
                 f"PETEncoder expects waveforms [batch, samples], got shape "
@@ -671,7 +697,21 @@ class PETEncoder(nn.Module):
         self.load_pet_file(path)
 
     def load_pet_file(self, path):
-        """Loads a PET checkpoint file written by the checkpointer."""
+        """Loads a PET checkpoint file written by the checkpointer.
+
+        If the encoder was built without a backbone (``source=None``), the
+        backbone is loaded from the ``backbone/`` folder next to the
+        (symlink-resolved) file, as written by ``export --copy-backbone``.
+        """
+        if self.backbone is None:
+            folder = pathlib.Path(path).resolve().parent / "backbone"
+            if not (folder / "config.json").is_file():
+                raise ValueError(
+                    f"PETEncoder was built with source=None but there is no "
+                    f"backbone folder next to '{path}' (expected {folder}). "
+                    "Set ssl_source to a hub id or local SSL model folder."
+                )
+            self.attach_backbone(folder)
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:

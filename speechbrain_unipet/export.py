@@ -1,0 +1,324 @@
+"""Export a trained PET speaker model as an offline pretrained folder.
+
+    python -m speechbrain_unipet.export TRAIN_FOLDER HUB_FOLDER [--copy-backbone] [--merge-lora]
+
+``TRAIN_FOLDER`` is the ``output_folder`` of ``train_speaker_embeddings.py``;
+its latest checkpoint is exported. ``HUB_FOLDER`` then loads with
+``EncoderClassifier.from_hparams(source=HUB_FOLDER, savedir=HUB_FOLDER)`` or
+``SpeakerRecognition.from_hparams(...)``, offline and from any working
+directory. It holds:
+
+* ``hyperparams.yaml``: the model, with the backbone as the ``ssl_source``
+  key (override it with ``overrides={"ssl_source": ...}``); no machine path;
+* ``ssl_encoder.ckpt`` (the PET tensors only), ``embedding_model.ckpt``,
+  ``classifier.ckpt``, ``label_encoder.ckpt`` (the names SpeechBrain's
+  ``Pretrainer`` looks for);
+* ``README.md``, a model card;
+* with ``--copy-backbone``: ``backbone/`` (``config.json``, weights,
+  ``preprocessor_config.json``), found through ``ssl_source: null``;
+* with ``--merge-lora`` (LoRA models, implies ``--copy-backbone``): the LoRA
+  update folded into the copied backbone weights, zero inference overhead.
+
+Authors
+ * speechbrain-unipet contributors 2026
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+
+import torch
+from speechbrain.utils.logger import get_logger
+
+from speechbrain_unipet.recipe import (
+    build_backend,
+    dump_yaml,
+    load_recipe_hparams,
+    num_speakers,
+)
+
+logger = get_logger(__name__)
+
+HUB_FILES = (
+    "ssl_encoder.ckpt",
+    "embedding_model.ckpt",
+    "classifier.ckpt",
+    "label_encoder.ckpt",
+)
+
+HUB_YAML = """\
+# ############################################################################
+# Speaker embeddings: {method} PET on an SSL encoder + ECAPA-TDNN, exported by
+# speechbrain_unipet.export. Load with
+#   EncoderClassifier.from_hparams(source=<this folder>, savedir=<this folder>)
+# ssl_source: the backbone (hub id or local folder); null = backbone/ next to
+# ssl_encoder.ckpt. Override with overrides={{"ssl_source": "..."}}.
+# ############################################################################
+
+ssl_source: {ssl_source}
+ssl_save_path: pretrained_models/ssl
+sample_rate: 16000
+
+ssl_encoder: !new:speechbrain_unipet.lobes.PETEncoder
+    source: !ref <ssl_source>
+    save_path: !ref <ssl_save_path>
+    method: {method}
+    options:
+{options}
+compute_features: !new:speechbrain_unipet.inference.WaveformFrontEnd
+    encoder: !ref <ssl_encoder>
+
+mean_var_norm: !new:speechbrain_unipet.inference.UtteranceMeanNorm
+    front_end: !ref <compute_features>
+
+ecapa: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
+{ecapa}
+embedding_model: !new:speechbrain_unipet.inference.PerUtteranceEmbedding
+    model: !ref <ecapa>
+    front_end: !ref <compute_features>
+
+classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
+    input_size: {emb_dim}
+    out_neurons: {num_speakers}
+
+label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
+
+modules:
+    compute_features: !ref <compute_features>
+    mean_var_norm: !ref <mean_var_norm>
+    embedding_model: !ref <embedding_model>
+    classifier: !ref <classifier>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        ssl_encoder: !ref <ssl_encoder>
+        embedding_model: !ref <ecapa>
+        classifier: !ref <classifier>
+        label_encoder: !ref <label_encoder>
+"""
+
+
+class ExportError(ValueError):
+    """A training folder that cannot be exported, with the reason."""
+
+
+def _indent(mapping, spaces):
+    text = dump_yaml(mapping) if mapping else "{}\n"
+    return "".join(" " * spaces + line + "\n" for line in text.splitlines())
+
+
+def backbone_files(hparams):
+    """The local folder holding the HF backbone files of a training run."""
+    source = pathlib.Path(str(hparams["ssl_hub"]))
+    if source.is_dir():
+        return source
+    cache = pathlib.Path(str(hparams["ssl_save_path"]))
+    snapshots = (
+        cache
+        / ("models--" + str(hparams["ssl_hub"]).replace("/", "--"))
+        / "snapshots"
+    )
+    found = (
+        sorted(snapshots.glob("*/config.json")) if snapshots.is_dir() else []
+    )
+    if not found:
+        raise ExportError(
+            f"Cannot find the files of backbone '{hparams['ssl_hub']}' (looked "
+            f"in {snapshots}) to copy them."
+        )
+    return found[-1].parent
+
+
+def copy_backbone(encoder, hparams, dest):
+    """Copies config, weights and preprocessor config into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    src = backbone_files(hparams)
+    copied = []
+    for path in src.iterdir():
+        if (
+            path.name == "config.json"
+            or path.name == "preprocessor_config.json"
+            or path.suffix in (".safetensors", ".bin")
+            or path.name.endswith(".index.json")
+        ):
+            shutil.copy2(path.resolve(), dest / path.name)
+            copied.append(path.name)
+    if not (dest / "preprocessor_config.json").is_file():
+        from transformers import Wav2Vec2FeatureExtractor
+
+        Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=16000,
+            do_normalize=encoder.backbone.normalize_wav,
+            return_attention_mask=True,
+        ).save_pretrained(dest)
+    return copied
+
+
+def export(
+    train_folder, hub_folder, copy_backbone_files=False, merge_lora=False
+):
+    """Writes the hub folder (see the module docstring). Returns its path."""
+    train_folder, hub = pathlib.Path(train_folder), pathlib.Path(hub_folder)
+    saved = train_folder / "hyperparams.yaml"
+    if not saved.is_file():
+        raise ExportError(
+            f"{saved} not found: TRAIN_FOLDER must be the output_folder of "
+            "train_speaker_embeddings.py"
+        )
+    hparams, _ = load_recipe_hparams(str(saved))
+    build_backend(hparams, num_speakers(hparams["save_folder"]))
+    checkpoint = hparams["checkpointer"].recover_if_possible()
+    if checkpoint is None:
+        raise ExportError(f"No checkpoint in {hparams['save_folder']}")
+    encoder = hparams["ssl_encoder"]
+    method = encoder.method.name
+    if merge_lora:
+        if "lora" not in encoder.method.components:
+            raise ExportError(f"--merge-lora: method '{method}' has no LoRA")
+        copy_backbone_files = True
+    hub.mkdir(parents=True, exist_ok=True)
+    for name in HUB_FILES:
+        (hub / name).unlink(missing_ok=True)
+
+    options = dict(hparams["pet_options"] or {})
+    if merge_lora:
+        encoder.merge_lora()
+        dest = hub / "backbone"
+        if dest.exists():
+            shutil.rmtree(dest)
+        copy_backbone(encoder, hparams, dest)
+        for path in dest.glob("*.safetensors"):
+            path.unlink()
+        for path in dest.glob("*.bin"):
+            path.unlink()
+        encoder.backbone.model.save_pretrained(dest)
+        method, options = "frozen", {}
+        state = {"layer_weights": encoder.layer_weights.detach().cpu()}
+        meta = dict(encoder.pet_metadata(), method="frozen")
+    else:
+        if copy_backbone_files:
+            dest = hub / "backbone"
+            if dest.exists():
+                shutil.rmtree(dest)
+            copy_backbone(encoder, hparams, dest)
+        state = {k: v.cpu() for k, v in encoder.pet_state_dict().items()}
+        meta = encoder.pet_metadata()
+    torch.save({"meta": meta, "state": state}, hub / "ssl_encoder.ckpt")
+    torch.save(
+        hparams["modules"]["embedding_model"].state_dict(),
+        hub / "embedding_model.ckpt",
+    )
+    torch.save(
+        hparams["modules"]["classifier"].state_dict(), hub / "classifier.ckpt"
+    )
+    shutil.copy2(
+        pathlib.Path(hparams["save_folder"]) / "label_encoder.txt",
+        hub / "label_encoder.ckpt",
+    )
+
+    ecapa = dict(hparams["embedding_model"].keywords)
+    ecapa["input_size"] = encoder.hidden_size
+    ssl_source = (
+        "null" if copy_backbone_files else json.dumps(str(hparams["ssl_hub"]))
+    )
+    (hub / "hyperparams.yaml").write_text(
+        HUB_YAML.format(
+            method=method,
+            ssl_source=ssl_source,
+            options=_indent(options, 8),
+            ecapa=_indent(ecapa, 4),
+            emb_dim=ecapa.get("lin_neurons", 192),
+            num_speakers=num_speakers(hparams["save_folder"]),
+        ),
+        encoding="utf-8",
+    )
+    write_card(
+        hub,
+        hparams,
+        encoder,
+        method,
+        copy_backbone_files,
+        merge_lora,
+        train_folder,
+    )
+    if (
+        not copy_backbone_files
+        and pathlib.Path(str(hparams["ssl_hub"])).exists()
+    ):
+        logger.warning(
+            "The backbone is referenced by the local path %s; the folder only "
+            "works where that path exists. Use --copy-backbone to make it "
+            "self-contained.",
+            hparams["ssl_hub"],
+        )
+    return hub
+
+
+def write_card(hub, hparams, encoder, method, copied, merged, train_folder):
+    """README.md model card."""
+    trainable, total = encoder.count_parameters()
+    pet_bytes = (hub / "ssl_encoder.ckpt").stat().st_size
+    lines = [
+        f"# Speaker embeddings: `{method}` PET on `{hparams['ssl_hub']}`",
+        "",
+        "Exported by `python -m speechbrain_unipet.export`. Load offline with:",
+        "",
+        "```python",
+        "from speechbrain.inference.speaker import SpeakerRecognition",
+        "model = SpeakerRecognition.from_hparams(source=HUB, savedir=HUB)",
+        "score, same = model.verify_files('a.wav', 'b.wav')",
+        "```",
+        "",
+        f"* PET method: `{encoder.method.name}`"
+        + (" (LoRA merged into the backbone)" if merged else ""),
+        f"* Backbone: `{hparams['ssl_hub']}`"
+        + (
+            " (copied into backbone/)"
+            if copied
+            else " (referenced: `ssl_source`)"
+        ),
+        f"* Trainable encoder parameters: {trainable:,} of {total:,} "
+        f"({100 * trainable / total:.2f} %)",
+        f"* PET file `ssl_encoder.ckpt`: {pet_bytes / 1e6:.2f} MB",
+        f"* Training speakers: {num_speakers(hparams['save_folder'])}",
+    ]
+    results = train_folder / "results.json"
+    if results.is_file():
+        res = json.loads(results.read_text())
+        lines.append(
+            f"* Verification ({res.get('verification_file', '?')}, "
+            f"{res.get('num_trials', '?')} trials): EER {100 * res['eer']:.2f} %, "
+            f"minDCF(0.01) {res['min_dcf']:.4f}"
+        )
+    else:
+        lines.append("* Verification: not measured")
+    (hub / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Export a trained PET speaker model."
+    )
+    parser.add_argument("train_folder")
+    parser.add_argument("hub_folder")
+    parser.add_argument("--copy-backbone", action="store_true")
+    parser.add_argument("--merge-lora", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        hub = export(
+            args.train_folder,
+            args.hub_folder,
+            args.copy_backbone,
+            args.merge_lora,
+        )
+    except (ExportError, FileNotFoundError) as err:
+        sys.exit(f"ERROR: {err}")
+    print(f"Exported to {hub}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

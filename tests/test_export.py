@@ -1,0 +1,198 @@
+"""Export to an offline pretrained folder and loading it with SpeechBrain's
+inference interfaces in a fresh process."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
+
+from speechbrain_unipet.export import export
+from speechbrain_unipet.recipe import compute_embedding, read_wav
+
+FILES = ["id4/vid0/00001.wav", "id5/vid1/00001.wav", "id0/vid0/00001.wav"]
+
+LOAD_SCRIPT = """
+import json, sys, torch
+from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition
+from speechbrain_unipet.recipe import read_wav
+hub, data, out = sys.argv[1:4]
+files = json.loads(sys.argv[4])
+model = EncoderClassifier.from_hparams(source=hub, savedir=hub, run_opts={"device": "cpu"})
+wavs = [read_wav(f"{data}/wav/{f}") for f in files]
+single = torch.cat([model.encode_batch(w[None]) for w in wavs])
+longest = max(w.numel() for w in wavs)
+batch = torch.zeros(len(wavs), longest)
+for i, w in enumerate(wavs):
+    batch[i, : w.numel()] = w
+lens = torch.tensor([w.numel() / longest for w in wavs])
+padded = model.encode_batch(batch, lens)
+labels = model.classify_batch(wavs[0][None])[3]
+verifier = SpeakerRecognition.from_hparams(source=hub, savedir=hub, run_opts={"device": "cpu"})
+score, _ = verifier.verify_files(f"{data}/wav/{files[0]}", f"{data}/wav/{files[1]}")
+vb, _ = verifier.verify_batch(wavs[0][None], wavs[1][None])
+torch.save({"single": single, "padded": padded, "labels": labels, "score": score,
+            "verify_batch": vb}, out)
+"""
+
+
+def trained(recipe_env, method):  # noqa: F811
+    out = recipe_env["root"] / f"run_{method}"
+    if not (out / "hyperparams.yaml").is_file():
+        train(recipe_env, method, out)
+    return out
+
+
+def recipe_embeddings(train_folder, data):
+    sys.path.insert(
+        0,
+        str(pathlib.Path(__file__).parents[1] / "recipes/VoxCeleb/SpeakerRec"),
+    )
+    try:
+        from speaker_verification_cosine import load_trained_model
+    finally:
+        sys.path.pop(0)
+    _, modules = load_trained_model(train_folder, "cpu")
+    return torch.cat(
+        [
+            compute_embedding(modules, read_wav(data / "wav" / f)[None])
+            for f in FILES
+        ]
+    )
+
+
+def load_in_fresh_process(hub, data, tmp_path, cwd):
+    out = tmp_path / "loaded.pt"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOAD_SCRIPT,
+            str(hub),
+            str(data),
+            str(out),
+            json.dumps(FILES),
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.mark.parametrize(
+    "copy", [True, False], ids=["copy-backbone", "reference"]
+)
+def test_export_loads_offline_and_matches_recipe(recipe_env, tmp_path, copy):  # noqa: F811
+    run = trained(recipe_env, "unipet")
+    hub = export(run, tmp_path / "hub", copy_backbone_files=copy)
+    names = {p.name for p in hub.iterdir()}
+    assert {
+        "hyperparams.yaml",
+        "ssl_encoder.ckpt",
+        "embedding_model.ckpt",
+        "classifier.ckpt",
+        "label_encoder.ckpt",
+        "README.md",
+    } <= names
+    assert ("backbone" in names) == copy
+    text = (hub / "hyperparams.yaml").read_text()
+    assert (
+        str(recipe_env["root"]) not in text or not copy
+    )  # no machine path when copied
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    got = load_in_fresh_process(hub, recipe_env["data"], tmp_path, elsewhere)
+    ref = recipe_embeddings(run, recipe_env["data"])
+    torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got["padded"], got["single"], atol=1e-4, rtol=0)
+    assert got["labels"][0].startswith("id")
+    cos = torch.nn.functional.cosine_similarity(ref[0], ref[1], dim=-1)
+    assert float(got["score"]) == pytest.approx(float(cos), abs=1e-4)
+    assert float(got["verify_batch"]) == pytest.approx(float(cos), abs=1e-4)
+
+
+def test_pet_file_is_a_small_part_of_the_export(recipe_env, tmp_path):  # noqa: F811
+    hub = export(
+        trained(recipe_env, "lora"), tmp_path / "hub", copy_backbone_files=True
+    )
+    pet = (hub / "ssl_encoder.ckpt").stat().st_size
+    backbone = sum(p.stat().st_size for p in (hub / "backbone").iterdir())
+    assert pet < 0.2 * backbone
+
+
+def test_merge_lora_export_gives_same_embeddings(recipe_env, tmp_path):  # noqa: F811
+    run = trained(recipe_env, "lora")
+    merged = export(run, tmp_path / "merged", merge_lora=True)
+    state = torch.load(merged / "ssl_encoder.ckpt", weights_only=True)
+    assert set(state["state"]) == {"layer_weights"}
+    assert "method: frozen" in (merged / "hyperparams.yaml").read_text()
+    got = load_in_fresh_process(merged, recipe_env["data"], tmp_path, tmp_path)
+    ref = recipe_embeddings(run, recipe_env["data"])
+    torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
+
+
+def test_merge_lora_needs_lora(recipe_env, tmp_path):  # noqa: F811
+    with pytest.raises(ValueError, match="has no LoRA"):
+        export(trained(recipe_env, "unipet"), tmp_path / "x", merge_lora=True)
+
+
+def test_adapters_swap_on_one_backbone(recipe_env, tmp_path):  # noqa: F811
+    from speechbrain_unipet.lobes import PETEncoder
+
+    hubs = {}
+    for method in ("unipet", "lora"):
+        hubs[method] = export(
+            trained(recipe_env, method),
+            tmp_path / method,
+            copy_backbone_files=True,
+        )
+    backbone = str(hubs["unipet"] / "backbone")
+    wav = read_wav(recipe_env["data"] / "wav" / FILES[0])[None]
+    shared = PETEncoder(backbone, method="unipet").eval()
+    alone = PETEncoder(backbone, method="unipet").eval()
+    alone.load_pet_file(hubs["unipet"] / "ssl_encoder.ckpt")
+    with torch.no_grad():
+        base = shared(wav)
+        shared.load_pet_file(hubs["unipet"] / "ssl_encoder.ckpt")
+        torch.testing.assert_close(shared(wav), alone(wav))
+        assert not torch.allclose(shared(wav), base)
+    with pytest.raises(ValueError, match="method saved='lora' here='unipet'"):
+        shared.load_pet_file(hubs["lora"] / "ssl_encoder.ckpt")
+
+
+def test_broken_hub_folders_give_clear_errors(recipe_env, tmp_path, model_root):  # noqa: F811
+    from speechbrain.inference.speaker import EncoderClassifier
+
+    from speechbrain_unipet.lobes import PETEncoder
+    from speechbrain_unipet.testing import tiny_ssl_folder
+
+    hub = export(
+        trained(recipe_env, "unipet"),
+        tmp_path / "hub",
+        copy_backbone_files=True,
+    )
+    (hub / "classifier.ckpt").unlink()
+    with pytest.raises(Exception, match="classifier.ckpt"):
+        EncoderClassifier.from_hparams(source=str(hub), savedir=str(hub))
+    # PET weights of another backbone size
+    other = tiny_ssl_folder(model_root, "wavlm", seed=5, hidden_size=48)
+    PETEncoder(str(other), method="unipet")._save(tmp_path / "other.ckpt")
+    enc = PETEncoder(str(hub / "backbone"), method="unipet")
+    with pytest.raises(ValueError, match="hidden_size saved=48 here=32"):
+        enc.load_pet_file(tmp_path / "other.ckpt")
+    # no backbone anywhere
+    with pytest.raises(ValueError, match="no backbone folder next to"):
+        PETEncoder(None, method="unipet").load_pet_file(tmp_path / "other.ckpt")
+    with pytest.raises(
+        ValueError, match="TRAIN_FOLDER must be the output_folder"
+    ):
+        export(tmp_path, tmp_path / "x")
