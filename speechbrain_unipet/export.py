@@ -33,9 +33,8 @@ import torch
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_unipet.recipe import (
-    build_backend,
     dump_yaml,
-    load_recipe_hparams,
+    load_trained_model,
     num_speakers,
 )
 
@@ -162,17 +161,7 @@ def export(
 ):
     """Writes the hub folder (see the module docstring). Returns its path."""
     train_folder, hub = pathlib.Path(train_folder), pathlib.Path(hub_folder)
-    saved = train_folder / "hyperparams.yaml"
-    if not saved.is_file():
-        raise ExportError(
-            f"{saved} not found: TRAIN_FOLDER must be the output_folder of "
-            "train_speaker_embeddings.py"
-        )
-    hparams, _ = load_recipe_hparams(str(saved))
-    build_backend(hparams, num_speakers(hparams["save_folder"]))
-    checkpoint = hparams["checkpointer"].recover_if_possible()
-    if checkpoint is None:
-        raise ExportError(f"No checkpoint in {hparams['save_folder']}")
+    hparams, _ = load_trained_model(train_folder)
     encoder = hparams["ssl_encoder"]
     method = encoder.method.name
     if merge_lora:

@@ -198,6 +198,35 @@ def num_speakers(save_folder):
     return len(encoder)
 
 
+def load_trained_model(output_folder, device="cpu"):
+    """Rebuilds a training run from its saved ``hyperparams.yaml`` and loads
+    its latest checkpoint.
+
+    Returns
+    -------
+    hparams : dict
+        The run's recipe hparams (with the back-end instantiated).
+    modules : torch.nn.ModuleDict
+        The model modules, on ``device``, in eval mode.
+    """
+    saved = pathlib.Path(output_folder) / "hyperparams.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(
+            f"{saved} not found: the folder must be the output_folder of "
+            "train_speaker_embeddings.py"
+        )
+    hparams, _ = load_recipe_hparams(str(saved))
+    build_backend(hparams, num_speakers(hparams["save_folder"]))
+    checkpoint = hparams["checkpointer"].recover_if_possible()
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"No checkpoint in {hparams['save_folder']}: train the model first"
+        )
+    logger.info("Loaded checkpoint %s", checkpoint.path)
+    modules = torch.nn.ModuleDict(hparams["modules"]).to(device).eval()
+    return hparams, modules
+
+
 @torch.no_grad()
 def compute_embedding(modules, wavs, wav_lens=None):
     """SSL encoder -> mean/var norm -> ECAPA: embeddings [B, 1, D].

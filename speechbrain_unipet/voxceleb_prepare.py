@@ -68,6 +68,23 @@ def list_audio(data_folder):
     return found
 
 
+def trial_audio(trials, audio, trials_file, data_folder):
+    """Audio path of every utterance of ``trials`` (id -> path).
+
+    Raises a ``DataPreparationError`` naming the trial list and an absent
+    file if any trial utterance is missing.
+    """
+    needed = sorted({t.enrol for t in trials} | {t.test for t in trials})
+    missing = [u for u in needed if u not in audio]
+    if missing:
+        raise DataPreparationError(
+            f"{len(missing)} utterance(s) of the trial list '{trials_file}' "
+            f"are not under {data_folder}/wav, e.g. '{missing[0]}'. Check "
+            "data_folder and verification_file."
+        )
+    return {u: audio[u] for u in needed}
+
+
 def check_audio(path, sample_rate):
     """``sf.info`` of ``path``; errors name the file."""
     try:
@@ -155,14 +172,9 @@ def prepare_voxceleb(
     for folder in str(data_folder).split(","):
         audio.update(list_audio(folder.strip()))
     trials = read_trials(verification_pairs_file)
-    test_ids = sorted({t.enrol for t in trials} | {t.test for t in trials})
-    missing = [u for u in test_ids if u not in audio]
-    if missing:
-        raise DataPreparationError(
-            f"{len(missing)} utterance(s) of the trial list "
-            f"'{verification_pairs_file}' are not under {data_folder}/wav, "
-            f"e.g. '{missing[0]}'. Check data_folder and verification_file."
-        )
+    test_ids = sorted(
+        trial_audio(trials, audio, verification_pairs_file, data_folder)
+    )
     test_speakers = {u.split("/")[0] for u in test_ids}
     train_ids = sorted(u for u in audio if u.split("/")[0] not in test_speakers)
     if ("train" in splits or "dev" in splits) and not train_ids:

@@ -15,7 +15,6 @@ Authors
 """
 
 import json
-import pathlib
 import sys
 
 import speechbrain as sb
@@ -27,36 +26,18 @@ from tqdm import tqdm
 from speechbrain_unipet.backbones import SSLBackboneError
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.recipe import (
-    build_backend,
     compute_embedding,
-    load_recipe_hparams,
-    num_speakers,
+    load_trained_model,
     read_wav,
 )
 from speechbrain_unipet.scoring import read_trials, score_trials, speaker_cohort
-from speechbrain_unipet.voxceleb_prepare import DataPreparationError, list_audio
+from speechbrain_unipet.voxceleb_prepare import (
+    DataPreparationError,
+    list_audio,
+    trial_audio,
+)
 
 logger = get_logger(__name__)
-
-
-def load_trained_model(output_folder, device):
-    """Model modules of a training run, with its latest checkpoint loaded."""
-    saved = pathlib.Path(output_folder) / "hyperparams.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(
-            f"{saved} not found: --output_folder must be the output folder of "
-            "train_speaker_embeddings.py"
-        )
-    hparams, _ = load_recipe_hparams(str(saved))
-    build_backend(hparams, num_speakers(hparams["save_folder"]))
-    checkpoint = hparams["checkpointer"].recover_if_possible()
-    if checkpoint is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {hparams['save_folder']}: train the model first"
-        )
-    logger.info("Loaded checkpoint %s", checkpoint.path)
-    modules = torch.nn.ModuleDict(hparams["modules"]).to(device).eval()
-    return hparams, modules
 
 
 def embed_files(modules, files, device, desc):
@@ -79,17 +60,10 @@ def main(argv):
     data_folder = cfg["data_folder"] or train_hparams["data_folder"]
     trials_file = cfg["verification_file"] or train_hparams["verification_file"]
     trials = read_trials(trials_file)
-    audio = list_audio(data_folder)
-    needed = sorted({t.enrol for t in trials} | {t.test for t in trials})
-    missing = [u for u in needed if u not in audio]
-    if missing:
-        raise DataPreparationError(
-            f"{len(missing)} trial utterance(s) of '{trials_file}' are not "
-            f"under {data_folder}/wav, e.g. '{missing[0]}'"
-        )
-    test = embed_files(
-        modules, {u: audio[u] for u in needed}, device, "embedding"
+    files = trial_audio(
+        trials, list_audio(data_folder), trials_file, data_folder
     )
+    test = embed_files(modules, files, device, "embedding")
 
     cohort = mean = None
     if cfg["score_norm"] == "as-norm":
