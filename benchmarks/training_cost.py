@@ -119,6 +119,7 @@ def main():
     )
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--methods", default=None)
+    parser.add_argument("--inference-only", action="store_true")
     args = parser.parse_args()
     from transformers import WavLMConfig, WavLMModel
 
@@ -134,49 +135,62 @@ def main():
     )
     with tempfile.TemporaryDirectory() as folder:
         WavLMModel(WavLMConfig()).save_pretrained(folder)
-        rows = {
-            m: measure(folder, m, args.device, args.steps, "train")
-            for m in methods
-        }
-        ref = rows["finetune"]
-        print(
-            f"Training step, WavLM Base+ architecture, {BATCH} x {SECONDS:g} s, {name}"
-            f"{' (bf16 autocast)' if args.device.startswith('cuda') else ''}:\n"
-        )
-        print(
-            "| method | step time | vs finetune | peak memory | vs finetune | utt/s |"
-        )
-        print("|---|---:|---:|---:|---:|---:|")
-        for m, r in rows.items():
-            print(
-                f"| `{m}` | {r['time']:.3f} s | {r['time'] / ref['time']:.2f}x | "
-                f"{r['peak'] / 2**20:.0f} MiB | {r['peak'] / max(ref['peak'], 1):.2f}x | "
-                f"{BATCH / r['time']:.1f} |"
-            )
-        inf = {
-            "frozen (no PET module)": measure(
-                folder, "frozen", args.device, args.steps, "eval"
-            ),
-            "unipet": measure(
-                folder, "unipet", args.device, args.steps, "eval"
-            ),
-            "lora, unmerged": measure(
-                folder, "lora", args.device, args.steps, "eval"
-            ),
-            "lora, merged": measure(
-                folder, "lora", args.device, args.steps, "merged"
-            ),
-        }
-        base = inf["frozen (no PET module)"]["time"]
-        audio = BATCH * SECONDS
-        print(f"\nInference (no autograd), per second of audio, {name}:\n")
-        print("| encoder | time per s of audio | overhead vs backbone alone |")
-        print("|---|---:|---:|")
-        for label, r in inf.items():
-            print(
-                f"| {label} | {1000 * r['time'] / audio:.1f} ms | {100 * (r['time'] / base - 1):+.1f} % |"
-            )
+        if not args.inference_only:
+            training_table(folder, methods, args, name)
+        inference_table(folder, args, name)
     return 0
+
+
+def training_table(folder, methods, args, name):
+    """Prints step time and peak memory per method vs finetune."""
+    rows = {
+        m: measure(folder, m, args.device, args.steps, "train") for m in methods
+    }
+    ref = rows["finetune"]
+    print(
+        f"Training step, WavLM Base+ architecture, {BATCH} x {SECONDS:g} s, {name}"
+        f"{' (bf16 autocast)' if args.device.startswith('cuda') else ''}:\n"
+    )
+    print(
+        "| method | step time | vs finetune | peak memory | vs finetune | utt/s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for m, r in rows.items():
+        print(
+            f"| `{m}` | {r['time']:.3f} s | {r['time'] / ref['time']:.2f}x | "
+            f"{r['peak'] / 2**20:.0f} MiB | {r['peak'] / max(ref['peak'], 1):.2f}x | "
+            f"{BATCH / r['time']:.1f} |"
+        )
+
+
+def inference_table(folder, args, name):
+    """Prints inference time per second of audio with and without PET."""
+    inf = {
+        "frozen (no PET module)": measure(
+            folder, "frozen", args.device, args.steps, "eval"
+        ),
+        "inner_inter_adapter": measure(
+            folder, "inner_inter_adapter", args.device, args.steps, "eval"
+        ),
+        "unipet (48 prompt tokens per layer)": measure(
+            folder, "unipet", args.device, args.steps, "eval"
+        ),
+        "lora, unmerged": measure(
+            folder, "lora", args.device, args.steps, "eval"
+        ),
+        "lora, merged": measure(
+            folder, "lora", args.device, args.steps, "merged"
+        ),
+    }
+    base = inf["frozen (no PET module)"]["time"]
+    audio = BATCH * SECONDS
+    print(f"\nInference (no autograd), per second of audio, {name}:\n")
+    print("| encoder | time per s of audio | overhead vs backbone alone |")
+    print("|---|---:|---:|")
+    for label, r in inf.items():
+        print(
+            f"| {label} | {1000 * r['time'] / audio:.1f} ms | {100 * (r['time'] / base - 1):+.1f} % |"
+        )
 
 
 if __name__ == "__main__":
