@@ -382,3 +382,30 @@ def test_batch_size_one_is_refused_up_front(recipe_env, tmp_path):
         recipe_env, "frozen", tmp_path / "o", "--batch_size=1", check=False
     )
     assert done.returncode != 0 and "batch_size must be >= 2" in done.stderr
+
+
+def test_noise_and_reverb_augmentation_from_local_folders(recipe_env, tmp_path):
+    rng = np.random.default_rng(1)
+    noise, rir = tmp_path / "noise", tmp_path / "rir"
+    noise.mkdir()
+    rir.mkdir()
+    for i in range(2):
+        sf.write(
+            noise / f"n{i}.wav",
+            (0.1 * rng.standard_normal(RATE)).astype(np.float32),
+            RATE,
+        )
+        impulse = np.zeros(800, np.float32)
+        impulse[0], impulse[200 + 100 * i] = 1.0, 0.3
+        sf.write(rir / f"r{i}.wav", impulse, RATE)
+    out = tmp_path / "aug"
+    train(
+        recipe_env,
+        "lora",
+        out,
+        f"--noise_folder={noise}",
+        f"--rir_folder={rir}",
+    )
+    assert (out / "save" / "noise.csv").read_text().count("\n") == 3
+    assert (out / "save" / "rir.csv").is_file()
+    assert epochs_logged(out) == [1]
