@@ -22,8 +22,10 @@ Authors
 import json
 import os
 import pathlib
+import types
 
 import torch
+import torch.nn.functional as F
 from speechbrain.integrations.huggingface.huggingface import (
     HFTransformersInterface,
 )
@@ -97,6 +99,41 @@ def _read_do_normalize(source, save_path):
         return False
 
 
+def _wavlm_sdpa_self_attention(
+    self, hidden_states, attention_mask, gated_position_bias
+):
+    """Drop-in for ``WavLMAttention.torch_multi_head_self_attention``.
+
+    HF's version feeds a transposed (non-contiguous) input and the raw
+    q/k/v weights to ``F.multi_head_attention_forward`` with
+    ``need_weights=True``: on CPU the projections then run as a batched
+    matmul over an expanded weight (about a fifth of WavLM's forward time
+    at 2 s), the attention weights are materialised and averaged, and
+    wrappers of ``q_proj`` etc. are bypassed. This computes the same
+    ``softmax(q k^T / sqrt(d) + gated_bias)`` with the projection modules and
+    ``F.scaled_dot_product_attention``; it returns no attention weights.
+    """
+    batch, length, dim = hidden_states.shape
+    heads = self.num_heads
+    shape = (batch, length, heads, dim // heads)
+    q = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+    k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+    v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+    bias = gated_position_bias.view(batch, heads, length, length).to(q.dtype)
+    if attention_mask is not None:
+        keys = attention_mask.ne(1)[:, None, None, :]
+        bias = bias.masked_fill(keys, float("-inf"))
+    out = F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=bias,
+        dropout_p=self.dropout if self.training else 0.0,
+    )
+    out = out.transpose(1, 2).reshape(batch, length, dim)
+    return self.out_proj(out), None
+
+
 def conv_output_lengths(lengths, kernel, stride):
     """Frames produced by an unpadded conv over ``lengths`` samples."""
     return torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
@@ -150,6 +187,22 @@ class SSLBackbone(HFTransformersInterface):
         self.hidden_size = self.config.hidden_size
         self.num_layers = self.config.num_hidden_layers
         self.intermediate_size = self.config.intermediate_size
+        if self.model_type == "wavlm":
+            self._use_sdpa_attention()
+
+    def _use_sdpa_attention(self):
+        for layer in self.layers:
+            attn = layer.attention
+            if not hasattr(type(attn), "torch_multi_head_self_attention"):
+                logger.warning(
+                    "This transformers version has no "
+                    "WavLMAttention.torch_multi_head_self_attention; WavLM "
+                    "keeps its own attention (slower on CPU)."
+                )
+                return
+            attn.torch_multi_head_self_attention = types.MethodType(
+                _wavlm_sdpa_self_attention, attn
+            )
 
     def override_config(self, config):
         """Checks the model type and removes train-time randomness."""
