@@ -409,3 +409,10 @@ def test_noise_and_reverb_augmentation_from_local_folders(recipe_env, tmp_path):
     assert (out / "save" / "noise.csv").read_text().count("\n") == 3
     assert (out / "save" / "rir.csv").is_file()
     assert epochs_logged(out) == [1]
+
+
+def test_tensorboard_logging(recipe_env, tmp_path):
+    out = tmp_path / "tb"
+    train(recipe_env, "frozen", out, "--use_tensorboard=True")
+    events = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

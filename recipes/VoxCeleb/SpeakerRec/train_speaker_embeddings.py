@@ -127,16 +127,43 @@ class SpeakerBrain(sb.core.Brain):
                         for k, v in encoder.gate_values.items()
                     }
                 )
-            self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, **lrs},
-                train_stats=self.train_stats,
-                valid_stats=stats,
-            )
+            for train_logger in self.train_loggers:
+                train_logger.log_stats(
+                    stats_meta={"epoch": epoch, **lrs},
+                    train_stats=self.train_stats,
+                    valid_stats=stats,
+                )
             self.checkpointer.save_and_keep_only(
                 meta={"ErrorRate": stats["ErrorRate"]},
                 min_keys=["ErrorRate"],
                 num_to_keep=1,
             )
+
+
+def train_loggers(hparams):
+    """SpeechBrain's text log, plus TensorBoard when asked for."""
+    loggers = [hparams["train_logger"]]
+    if hparams.get("use_tensorboard"):
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            sys.exit(
+                "ERROR: use_tensorboard needs the tensorboard package: "
+                "pip install tensorboard"
+            )
+        from speechbrain.utils.train_logger import TensorboardLogger
+
+        loggers.append(
+            run_on_main_value(TensorboardLogger, hparams["tensorboard_folder"])
+        )
+    return loggers
+
+
+def run_on_main_value(factory, *args):
+    """``factory(*args)`` on the main process only (None elsewhere)."""
+    from speechbrain.utils.distributed import if_main_process
+
+    return factory(*args) if if_main_process() else None
 
 
 def write_audio_csv(folder, csv_path):
@@ -249,6 +276,7 @@ def main(argv):
         100 * trainable / total,
     )
 
+    loggers = [lg for lg in train_loggers(hparams) if lg is not None]
     brain = SpeakerBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
@@ -256,6 +284,7 @@ def main(argv):
         run_opts=run_opts,
         checkpointer=hparams["checkpointer"],
     )
+    brain.train_loggers = loggers
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
