@@ -99,39 +99,110 @@ def _read_do_normalize(source, save_path):
         return False
 
 
-def _wavlm_sdpa_self_attention(
-    self, hidden_states, attention_mask, gated_position_bias
-):
-    """Drop-in for ``WavLMAttention.torch_multi_head_self_attention``.
+def _attend(attn, hidden_states, attention_mask, bias=None):
+    """SDPA self-attention with the module's q/k/v/out projections.
 
-    HF's version feeds a transposed (non-contiguous) input and the raw
-    q/k/v weights to ``F.multi_head_attention_forward`` with
-    ``need_weights=True``: on CPU the projections then run as a batched
-    matmul over an expanded weight (about a fifth of WavLM's forward time
-    at 2 s), the attention weights are materialised and averaged, and
-    wrappers of ``q_proj`` etc. are bypassed. This computes the same
-    ``softmax(q k^T / sqrt(d) + gated_bias)`` with the projection modules and
-    ``F.scaled_dot_product_attention``; it returns no attention weights.
+    Keys and values of ``attn.prefix_kv`` (deep prompts, [B or 1, P, D]) go
+    in front of the frames' own: the frames attend to the prompts, but no
+    query, FFN or output is computed for prompt positions, whose outputs a
+    prompted layer would throw away anyway.
+
+    ``attention_mask`` is a bool [B, T] frame mask (True = valid), a 4-D
+    mask prepared by HF (only when HF's own encoder calls the layer), or
+    None; ``bias`` an additive [.., H, T, P + T] position bias (WavLM).
     """
     batch, length, dim = hidden_states.shape
-    heads = self.num_heads
-    shape = (batch, length, heads, dim // heads)
-    q = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-    k = self.k_proj(hidden_states).view(shape).transpose(1, 2)
-    v = self.v_proj(hidden_states).view(shape).transpose(1, 2)
-    bias = gated_position_bias.view(batch, heads, length, length).to(q.dtype)
-    if attention_mask is not None:
-        keys = attention_mask.ne(1)[:, None, None, :]
-        bias = bias.masked_fill(keys, float("-inf"))
+    heads = attn.num_heads
+    q = attn.q_proj(hidden_states)
+    k = attn.k_proj(hidden_states)
+    v = attn.v_proj(hidden_states)
+    prefix = getattr(attn, "prefix_kv", None)
+    if prefix is not None:
+        prefix_k, prefix_v = prefix
+        k = torch.cat([prefix_k.to(k.dtype).expand(batch, -1, -1), k], 1)
+        v = torch.cat([prefix_v.to(v.dtype).expand(batch, -1, -1), v], 1)
+    q, k, v = (
+        t.view(batch, -1, heads, dim // heads).transpose(1, 2)
+        for t in (q, k, v)
+    )
+    mask = attention_mask
+    if mask is not None and mask.dim() == 2:
+        mask = mask.bool()
+        if prefix is not None:
+            mask = F.pad(mask, (prefix[0].shape[1], 0), value=True)
+        mask = mask[:, None, None, :]
+    elif mask is not None and prefix is not None:
+        raise ValueError("prompt prefixes need a [batch, time] frame mask")
+    if bias is not None:
+        bias = bias.to(q.dtype)
+        if mask is not None:
+            bias = bias.masked_fill(~mask, float("-inf"))
+        mask = bias
     out = F.scaled_dot_product_attention(
         q,
         k,
         v,
-        attn_mask=bias,
-        dropout_p=self.dropout if self.training else 0.0,
+        attn_mask=mask,
+        dropout_p=attn.dropout if attn.training else 0.0,
     )
     out = out.transpose(1, 2).reshape(batch, length, dim)
-    return self.out_proj(out), None
+    return attn.out_proj(out)
+
+
+def _wav2vec2_attention_forward(
+    self,
+    hidden_states,
+    key_value_states=None,
+    attention_mask=None,
+    output_attentions=False,
+    **kwargs,
+):
+    """Drop-in ``forward`` of Wav2Vec2/HuBERT/Data2VecAudio attention.
+
+    Self-attention only (as in these encoders); returns no attention
+    weights. See ``_attend`` for the prompt prefix.
+    """
+    if key_value_states is not None:
+        raise ValueError("cross-attention is not used by SSL encoders")
+    return _attend(self, hidden_states, attention_mask), None
+
+
+def _wavlm_attention_forward(
+    self, hidden_states, attention_mask=None, position_bias=None, **kwargs
+):
+    """Drop-in ``forward`` of ``WavLMAttention``.
+
+    The same gated relative position bias as HF, but the attention runs
+    through ``F.scaled_dot_product_attention`` with the projection modules.
+    HF's version feeds a transposed input and the raw q/k/v weights to
+    ``F.multi_head_attention_forward`` with ``need_weights=True``: on CPU the
+    projections then run as a batched matmul over an expanded weight (about
+    a fifth of WavLM's forward time at 2 s), the attention weights are
+    materialised, and wrappers of ``q_proj`` etc. are bypassed. The bias may
+    be [B * H, T, S] (HF) or [H, T, S] (shared by the batch); with a prompt
+    prefix S = P + T.
+    """
+    batch, length, _ = hidden_states.shape
+    heads = self.num_heads
+    if position_bias is None:
+        position_bias = self.compute_bias(length, length)
+    # WavLM's gate: from each query frame, per head (HF's equations).
+    gate_in = hidden_states.view(batch, length, heads, -1).permute(0, 2, 1, 3)
+    proj = self.gru_rel_pos_linear(gate_in)
+    proj = proj.view(batch, heads, length, 2, 4).sum(-1)
+    gate_a, gate_b = torch.sigmoid(proj).chunk(2, dim=-1)
+    gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
+    bias = position_bias.reshape(-1, heads, length, position_bias.shape[-1])
+    out = _attend(self, hidden_states, attention_mask, gate * bias)
+    return out, None, position_bias
+
+
+_ATTENTION_FORWARDS = {
+    "wavlm": _wavlm_attention_forward,
+    "hubert": _wav2vec2_attention_forward,
+    "wav2vec2": _wav2vec2_attention_forward,
+    "data2vec-audio": _wav2vec2_attention_forward,
+}
 
 
 def conv_output_lengths(lengths, kernel, stride):
@@ -187,22 +258,15 @@ class SSLBackbone(HFTransformersInterface):
         self.hidden_size = self.config.hidden_size
         self.num_layers = self.config.num_hidden_layers
         self.intermediate_size = self.config.intermediate_size
-        if self.model_type == "wavlm":
-            self._use_sdpa_attention()
+        self._use_own_attention()
 
-    def _use_sdpa_attention(self):
+    def _use_own_attention(self):
+        """Swaps each layer's attention ``forward`` for ``_attend`` (SDPA,
+        prompt prefixes); the modules and their weights stay HF's."""
+        forward = _ATTENTION_FORWARDS[self.model_type]
         for layer in self.layers:
-            attn = layer.attention
-            if not hasattr(type(attn), "torch_multi_head_self_attention"):
-                logger.warning(
-                    "This transformers version has no "
-                    "WavLMAttention.torch_multi_head_self_attention; WavLM "
-                    "keeps its own attention (slower on CPU)."
-                )
-                return
-            attn.torch_multi_head_self_attention = types.MethodType(
-                _wavlm_sdpa_self_attention, attn
-            )
+            layer.attention.forward = types.MethodType(forward, layer.attention)
+            layer.attention.prefix_kv = None
 
     def override_config(self, config):
         """Checks the model type and removes train-time randomness."""
@@ -333,18 +397,16 @@ class SSLBackbone(HFTransformersInterface):
         out = self.model.feature_projection(features)
         return out[0] if isinstance(out, tuple) else out
 
-    def encoder_input(self, x, frame_mask, prefix_length=0):
+    def encoder_input(self, x, frame_mask):
         """Positional convolution (+ LayerNorm for post-LN models).
 
         Arguments
         ---------
         x : torch.Tensor
-            Projected features [B, T, D] (possibly with prompt positions
-            first).
+            Projected features [B, T, D] (a shallow prompt's tokens
+            first, if any).
         frame_mask : torch.Tensor or None
-            Bool [B, T], True on valid frames (prompt positions included).
-        prefix_length : int
-            Unused here; kept for symmetry with ``run_layer``.
+            Bool [B, T], True on valid positions (prompt tokens included).
 
         Returns
         -------
@@ -369,49 +431,105 @@ class SSLBackbone(HFTransformersInterface):
             x = enc.layer_norm(x)
         return enc.dropout(x)
 
-    def initial_state(self, x, index):
-        """Layer state for a sequence whose length changed before ``index``.
+    def layer_context(self, x, frame_mask, prefix_length=0):
+        """What every layer of one forward pass shares.
 
-        WavLM computes its relative position bias in layer 0 and hands it
-        on; if prompts change the length after layer 0, the bias is
-        recomputed here with layer 0's bucket embedding.
+        Arguments
+        ---------
+        x : torch.Tensor
+            The first layer's input [B, T, D].
+        frame_mask : torch.Tensor or None
+            Bool [B, T], True on valid positions.
+        prefix_length : int
+            Prompt tokens some layers get as an attention prefix (0: none).
+
+        Returns
+        -------
+        dict
+            ``mask`` (the frame mask, None without padding) and, for WavLM,
+            ``bias``: the relative position bias [H, T, T] and
+            ``prefix_bias`` [H, T, P + T], where the prompts sit at
+            positions 0..P-1 before the frames, as if they were prepended to
+            the sequence.
         """
-        if self.model_type != "wavlm" or index == 0:
-            return None
-        attn = self.layers[0].attention
-        batch, length = x.shape[0], x.shape[1]
-        bias = attn.compute_bias(length, length)
-        return (
-            bias.unsqueeze(0)
-            .repeat(batch, 1, 1, 1)
-            .view(batch * attn.num_heads, length, length)
-        )
-
-    def layer_mask(self, x, frame_mask):
-        """The attention mask in the form this model's layers expect."""
-        if frame_mask is None or bool(frame_mask.all()):
-            return None
+        mask = frame_mask
+        if mask is not None and bool(mask.all()):
+            mask = None
+        context = {"mask": mask}
         if self.model_type == "wavlm":
-            return frame_mask  # used as key_padding_mask = mask.ne(1)
-        from transformers.masking_utils import create_bidirectional_mask
+            attn = self.layers[0].attention
+            length = x.shape[1] + prefix_length
+            full = attn.compute_bias(length, length)[:, prefix_length:]
+            full = full.contiguous()
+            context["bias"] = full[:, :, prefix_length:].contiguous()
+            if prefix_length:
+                context["prefix_bias"] = full
+        return context
 
-        return create_bidirectional_mask(
-            config=self.model.config,
-            inputs_embeds=x,
-            attention_mask=frame_mask,
-        )
+    def prefix_kv(self, index, prompts, scale=None):
+        """Keys and values of prompt tokens for layer ``index``.
 
-    def run_layer(self, index, x, mask, state=None):
-        """Runs Transformer layer ``index``.
+        Arguments
+        ---------
+        index : int
+            The layer.
+        prompts : torch.Tensor
+            Prompt tokens [1, P, D], the layer's input at the prompt positions.
+        scale : torch.Tensor or None
+            Per-utterance factor [B] on the prompt tokens (UniPET's gate).
 
-        ``state`` carries WavLM's relative position bias, computed by the
-        first layer for the current (constant) sequence length.
+        Returns
+        -------
+        tuple
+            Keys and values, [1 or B, P, D].
         """
         layer = self.layers[index]
+        attn = layer.attention
+        if self.pre_ln:
+            if scale is not None:
+                prompts = prompts * scale[:, None, None]
+            prompts = layer.layer_norm(prompts)
+            return attn.k_proj(prompts), attn.v_proj(prompts)
+        keys, values = attn.k_proj(prompts), attn.v_proj(prompts)
+        if scale is not None:
+            # proj(g * p) = g * (proj(p) - b) + b: one projection of the
+            # prompts serves the whole batch.
+            keys = _scale_affine(keys, attn.k_proj.bias, scale)
+            values = _scale_affine(values, attn.v_proj.bias, scale)
+        return keys, values
+
+    def run_layer(self, index, x, context, prefix_kv=None):
+        """Runs Transformer layer ``index`` on ``x`` [B, T, D].
+
+        Arguments
+        ---------
+        index : int
+            The layer.
+        x : torch.Tensor
+            Layer input [B, T, D].
+        context : dict
+            From ``layer_context``.
+        prefix_kv : tuple or None
+            Prompt keys and values from ``prefix_kv``.
+        """
+        layer = self.layers[index]
+        kwargs = {"attention_mask": context["mask"]}
         if self.model_type == "wavlm":
-            kwargs = {"attention_mask": mask, "position_bias": state}
+            key = "bias" if prefix_kv is None else "prefix_bias"
+            kwargs["position_bias"] = context[key]
             if not self.pre_ln:
                 kwargs["index"] = index
-            x, state = layer(x, **kwargs)
-            return x, state
-        return layer(x, attention_mask=mask), None
+        layer.attention.prefix_kv = prefix_kv
+        try:
+            out = layer(x, **kwargs)
+        finally:
+            layer.attention.prefix_kv = None
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _scale_affine(y, bias, scale):
+    """``scale * (y - bias) + bias`` for y [1, P, D] and scale [B]."""
+    scale = scale[:, None, None].to(y.dtype)
+    if bias is None:
+        return y * scale
+    return (y - bias) * scale + bias

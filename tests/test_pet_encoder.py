@@ -272,6 +272,93 @@ def test_deep_prompts_keep_length_and_change_output(ssl_folder, wavs):
     assert not torch.allclose(a[1:], b[1:], atol=1e-4)
 
 
+def prepended_prompt_reference(enc, wav, wav_lens):
+    """Deep prompting the literal way, with HF's own layers and attention:
+    prepend the layer's (gated) prompts, run the layer on the longer
+    sequence, drop the prompt outputs."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    bb = enc.backbone
+    x = enc(wav, wav_lens)[0]  # layer 0 input, from the tested encoder
+    frame_mask = enc.frame_mask(wav, wav_lens)
+    for layer in bb.layers:
+        del layer.attention.forward  # back to HF's attention
+    batch, length, _ = x.shape
+    deep = enc.pet["deep_prompt"]
+    prompted = {i: j for j, i in enumerate(enc.options["pet_layers"])}
+    branches = enc._inside_gated_branches()
+    hiddens = [x]
+    for i, layer in enumerate(bb.layers):
+        gates = {}
+        if "layer_gates" in enc.pet:
+            values = enc.pet["layer_gates"][str(i)](x, frame_mask)
+            gates = {b: values[:, k] for k, b in enumerate(branches)}
+        n = deep.length if i in prompted else 0
+        seq = x
+        if n:
+            prompts = deep.prompts[prompted[i]].expand(batch, -1, -1)
+            if "prompt" in gates:
+                prompts = prompts * gates["prompt"][:, None, None]
+            seq = torch.cat([prompts, x], dim=1)
+        mask = torch.ones(batch, n + length, dtype=torch.bool)
+        if frame_mask is not None:
+            mask[:, n:] = frame_mask
+        enc._layer_gates = gates
+        if bb.model_type == "wavlm":
+            heads = bb.layers[0].attention.num_heads
+            bias = bb.layers[0].attention.compute_bias(n + length, n + length)
+            bias = bias.repeat(batch, 1, 1, 1).view(
+                batch * heads, n + length, -1
+            )
+            kwargs = {"attention_mask": mask, "position_bias": bias}
+            if not bb.pre_ln:
+                kwargs["index"] = i
+            out = layer(seq, **kwargs)[0]
+        else:
+            hf_mask = create_bidirectional_mask(
+                config=bb.model.config, inputs_embeds=seq, attention_mask=mask
+            )
+            out = layer(seq, attention_mask=hf_mask)
+        enc._layer_gates = {}
+        x = out[:, n:]
+        hiddens.append(x)
+    return torch.stack(hiddens)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+@pytest.mark.parametrize(
+    "method, pet_layers",
+    [("deep_prompt", None), ("unipet", None), ("ipet", [1])],
+)
+def test_prompt_prefix_equals_prepending_prompts(
+    ssl_folder, variant, method, pet_layers
+):
+    """Prompts as attention keys/values == prepended prompt tokens whose
+    outputs are dropped: every backbone, padding, WavLM's position bias,
+    UniPET's gates, a subset of prompted layers."""
+    enc = PETEncoder(
+        ssl_folder(*variant),
+        method=method,
+        prompt_length=3,
+        pet_layers=pet_layers,
+        output_all_hiddens=True,
+    ).eval()
+    perturb_pet(enc, std=0.2)
+    with torch.no_grad():  # sharp attention, so that every key matters
+        for layer in enc.backbone.layers:
+            layer.attention.q_proj.weight.mul_(20)
+            layer.attention.k_proj.weight.mul_(20)
+    if "inter" in enc.pet:
+        del enc.pet["inter"]  # compare the layer stack itself
+    torch.manual_seed(0)
+    wav, lens = torch.randn(3, 4000), torch.tensor([1.0, 0.7, 0.45])
+    with torch.no_grad():
+        ours = enc(wav, lens)
+        ref = prepended_prompt_reference(enc, wav, lens)
+    mask = enc.frame_mask(wav, lens)[None, :, :, None]
+    torch.testing.assert_close(ours * mask, ref * mask, atol=1e-4, rtol=0)
+
+
 def test_deep_prompts_starting_after_layer_zero(ssl_folder):
     """WavLM's position bias is recomputed when the length changes later."""
     enc = PETEncoder(

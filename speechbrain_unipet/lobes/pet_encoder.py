@@ -525,8 +525,9 @@ class PETEncoder(nn.Module):
         )
         inside_branches = self._inside_gated_branches()
         prompt_index = {i: j for j, i in enumerate(self.options["pet_layers"])}
-        mask = bb.layer_mask(x, seq_mask)
-        state = None
+        context = bb.layer_context(
+            x, seq_mask, deep.length if deep is not None else 0
+        )
         gate_log = {b: [] for b in inside_branches}
         for i in range(self.num_layers):
             gates = {}
@@ -535,20 +536,10 @@ class PETEncoder(nn.Module):
                 gates = {b: values[:, k] for k, b in enumerate(inside_branches)}
                 for b in inside_branches:
                     gate_log[b].append(gates[b].detach())
+            prompts = None
             if deep is not None and i in prompt_index:
-                prompts = deep.expand(prompt_index[i], batch).to(x.dtype)
-                if "prompt" in gates:
-                    prompts = prompts * gates["prompt"][:, None, None]
-                if prefix == 0:
-                    # First prompted layer: the sequence grows once, by N_p.
-                    prefix = deep.length
-                    x = torch.cat([prompts, x], dim=1)
-                    seq_mask = self._extend_mask(frame_mask, prefix)
-                    mask = bb.layer_mask(x, seq_mask)
-                    state = bb.initial_state(x, i)
-                else:
-                    x = torch.cat([prompts, x[:, prefix:]], dim=1)
-            x, state = self._run_layer(i, x, mask, state, gates)
+                prompts = deep.tokens(prompt_index[i]).to(x.dtype)
+            x = self._run_layer(i, x, context, gates, prompts)
             hiddens.append(x[:, prefix:])
         self.gate_values = {
             b: torch.stack(v, dim=1) for b, v in gate_log.items() if v
@@ -562,14 +553,22 @@ class PETEncoder(nn.Module):
         ones = frame_mask.new_ones(frame_mask.shape[0], prefix)
         return torch.cat([ones, frame_mask], dim=1)
 
-    def _layer_step(self, index, x, mask, state, gates):
+    def _layer_step(self, index, x, context, gates, prompts):
+        # Deep prompts enter as keys/values only (exactly what prepending
+        # them and dropping their outputs computes, see SSLBackbone._attend);
+        # computed here so that checkpointed layers recompute them too.
         self._layer_gates = gates
         try:
-            return self.backbone.run_layer(index, x, mask, state)
+            prefix_kv = None
+            if prompts is not None:
+                prefix_kv = self.backbone.prefix_kv(
+                    index, prompts, gates.get("prompt")
+                )
+            return self.backbone.run_layer(index, x, context, prefix_kv)
         finally:
             self._layer_gates = {}
 
-    def _run_layer(self, index, x, mask, state, gates):
+    def _run_layer(self, index, x, context, gates, prompts):
         if (
             self.gradient_checkpointing
             and self.training
@@ -579,12 +578,12 @@ class PETEncoder(nn.Module):
                 self._layer_step,
                 index,
                 x,
-                mask,
-                state,
+                context,
                 gates,
+                prompts,
                 use_reentrant=False,
             )
-        return self._layer_step(index, x, mask, state, gates)
+        return self._layer_step(index, x, context, gates, prompts)
 
     def _apply_inter(self, hiddens, frame_mask):
         if "inter" not in self.pet:

@@ -28,13 +28,15 @@ def _init_prompt(tensor, init):
 
 
 class DeepPrompts(nn.Module):
-    """One set of ``length`` prompt vectors per Transformer layer.
+    """One set of ``length`` prompt vectors per prompted Transformer layer.
 
-    Deep Speaker Prompting / IPET "embedding prompts": before layer ``l`` the
-    first ``length`` positions of the sequence are *replaced* by ``P_l``
-    (they are prepended before the first prompted layer), so the sequence
-    length stays ``length + T`` through the stack and prompts never
-    accumulate.
+    Deep Speaker Prompting / IPET "embedding prompts": layer ``l`` sees
+    ``P_l`` prepended to its input, and the outputs at the prompt positions
+    are dropped, so the next layer gets fresh prompts and the sequence
+    length never changes. Because those outputs are dropped, the encoder
+    feeds the prompts to the layer's attention as extra keys and values
+    only (the same result, without running queries and the FFN over prompt
+    positions); layers not listed in ``pet_layers`` see no prompts.
 
     Arguments
     ---------
@@ -50,8 +52,8 @@ class DeepPrompts(nn.Module):
     Example
     -------
     >>> prompts = DeepPrompts(num_layers=3, length=4, dim=8)
-    >>> prompts.expand(1, batch_size=2).shape
-    torch.Size([2, 4, 8])
+    >>> prompts.tokens(1).shape
+    torch.Size([1, 4, 8])
     """
 
     def __init__(self, num_layers, length, dim, init="xavier"):
@@ -63,9 +65,9 @@ class DeepPrompts(nn.Module):
         for i in range(num_layers):
             _init_prompt(self.prompts.data[i], init)
 
-    def expand(self, index, batch_size):
-        """Prompts of prompted layer ``index`` repeated over the batch."""
-        return self.prompts[index].unsqueeze(0).expand(batch_size, -1, -1)
+    def tokens(self, index):
+        """Prompts of prompted layer ``index``, [1, length, dim]."""
+        return self.prompts[index].unsqueeze(0)
 
 
 class ShallowPrompt(nn.Module):
