@@ -247,8 +247,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_two_process_gloo_ddp(recipe_env):
-    out = recipe_env["root"] / "ddp"
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_two_process_gloo_ddp(recipe_env, checkpointing):
+    """DDP needs no find_unused_parameters, also with non-reentrant
+    activation checkpointing (layers recomputed in backward)."""
+    out = recipe_env["root"] / f"ddp_{checkpointing}"
     cmd = [
         sys.executable,
         "-m",
@@ -260,6 +263,7 @@ def test_two_process_gloo_ddp(recipe_env):
         *recipe_env["args"],
         f"--output_folder={out}",
         "--distributed_backend=gloo",
+        f"--gradient_checkpointing={checkpointing}",
     ]
     done = subprocess.run(
         cmd,
