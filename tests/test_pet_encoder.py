@@ -520,3 +520,27 @@ def test_bf16_autocast_matches_fp32(ssl_folder, variant, method):
     out.pow(2).mean().backward()
     grads = [p.grad for p in enc.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=variant_id)
+def test_hf_forward_still_works_with_our_attention(ssl_folder, variant):
+    """The attention ``forward`` swap must not break HF's own encoder loop
+    (users may call ``enc.backbone.model`` directly)."""
+    folder = ssl_folder(*variant)
+    hf = AutoModel.from_pretrained(folder).eval()
+    enc = PETEncoder(folder, method="frozen").eval()
+    torch.manual_seed(0)
+    wav = torch.randn(2, 4000)
+    mask = torch.ones(2, 4000, dtype=torch.long)
+    mask[1, 2500:] = 0
+    with torch.no_grad():
+        ref = hf(wav, attention_mask=mask, output_hidden_states=True)
+        ours = enc.backbone.model(
+            wav, attention_mask=mask, output_hidden_states=True
+        )
+    torch.testing.assert_close(
+        torch.stack(ours.hidden_states),
+        torch.stack(ref.hidden_states),
+        atol=1e-5,
+        rtol=0,
+    )
