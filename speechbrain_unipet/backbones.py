@@ -370,7 +370,11 @@ class SSLBackbone(HFTransformersInterface):
         if padded and isinstance(
             getattr(first, "layer_norm", None), nn.GroupNorm
         ):
+            # Statistics in fp32 also under bf16/fp16 autocast, as torch's
+            # own group_norm does there.
             x = first.conv(x)
+            if x.dtype in (torch.float16, torch.bfloat16):
+                x = x.float()
             lengths = conv_output_lengths(
                 sample_lengths,
                 self.config.conv_kernel[0],
