@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import types
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -239,7 +240,15 @@ class SSLBackbone(HFTransformersInterface):
         _check_local_source(source)
         save_path = str(save_path or "")
         try:
-            super().__init__(source, save_path=save_path, freeze=False)
+            with warnings.catch_warnings():
+                # SpeechBrain calls a transformers method renamed in v5;
+                # the warning is not actionable for our users.
+                warnings.filterwarnings(
+                    "ignore",
+                    message=".*gradient_checkpointing_disable.*",
+                    category=FutureWarning,
+                )
+                super().__init__(source, save_path=save_path, freeze=False)
         except SSLBackboneError:
             raise
         except (OSError, ValueError) as err:
