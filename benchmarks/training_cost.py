@@ -165,22 +165,16 @@ def training_table(folder, methods, args, name):
 
 def inference_table(folder, args, name):
     """Prints inference time per second of audio with and without PET."""
+    runs = [
+        ("frozen (no PET module)", "frozen", "eval"),
+        ("inner_inter_adapter", "inner_inter_adapter", "eval"),
+        ("unipet (48 prompt tokens per layer)", "unipet", "eval"),
+        ("lora, unmerged", "lora", "eval"),
+        ("lora, merged", "lora", "merged"),
+    ]
     inf = {
-        "frozen (no PET module)": measure(
-            folder, "frozen", args.device, args.steps, "eval"
-        ),
-        "inner_inter_adapter": measure(
-            folder, "inner_inter_adapter", args.device, args.steps, "eval"
-        ),
-        "unipet (48 prompt tokens per layer)": measure(
-            folder, "unipet", args.device, args.steps, "eval"
-        ),
-        "lora, unmerged": measure(
-            folder, "lora", args.device, args.steps, "eval"
-        ),
-        "lora, merged": measure(
-            folder, "lora", args.device, args.steps, "merged"
-        ),
+        label: measure(folder, method, args.device, args.steps, mode)
+        for label, method, mode in runs
     }
     base = inf["frozen (no PET module)"]["time"]
     audio = BATCH * SECONDS

@@ -117,7 +117,7 @@ def _attend(attn, hidden_states, attention_mask, bias=None):
     q = attn.q_proj(hidden_states)
     k = attn.k_proj(hidden_states)
     v = attn.v_proj(hidden_states)
-    prefix = getattr(attn, "prefix_kv", None)
+    prefix = attn.prefix_kv
     if prefix is not None:
         prefix_k, prefix_v = prefix
         k = torch.cat([prefix_k.to(k.dtype).expand(batch, -1, -1), k], 1)
@@ -530,8 +530,6 @@ class SSLBackbone(HFTransformersInterface):
         if self.model_type == "wavlm":
             key = "bias" if prefix_kv is None else "prefix_bias"
             kwargs["position_bias"] = context[key]
-            if not self.pre_ln:
-                kwargs["index"] = index
         layer.attention.prefix_kv = prefix_kv
         try:
             out = layer(x, **kwargs)

@@ -24,7 +24,7 @@ import pathlib
 import sys
 
 import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -141,7 +141,7 @@ class SpeakerBrain(sb.core.Brain):
 
 
 def train_loggers(hparams):
-    """SpeechBrain's text log, plus TensorBoard when asked for."""
+    """SpeechBrain's text log, plus TensorBoard (main process) when asked."""
     loggers = [hparams["train_logger"]]
     if hparams.get("use_tensorboard"):
         try:
@@ -153,17 +153,9 @@ def train_loggers(hparams):
             )
         from speechbrain.utils.train_logger import TensorboardLogger
 
-        loggers.append(
-            run_on_main_value(TensorboardLogger, hparams["tensorboard_folder"])
-        )
+        if if_main_process():
+            loggers.append(TensorboardLogger(hparams["tensorboard_folder"]))
     return loggers
-
-
-def run_on_main_value(factory, *args):
-    """``factory(*args)`` on the main process only (None elsewhere)."""
-    from speechbrain.utils.distributed import if_main_process
-
-    return factory(*args) if if_main_process() else None
 
 
 def write_audio_csv(folder, csv_path):
@@ -276,7 +268,7 @@ def main(argv):
         100 * trainable / total,
     )
 
-    loggers = [lg for lg in train_loggers(hparams) if lg is not None]
+    loggers = train_loggers(hparams)
     brain = SpeakerBrain(
         modules=hparams["modules"],
         opt_class=hparams["opt_class"],
