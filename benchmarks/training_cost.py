@@ -9,12 +9,16 @@ process so that peak memory is measured from the same starting point: CPU
 peak = growth of the maximum resident set size during the steps; CUDA peak =
 ``torch.cuda.max_memory_allocated`` during the steps. On CUDA the step runs
 under bf16 autocast. Also prints inference time per second of audio for the
-frozen backbone, unipet, and LoRA unmerged vs merged.
+frozen backbone, Inner+Inter adapters, unipet, and LoRA unmerged vs merged:
+all five encoders live in one process and run in turn, round after round,
+so that the overheads (median of the per-round ratios) compare runs made
+under the same machine load.
 """
 
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,37 +29,27 @@ import torch
 BATCH, SECONDS, RATE = 4, 2.0, 16000
 
 
-def child(folder, method, device, steps, mode):
+def child(folder, method, device, steps):
+    """Times ``steps`` training steps of one method; prints JSON."""
     from speechbrain_unipet.lobes import PETEncoder
 
     torch.manual_seed(0)
-    enc = PETEncoder(folder, method=method).to(device)
+    enc = PETEncoder(folder, method=method).to(device).train()
     wavs = torch.randn(BATCH, int(SECONDS * RATE), device=device)
     lens = torch.ones(BATCH, device=device)
     cuda = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    if mode == "train":
-        enc.train()
-        opt = torch.optim.Adam(
-            [p for p in enc.parameters() if p.requires_grad], lr=1e-4
-        )
+    opt = torch.optim.Adam(
+        [p for p in enc.parameters() if p.requires_grad], lr=1e-4
+    )
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss = enc(wavs, lens).float().pow(2).mean()
-            loss.backward()
-            opt.step()
-
-    else:
-        enc.eval()
-        if mode == "merged":
-            enc.merge_lora()
-
-        def step():
-            with torch.no_grad(), autocast:
-                enc(wavs, lens)
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = enc(wavs, lens).float().pow(2).mean()
+        loss.backward()
+        opt.step()
 
     # Memory baselines before the first step: the peak then includes
     # gradients, optimiser state and activations, all of which PET saves.
@@ -93,7 +87,7 @@ def child(folder, method, device, steps, mode):
     )
 
 
-def measure(folder, method, device, steps, mode):
+def measure(folder, method, device, steps):
     out = subprocess.run(
         [
             sys.executable,
@@ -103,7 +97,6 @@ def measure(folder, method, device, steps, mode):
             method,
             device,
             str(steps),
-            mode,
         ],
         capture_output=True,
         text=True,
@@ -120,6 +113,15 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--methods", default=None)
     parser.add_argument("--inference-only", action="store_true")
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="inference rounds"
+    )
+    parser.add_argument(
+        "--inference-seconds",
+        type=float,
+        default=SECONDS,
+        help="utterance length for the inference table",
+    )
     args = parser.parse_args()
     from transformers import WavLMConfig, WavLMModel
 
@@ -143,9 +145,7 @@ def main():
 
 def training_table(folder, methods, args, name):
     """Prints step time and peak memory per method vs finetune."""
-    rows = {
-        m: measure(folder, m, args.device, args.steps, "train") for m in methods
-    }
+    rows = {m: measure(folder, m, args.device, args.steps) for m in methods}
     ref = rows["finetune"]
     print(
         f"Training step, WavLM Base+ architecture, {BATCH} x {SECONDS:g} s, {name}"
@@ -163,34 +163,89 @@ def training_table(folder, methods, args, name):
         )
 
 
+INFERENCE_RUNS = [
+    ("frozen (no PET module)", "frozen", False),
+    ("inner_inter_adapter", "inner_inter_adapter", False),
+    ("unipet (48 prompt tokens per layer)", "unipet", False),
+    ("lora, unmerged", "lora", False),
+    ("lora, merged", "lora", True),
+]
+
+
+def inference_child(folder, device, rounds, seconds):
+    """Times every encoder of ``INFERENCE_RUNS`` in turn, ``rounds`` times."""
+    from speechbrain_unipet.lobes import PETEncoder
+
+    torch.manual_seed(0)
+    wavs = torch.randn(BATCH, int(seconds * RATE), device=device)
+    lens = torch.ones(BATCH, device=device)
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    encoders = []
+    for _, method, merged in INFERENCE_RUNS:
+        enc = PETEncoder(folder, method=method).to(device).eval()
+        if merged:
+            enc.merge_lora()
+        encoders.append(enc)
+    times = [[] for _ in encoders]
+    with (
+        torch.no_grad(),
+        torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
+    ):
+        for enc in encoders:
+            enc(wavs, lens)  # warm-up
+        for r in range(rounds):
+            # Rotate the order so that no encoder always runs first.
+            order = list(range(len(encoders)))
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for i in order:
+                sync()
+                start = time.perf_counter()
+                encoders[i](wavs, lens)
+                sync()
+                times[i].append(time.perf_counter() - start)
+    print(json.dumps(times))
+
+
 def inference_table(folder, args, name):
     """Prints inference time per second of audio with and without PET."""
-    runs = [
-        ("frozen (no PET module)", "frozen", "eval"),
-        ("inner_inter_adapter", "inner_inter_adapter", "eval"),
-        ("unipet (48 prompt tokens per layer)", "unipet", "eval"),
-        ("lora, unmerged", "lora", "eval"),
-        ("lora, merged", "lora", "merged"),
-    ]
-    inf = {
-        label: measure(folder, method, args.device, args.steps, mode)
-        for label, method, mode in runs
-    }
-    base = inf["frozen (no PET module)"]["time"]
-    audio = BATCH * SECONDS
-    print(f"\nInference (no autograd), per second of audio, {name}:\n")
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--inference-child",
+            folder,
+            args.device,
+            str(args.rounds),
+            str(args.inference_seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    times = json.loads(out.stdout.strip().splitlines()[-1])
+    audio = BATCH * args.inference_seconds
+    base = times[0]
+    print(
+        f"\nInference (no autograd), {BATCH} x {args.inference_seconds:g} s, "
+        f"{name}, median of {args.rounds} rounds:\n"
+    )
     print("| encoder | time per s of audio | overhead vs backbone alone |")
     print("|---|---:|---:|")
-    for label, r in inf.items():
+    for (label, _, _), t in zip(INFERENCE_RUNS, times, strict=True):
+        ratio = statistics.median(a / b for a, b in zip(t, base, strict=True))
         print(
-            f"| {label} | {1000 * r['time'] / audio:.1f} ms | {100 * (r['time'] / base - 1):+.1f} % |"
+            f"| {label} | {1000 * statistics.median(t) / audio:.1f} ms | "
+            f"{100 * (ratio - 1):+.1f} % |"
         )
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(
-            sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--inference-child":
+        inference_child(
+            sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
         )
     else:
         sys.exit(main())

@@ -503,13 +503,40 @@ class SSLBackbone(HFTransformersInterface):
                 prompts = prompts * scale[:, None, None]
             prompts = layer.layer_norm(prompts)
             return attn.k_proj(prompts), attn.v_proj(prompts)
-        keys, values = attn.k_proj(prompts), attn.v_proj(prompts)
-        if scale is not None:
-            # proj(g * p) = g * (proj(p) - b) + b: one projection of the
-            # prompts serves the whole batch.
-            keys = _scale_affine(keys, attn.k_proj.bias, scale)
-            values = _scale_affine(values, attn.v_proj.bias, scale)
-        return keys, values
+        keys_values = attn.k_proj(prompts), attn.v_proj(prompts)
+        return self.scale_prefix_kv(index, keys_values, scale)
+
+    def scale_prefix_kv(self, index, keys_values, scale=None):
+        """``prefix_kv(index, p, scale)`` from ``prefix_kv(index, p)``.
+
+        Post-LN layers only: there the gate meets the prompts right before
+        the linear projections, so proj(g * p) = g * (proj(p) - b) + b and
+        one projection of the prompts serves the whole batch (and can be
+        reused across forward passes at inference). Pre-LN layers normalise
+        the scaled prompts first, which is not affine in the gate.
+        """
+        if scale is None:
+            return keys_values
+        if self.pre_ln:
+            raise ValueError(
+                "pre-LN layers scale prompts before their LayerNorm; call "
+                "prefix_kv(index, prompts, scale) instead"
+            )
+        attn = self.layers[index].attention
+        keys, values = keys_values
+        return (
+            _scale_affine(keys, attn.k_proj.bias, scale),
+            _scale_affine(values, attn.v_proj.bias, scale),
+        )
+
+    def prefix_kv_parameters(self, index):
+        """The tensors ``prefix_kv(index, ...)`` depends on besides the
+        prompts (LoRA factors of a wrapped projection included)."""
+        layer = self.layers[index]
+        modules = [layer.attention.k_proj, layer.attention.v_proj]
+        if self.pre_ln:
+            modules.append(layer.layer_norm)
+        return [p for m in modules for p in m.parameters()]
 
     def run_layer(self, index, x, context, prefix_kv=None):
         """Runs Transformer layer ``index`` on ``x`` [B, T, D].

@@ -544,3 +544,64 @@ def test_hf_forward_still_works_with_our_attention(ssl_folder, variant):
         atol=1e-5,
         rtol=0,
     )
+
+
+@pytest.mark.parametrize(
+    "variant, method, cached",
+    [
+        (("wavlm", False), "unipet", True),
+        (("wav2vec2", False), "unipet", True),
+        (("hubert", True), "deep_prompt", True),
+        # Pre-LN: the gate scales the prompts before the LayerNorm, so the
+        # keys and values depend on the input and are computed every time.
+        (("hubert", True), "unipet", False),
+    ],
+    ids=[
+        "wavlm-unipet",
+        "wav2vec2-unipet",
+        "hubert-preln-deep",
+        "hubert-preln-unipet",
+    ],
+)
+def test_inference_reuses_prompt_keys_values_until_a_tensor_changes(
+    ssl_folder, variant, method, cached, wavs, tmp_path
+):
+    enc = PETEncoder(ssl_folder(*variant), method=method, prompt_length=3)
+    enc.eval()
+    perturb_pet(enc, std=0.2)
+    prompt_rows = []
+    k_proj = enc.backbone.layers[0].attention.k_proj
+    k_proj.register_forward_hook(
+        lambda m, args, out: prompt_rows.append(args[0].shape[-2] == 3)
+    )
+
+    def fresh():  # with autograd on, nothing is reused
+        with torch.enable_grad():
+            return enc(wavs).detach()
+
+    with torch.no_grad():
+        first, second = enc(wavs), enc(wavs)
+    assert sum(prompt_rows) == (1 if cached else 2)
+    torch.testing.assert_close(first, fresh(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(second, first, atol=0, rtol=0)
+
+    # Every way the inputs of the cached keys/values change is seen.
+    saved = {k: v.clone() for k, v in enc.pet_state_dict().items()}
+    with torch.no_grad():
+        prompts = enc.pet["deep_prompt"].prompts
+        prompts.add_(torch.randn_like(prompts))  # an optimiser step
+        after_step = enc(wavs)
+    torch.testing.assert_close(after_step, fresh(), atol=1e-6, rtol=0)
+    assert not torch.allclose(after_step, first, atol=1e-4)
+    v_proj = enc.backbone.layers[0].attention.v_proj
+    v_weight = v_proj.weight.detach().clone()
+    with torch.no_grad():
+        v_proj.weight.add_(torch.randn_like(v_weight))  # a backbone tensor
+        after_weight = enc(wavs)
+    torch.testing.assert_close(after_weight, fresh(), atol=1e-6, rtol=0)
+    assert not torch.allclose(after_weight, after_step, atol=1e-4)
+    with torch.no_grad():
+        v_proj.weight.copy_(v_weight)
+    enc.load_pet_state_dict(saved)  # a checkpoint load
+    with torch.no_grad():
+        torch.testing.assert_close(enc(wavs), first, atol=1e-5, rtol=0)

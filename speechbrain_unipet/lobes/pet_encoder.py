@@ -169,6 +169,7 @@ class PETEncoder(nn.Module):
         self.pet = nn.ModuleDict()
         self._hooks = []
         self._layer_gates = {}
+        self._prompt_kv_cache = {}
         self.gate_values = {}
         self.source = None
         self.backbone = None
@@ -379,26 +380,20 @@ class PETEncoder(nn.Module):
                 lora.lora_B.requires_grad = True
 
     # --------------------------------------------------------------- hooks
-    def _gate(self, branch):
-        g = self._layer_gates.get(branch)
-        return None if g is None else g[:, None, None]
-
     def _parallel_hook(self, adapter, is_attention):
         def hook(module, args, output):
-            delta = adapter(args[0])
-            gate = self._gate("inner_adapter")
-            if gate is not None:
-                delta = delta * gate
+            gate = self._layer_gates.get("inner_adapter")
             if is_attention:
-                return (output[0] + delta,) + tuple(output[1:])
-            return output + delta
+                out = adapter.add_to(output[0], args[0], gate)
+                return (out,) + tuple(output[1:])
+            return adapter.add_to(output, args[0], gate)
 
         return hook
 
     @staticmethod
     def _sequential_hook(adapter):
         def hook(module, args, output):
-            return output + adapter(output)
+            return adapter.add_to(output, output)
 
         return hook
 
@@ -561,12 +556,35 @@ class PETEncoder(nn.Module):
         try:
             prefix_kv = None
             if prompts is not None:
-                prefix_kv = self.backbone.prefix_kv(
-                    index, prompts, gates.get("prompt")
-                )
+                prefix_kv = self._prefix_kv(index, prompts, gates.get("prompt"))
             return self.backbone.run_layer(index, x, context, prefix_kv)
         finally:
             self._layer_gates = {}
+
+    def _prefix_kv(self, index, prompts, scale):
+        bb = self.backbone
+        if torch.is_grad_enabled() or (scale is not None and bb.pre_ln):
+            return bb.prefix_kv(index, prompts, scale)
+        # Without autograd the prompts and the frozen projections are
+        # constants, and so are the prompts' keys and values: they are
+        # recomputed only once one of those tensors has changed (an
+        # optimiser step or a load bumps its version, merge_lora or
+        # attach_backbone replaces it).
+        tensors = [self.pet["deep_prompt"].prompts]
+        tensors += bb.prefix_kv_parameters(index)
+        device = prompts.device.type
+        key = (
+            prompts.dtype,
+            torch.get_autocast_dtype(device)
+            if torch.is_autocast_enabled(device)
+            else None,
+            [(t, t._version) for t in tensors],
+        )
+        cached = self._prompt_kv_cache.get(index)
+        if cached is None or not _same_cache_key(cached[0], key):
+            cached = (key, bb.prefix_kv(index, prompts))
+            self._prompt_kv_cache[index] = cached
+        return bb.scale_prefix_kv(index, cached[1], scale)
 
     def _run_layer(self, index, x, context, gates, prompts):
         if (
@@ -593,12 +611,11 @@ class PETEncoder(nn.Module):
         for idx, (h, adapter) in enumerate(
             zip(hiddens, self.pet["inter"], strict=True)
         ):
-            delta = adapter(h)
+            g = None
             if gates is not None:
                 g = gates[idx](h, frame_mask)[:, 0]
                 log.append(g.detach())
-                delta = delta * g[:, None, None]
-            out.append(h + delta)
+            out.append(adapter.add_to(h, h, g))
         if log:
             self.gate_values["inter_adapter"] = torch.stack(log, dim=1)
         return out
@@ -669,6 +686,7 @@ class PETEncoder(nn.Module):
     def merge_lora(self):
         """Folds LoRA updates into the attention weights (zero overhead)."""
         merged = 0
+        self._prompt_kv_cache.clear()
         for module in list(self.backbone.model.modules()):
             if lora_parametrizations(module):
                 merge_lora(module)
@@ -736,6 +754,20 @@ class PETEncoder(nn.Module):
                 )
             )
         self.load_pet_state_dict(saved["state"])
+
+
+def _same_cache_key(a, b):
+    """Equal dtypes and the very same tensors at the same versions."""
+    *a_rest, a_tensors = a
+    *b_rest, b_tensors = b
+    return (
+        a_rest == b_rest
+        and len(a_tensors) == len(b_tensors)
+        and all(
+            ta is tb and va == vb
+            for (ta, va), (tb, vb) in zip(a_tensors, b_tensors, strict=True)
+        )
+    )
 
 
 def lora_parametrizations_safe(module):

@@ -107,6 +107,33 @@ class BottleneckAdapter(nn.Module):
         """Returns the adapter delta for ``x`` [..., d]."""
         return self.up(self.dropout(self.act(self.down(x)))) * self.scale
 
+    def add_to(self, residual, x, gate=None):
+        """``residual + gate * forward(x)``, the way the encoder uses it.
+
+        The scale and the gate meet the up-projection's output in one
+        ``addcmul`` instead of three passes over [B, T, d] (scale, gate,
+        add): a measurable share of a small adapter's cost.
+
+        Arguments
+        ---------
+        residual : torch.Tensor
+            What the delta is added to, shaped like ``x``.
+        x : torch.Tensor
+            Adapter input [B, ..., d].
+        gate : torch.Tensor or None
+            Per-utterance factor [B] (UniPET's gates).
+
+        Returns
+        -------
+        torch.Tensor
+            In ``residual``'s dtype under autocast too.
+        """
+        factor = self.scale
+        if gate is not None:
+            factor = gate.view(-1, *([1] * (x.dim() - 1))) * factor
+        delta = self.up(self.dropout(self.act(self.down(x))))
+        return torch.addcmul(residual, delta, factor)
+
 
 class AdapterBias(nn.Module):
     """AdapterBias (Fu et al. 2022): a token-dependent shift ``v * alpha(h)``.

@@ -1,0 +1,49 @@
+"""PET building blocks on their own (the encoder tests cover them in place)."""
+
+import pytest
+import torch
+
+from speechbrain_unipet.pet.adapters import BottleneckAdapter
+
+
+@pytest.fixture
+def adapter():
+    torch.manual_seed(0)
+    adapter = BottleneckAdapter(8, 3, scale=0.1).eval()
+    # A non-zero delta (zero_up starts at 0), so that the sums below mean
+    # something.
+    for p in adapter.parameters():
+        torch.nn.init.normal_(p)
+    return adapter
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_adapter_add_to_is_residual_plus_gated_delta(adapter, gated):
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    residual = torch.randn(2, 5, 8, requires_grad=True)
+    gate = torch.rand(2, requires_grad=True) if gated else None
+    ours = adapter.add_to(residual, x, gate)
+    delta = adapter(x)
+    ref = residual + (delta * gate[:, None, None] if gated else delta)
+    assert delta.abs().max() > 1e-3
+    torch.testing.assert_close(ours, ref)
+    leaves = [x, residual, adapter.down.weight, adapter.up.bias]
+    leaves += [gate] if gated else []
+    got = torch.autograd.grad(ours.pow(2).sum(), leaves)
+    want = torch.autograd.grad(ref.pow(2).sum(), leaves)
+    for g_ours, g_ref in zip(got, want, strict=True):
+        torch.testing.assert_close(g_ours, g_ref)
+
+
+def test_adapter_add_to_keeps_residual_dtype_under_autocast(adapter):
+    x, residual, gate = (
+        torch.randn(2, 5, 8),
+        torch.randn(2, 5, 8),
+        torch.rand(2),
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = adapter.add_to(residual, x, gate)
+    # The residual stream stays fp32, as HF's own residual additions keep it.
+    assert out.dtype == torch.float32
+    ref = residual + gate[:, None, None] * adapter(x)
+    torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
