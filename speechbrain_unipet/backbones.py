@@ -363,13 +363,47 @@ class SSLBackbone(HFTransformersInterface):
         var = (((wav - mean) * mask) ** 2).sum(1, keepdim=True) / count
         return (wav - mean) / torch.sqrt(var + 1e-7) * mask
 
+    # On CPU the CNN runs on groups of utterances whose first-layer output
+    # stays below this size. glibc serves larger blocks with a fresh mmap
+    # (and page faults) on every call, and blocks up to 32 MiB from its heap
+    # once one was freed: at 4 x 2 s this makes the whole CNN ~25 % faster,
+    # with identical numbers. None: one batched call.
+    cpu_cnn_group_bytes = 16 * 2**20
+
     def extract_features(self, wav, sample_lengths=None):
         """CNN features [B, T, C].
 
         With padding, the first layer's GroupNorm (one group per channel,
         statistics over time) is computed on valid frames only, so padded
-        batches match unpadded single inputs.
+        batches match unpadded single inputs. On CPU, the batch is split as
+        ``cpu_cnn_group_bytes`` says.
         """
+        group = len(wav)
+        if wav.device.type == "cpu" and self.cpu_cnn_group_bytes:
+            kernel, stride = (
+                self.config.conv_kernel[0],
+                self.config.conv_stride[0],
+            )
+            frames = max((wav.shape[1] - kernel) // stride + 1, 1)
+            per_utterance = (
+                self.config.conv_dim[0] * frames * wav.element_size()
+            )
+            group = max(1, self.cpu_cnn_group_bytes // max(per_utterance, 1))
+        if group >= len(wav):
+            return self._extract_features(wav, sample_lengths)
+        return torch.cat(
+            [
+                self._extract_features(
+                    wav[i : i + group],
+                    None
+                    if sample_lengths is None
+                    else sample_lengths[i : i + group],
+                )
+                for i in range(0, len(wav), group)
+            ]
+        )
+
+    def _extract_features(self, wav, sample_lengths=None):
         conv_layers = self.model.feature_extractor.conv_layers
         x = wav[:, None]
         padded = sample_lengths is not None and bool(

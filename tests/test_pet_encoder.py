@@ -605,3 +605,37 @@ def test_inference_reuses_prompt_keys_values_until_a_tensor_changes(
     enc.load_pet_state_dict(saved)  # a checkpoint load
     with torch.no_grad():
         torch.testing.assert_close(enc(wavs), first, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "variant", [("wavlm", False), ("wav2vec2", True)], ids=variant_id
+)
+@pytest.mark.parametrize("group", [1, 2])
+def test_cpu_cnn_groups_give_the_batched_features(ssl_folder, variant, group):
+    enc = PETEncoder(
+        ssl_folder(*variant), method="frozen", output_all_hiddens=True
+    )
+    enc.eval()
+    bb = enc.backbone
+    torch.manual_seed(0)
+    wav, lens = torch.randn(5, 4000), torch.tensor([1.0, 0.7, 1.0, 0.45, 0.9])
+    samples = enc._sample_lengths(wav, lens)
+    with torch.no_grad():
+        bb.cpu_cnn_group_bytes = None
+        batched = bb.extract_features(wav, samples)
+        whole = enc(wav, lens)
+        # First-layer output per utterance: conv_dim[0] x frames x 4 bytes.
+        frames = (4000 - bb.config.conv_kernel[0]) // bb.config.conv_stride[
+            0
+        ] + 1
+        bb.cpu_cnn_group_bytes = group * bb.config.conv_dim[0] * frames * 4
+        calls = []
+        hook = bb.model.feature_extractor.conv_layers[-1].register_forward_hook(
+            lambda m, args, out: calls.append(len(out))
+        )
+        grouped = bb.extract_features(wav, samples)
+        hook.remove()
+        # Same numbers up to the conv kernels' batch-size-dependent rounding.
+        torch.testing.assert_close(grouped, batched, atol=1e-5, rtol=0)
+        torch.testing.assert_close(enc(wav, lens), whole, atol=1e-5, rtol=0)
+    assert calls == [group] * (5 // group) + ([5 % group] if 5 % group else [])
