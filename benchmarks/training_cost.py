@@ -1,18 +1,24 @@
 """Training-step time and peak memory per PET method vs full fine-tuning.
 
-    python benchmarks/training_cost.py [--device cpu|cuda] [--steps 3] [--methods a,b]
+    python benchmarks/training_cost.py [--device cpu|cuda] [--rounds 5]
+        [--methods a,b] [--inference-only] [--inference-seconds 2]
 
 WavLM Base+ architecture (random weights), batch of 4 x 2 s, one step =
 forward + backward + Adam step on the encoder's trainable tensors and the
-layer-weighted sum (no speaker back-end). Every method runs in its own
-process so that peak memory is measured from the same starting point: CPU
-peak = growth of the maximum resident set size during the steps; CUDA peak =
-``torch.cuda.max_memory_allocated`` during the steps. On CUDA the step runs
-under bf16 autocast. Also prints inference time per second of audio for the
-frozen backbone, Inner+Inter adapters, unipet, and LoRA unmerged vs merged:
-all five encoders live in one process and run in turn, round after round,
-so that the overheads (median of the per-round ratios) compare runs made
-under the same machine load.
+layer-weighted sum (no speaker back-end). On CUDA everything runs under bf16
+autocast.
+
+* Time: all encoders (and their optimisers) live in one process and take one
+  step each in turn, round after round (the order rotates). Ratios are the
+  median of the per-round ratios to ``finetune``, so that every ratio
+  compares steps taken under the same machine load.
+* Peak memory: every method in its own fresh process, one warm-up step, then
+  one measured step: CPU peak = growth of the maximum resident set size,
+  CUDA peak = ``torch.cuda.max_memory_allocated`` above what was allocated
+  before the first step (gradients, optimiser state and activations, all of
+  which PET saves).
+* Inference: time per second of audio for the frozen backbone, Inner+Inter
+  adapters, unipet, and LoRA unmerged vs merged, timed the same way.
 """
 
 import argparse
@@ -28,76 +34,100 @@ import torch
 
 BATCH, SECONDS, RATE = 4, 2.0, 16000
 
+INFERENCE_RUNS = [
+    ("frozen (no PET module)", "frozen", False),
+    ("inner_inter_adapter", "inner_inter_adapter", False),
+    ("unipet (48 prompt tokens per layer)", "unipet", False),
+    ("lora, unmerged", "lora", False),
+    ("lora, merged", "lora", True),
+]
 
-def child(folder, method, device, steps):
-    """Times ``steps`` training steps of one method; prints JSON."""
+
+def make_step(folder, method, device, train, seconds, merged=False):
+    """Builds one encoder; returns a function running one step of it."""
     from speechbrain_unipet.lobes import PETEncoder
 
     torch.manual_seed(0)
-    enc = PETEncoder(folder, method=method).to(device).train()
-    wavs = torch.randn(BATCH, int(SECONDS * RATE), device=device)
+    enc = PETEncoder(folder, method=method).to(device).train(train)
+    if merged:
+        enc.merge_lora()
+    wavs = torch.randn(BATCH, int(seconds * RATE), device=device)
     lens = torch.ones(BATCH, device=device)
     cuda = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda)
+
+    if not train:
+
+        def infer():
+            with torch.no_grad(), autocast():
+                enc(wavs, lens)
+
+        return enc, infer
     opt = torch.optim.Adam(
         [p for p in enc.parameters() if p.requires_grad], lr=1e-4
     )
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with autocast:
+        with autocast():
             loss = enc(wavs, lens).float().pow(2).mean()
         loss.backward()
         opt.step()
 
-    # Memory baselines before the first step: the peak then includes
-    # gradients, optimiser state and activations, all of which PET saves.
-    sync()
+    return enc, step
+
+
+def timing_child(folder, device, specs, rounds, seconds, train):
+    """Times one step of every (method, merged) in turn, ``rounds`` times."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    steps = [
+        make_step(folder, method, device, train, seconds, merged)[1]
+        for method, merged in specs
+    ]
+    for step in steps:
+        step()  # warm-up
+    times = [[] for _ in steps]
+    for r in range(rounds):
+        order = list(range(len(steps)))
+        for i in order[r % len(order) :] + order[: r % len(order)]:
+            if sync:
+                sync()
+            start = time.perf_counter()
+            steps[i]()
+            if sync:
+                sync()
+            times[i].append(time.perf_counter() - start)
+    print(json.dumps(times))
+
+
+def memory_child(folder, method, device):
+    """Peak memory of one training step of ``method`` in a fresh process."""
+    cuda = device.startswith("cuda")
+    enc, step = make_step(folder, method, device, True, SECONDS)
     if cuda:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step()  # warm-up
-    sync()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
+    step()
     if cuda:
+        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = (
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0
         ) * 1024
-        # ru_maxrss only grows: report the first step's growth on top of the
-        # warm-up, which already allocated the steady-state buffers once.
     trainable, total = enc.count_parameters()
-    print(
-        json.dumps(
-            {
-                "time": min(times),
-                "peak": peak,
-                "trainable": trainable,
-                "total": total,
-            }
-        )
-    )
+    print(json.dumps({"peak": peak, "trainable": trainable, "total": total}))
 
 
-def measure(folder, method, device, steps):
+def run_child(*args):
+    """Runs this script with ``args`` in a new process; returns its JSON."""
     out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--child",
-            folder,
-            method,
-            device,
-            str(steps),
-        ],
+        [sys.executable, __file__, *map(str, args)],
         capture_output=True,
         text=True,
         check=True,
@@ -105,17 +135,77 @@ def measure(folder, method, device, steps):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def interleaved(folder, device, specs, rounds, seconds, train):
+    """Per spec: (median time, median per-round ratio to the first spec)."""
+    times = run_child(
+        "--timing-child",
+        folder,
+        device,
+        json.dumps(specs),
+        rounds,
+        seconds,
+        int(train),
+    )
+    return [
+        (
+            statistics.median(t),
+            statistics.median(a / b for a, b in zip(t, times[0], strict=True)),
+        )
+        for t in times
+    ]
+
+
+def training_table(folder, methods, args, name):
+    """Prints step time and peak memory per method vs finetune."""
+    specs = [(m, False) for m in methods]
+    timed = interleaved(folder, args.device, specs, args.rounds, SECONDS, True)
+    memory = {
+        m: run_child("--memory-child", folder, m, args.device) for m in methods
+    }
+    ref = memory[methods[0]]["peak"]
+    print(
+        f"Training step, WavLM Base+ architecture, {BATCH} x {SECONDS:g} s, {name}"
+        f"{' (bf16 autocast)' if args.device.startswith('cuda') else ''}, "
+        f"median of {args.rounds} rounds:\n"
+    )
+    print(
+        "| method | step time | vs finetune | peak memory | vs finetune | utt/s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for m, (t, ratio) in zip(methods, timed, strict=True):
+        peak = memory[m]["peak"]
+        print(
+            f"| `{m}` | {t:.3f} s | {ratio:.2f}x | {peak / 2**20:.0f} MiB | "
+            f"{peak / max(ref, 1):.2f}x | {BATCH / t:.1f} |"
+        )
+
+
+def inference_table(folder, args, name):
+    """Prints inference time per second of audio with and without PET."""
+    specs = [(method, merged) for _, method, merged in INFERENCE_RUNS]
+    seconds = args.inference_seconds
+    timed = interleaved(folder, args.device, specs, args.rounds, seconds, False)
+    print(
+        f"\nInference (no autograd), {BATCH} x {seconds:g} s, {name}, "
+        f"median of {args.rounds} rounds:\n"
+    )
+    print("| encoder | time per s of audio | overhead vs backbone alone |")
+    print("|---|---:|---:|")
+    for (label, _, _), (t, ratio) in zip(INFERENCE_RUNS, timed, strict=True):
+        print(
+            f"| {label} | {1000 * t / (BATCH * seconds):.1f} ms | "
+            f"{100 * (ratio - 1):+.1f} % |"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu"
     )
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--methods", default=None)
     parser.add_argument("--inference-only", action="store_true")
-    parser.add_argument(
-        "--rounds", type=int, default=10, help="inference rounds"
-    )
     parser.add_argument(
         "--inference-seconds",
         type=float,
@@ -128,8 +218,7 @@ def main():
     from speechbrain_unipet.lobes import PET_METHODS
 
     methods = args.methods.split(",") if args.methods else list(PET_METHODS)
-    if "finetune" not in methods:
-        methods.insert(0, "finetune")
+    methods = ["finetune"] + [m for m in methods if m != "finetune"]
     name = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
@@ -143,109 +232,18 @@ def main():
     return 0
 
 
-def training_table(folder, methods, args, name):
-    """Prints step time and peak memory per method vs finetune."""
-    rows = {m: measure(folder, m, args.device, args.steps) for m in methods}
-    ref = rows["finetune"]
-    print(
-        f"Training step, WavLM Base+ architecture, {BATCH} x {SECONDS:g} s, {name}"
-        f"{' (bf16 autocast)' if args.device.startswith('cuda') else ''}:\n"
-    )
-    print(
-        "| method | step time | vs finetune | peak memory | vs finetune | utt/s |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for m, r in rows.items():
-        print(
-            f"| `{m}` | {r['time']:.3f} s | {r['time'] / ref['time']:.2f}x | "
-            f"{r['peak'] / 2**20:.0f} MiB | {r['peak'] / max(ref['peak'], 1):.2f}x | "
-            f"{BATCH / r['time']:.1f} |"
-        )
-
-
-INFERENCE_RUNS = [
-    ("frozen (no PET module)", "frozen", False),
-    ("inner_inter_adapter", "inner_inter_adapter", False),
-    ("unipet (48 prompt tokens per layer)", "unipet", False),
-    ("lora, unmerged", "lora", False),
-    ("lora, merged", "lora", True),
-]
-
-
-def inference_child(folder, device, rounds, seconds):
-    """Times every encoder of ``INFERENCE_RUNS`` in turn, ``rounds`` times."""
-    from speechbrain_unipet.lobes import PETEncoder
-
-    torch.manual_seed(0)
-    wavs = torch.randn(BATCH, int(seconds * RATE), device=device)
-    lens = torch.ones(BATCH, device=device)
-    cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    encoders = []
-    for _, method, merged in INFERENCE_RUNS:
-        enc = PETEncoder(folder, method=method).to(device).eval()
-        if merged:
-            enc.merge_lora()
-        encoders.append(enc)
-    times = [[] for _ in encoders]
-    with (
-        torch.no_grad(),
-        torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
-    ):
-        for enc in encoders:
-            enc(wavs, lens)  # warm-up
-        for r in range(rounds):
-            # Rotate the order so that no encoder always runs first.
-            order = list(range(len(encoders)))
-            order = order[r % len(order) :] + order[: r % len(order)]
-            for i in order:
-                sync()
-                start = time.perf_counter()
-                encoders[i](wavs, lens)
-                sync()
-                times[i].append(time.perf_counter() - start)
-    print(json.dumps(times))
-
-
-def inference_table(folder, args, name):
-    """Prints inference time per second of audio with and without PET."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--inference-child",
-            folder,
-            args.device,
-            str(args.rounds),
-            str(args.inference_seconds),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    times = json.loads(out.stdout.strip().splitlines()[-1])
-    audio = BATCH * args.inference_seconds
-    base = times[0]
-    print(
-        f"\nInference (no autograd), {BATCH} x {args.inference_seconds:g} s, "
-        f"{name}, median of {args.rounds} rounds:\n"
-    )
-    print("| encoder | time per s of audio | overhead vs backbone alone |")
-    print("|---|---:|---:|")
-    for (label, _, _), t in zip(INFERENCE_RUNS, times, strict=True):
-        ratio = statistics.median(a / b for a, b in zip(t, base, strict=True))
-        print(
-            f"| {label} | {1000 * statistics.median(t) / audio:.1f} ms | "
-            f"{100 * (ratio - 1):+.1f} % |"
-        )
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
-    elif len(sys.argv) > 1 and sys.argv[1] == "--inference-child":
-        inference_child(
-            sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    if len(sys.argv) > 1 and sys.argv[1] == "--timing-child":
+        folder, device, specs, rounds, seconds, train = sys.argv[2:8]
+        timing_child(
+            folder,
+            device,
+            [tuple(s) for s in json.loads(specs)],
+            int(rounds),
+            float(seconds),
+            bool(int(train)),
         )
+    elif len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
+        memory_child(*sys.argv[2:5])
     else:
         sys.exit(main())
