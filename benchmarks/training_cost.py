@@ -164,7 +164,7 @@ def training_table(folder, methods, args, name):
     }
     ref = memory[methods[0]]["peak"]
     print(
-        f"Training step, WavLM Base+ architecture, {BATCH} x {SECONDS:g} s, {name}"
+        f"Training step, {BATCH} x {SECONDS:g} s, {name}"
         f"{' (bf16 autocast)' if args.device.startswith('cuda') else ''}, "
         f"median of {args.rounds} rounds:\n"
     )
@@ -207,6 +207,11 @@ def main():
     parser.add_argument("--methods", default=None)
     parser.add_argument("--inference-only", action="store_true")
     parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="a tiny random WavLM instead of Base+ (checks this script only)",
+    )
+    parser.add_argument(
         "--inference-seconds",
         type=float,
         default=SECONDS,
@@ -216,6 +221,7 @@ def main():
     from transformers import WavLMConfig, WavLMModel
 
     from speechbrain_unipet.lobes import PET_METHODS
+    from speechbrain_unipet.testing import tiny_config
 
     methods = args.methods.split(",") if args.methods else list(PET_METHODS)
     methods = ["finetune"] + [m for m in methods if m != "finetune"]
@@ -224,11 +230,13 @@ def main():
         if args.device.startswith("cuda")
         else "CPU"
     )
+    arch = "tiny WavLM" if args.tiny else "WavLM Base+ architecture"
+    config = tiny_config("wavlm") if args.tiny else WavLMConfig()
     with tempfile.TemporaryDirectory() as folder:
-        WavLMModel(WavLMConfig()).save_pretrained(folder)
+        WavLMModel(config).save_pretrained(folder)
         if not args.inference_only:
-            training_table(folder, methods, args, name)
-        inference_table(folder, args, name)
+            training_table(folder, methods, args, f"{arch}, {name}")
+        inference_table(folder, args, f"{arch}, {name}")
     return 0
 
 

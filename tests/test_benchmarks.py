@@ -1,0 +1,47 @@
+"""The cost benchmark runs end to end (on a tiny model; figures not checked)."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "training_cost.py"
+
+
+def test_training_cost_prints_both_tables():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--tiny",
+            "--device",
+            "cpu",
+            "--methods",
+            "frozen,unipet",
+            "--rounds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "Training step, 4 x 2 s, tiny WavLM, CPU, median of 2 rounds" in text
+    number = r"(-?[0-9.]+)"
+    rows = {
+        m: re.search(
+            rf"\| `{m}` \| {number} s \| {number}x \| {number} MiB \| "
+            rf"{number}x \| {number} \|",
+            text,
+        )
+        for m in ("finetune", "frozen", "unipet")
+    }
+    assert all(rows.values()), text
+    assert rows["finetune"].group(2) == "1.00"
+    assert all(float(r.group(1)) > 0 for r in rows.values())
+    inference = re.findall(
+        rf"\| [^|]+ \| {number} ms \| ([+-][0-9.]+) % \|", text
+    )
+    assert len(inference) == 5, text
+    assert inference[0][1] in ("+0.0", "-0.0")
