@@ -605,6 +605,12 @@ def test_inference_reuses_prompt_keys_values_until_a_tensor_changes(
     enc.load_pet_state_dict(saved)  # a checkpoint load
     with torch.no_grad():
         torch.testing.assert_close(enc(wavs), first, atol=1e-5, rtol=0)
+    # `.data =` (what .to() does) keeps the tensor and its version.
+    prompts.data = prompts.data + torch.randn_like(prompts)
+    with torch.no_grad():
+        after_data = enc(wavs)
+    torch.testing.assert_close(after_data, fresh(), atol=1e-6, rtol=0)
+    assert not torch.allclose(after_data, first, atol=1e-4)
 
 
 @pytest.mark.parametrize(

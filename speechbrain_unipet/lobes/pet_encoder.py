@@ -567,9 +567,11 @@ class PETEncoder(nn.Module):
             return bb.prefix_kv(index, prompts, scale)
         # Without autograd the prompts and the frozen projections are
         # constants, and so are the prompts' keys and values: they are
-        # recomputed only once one of those tensors has changed (an
-        # optimiser step or a load bumps its version, merge_lora or
-        # attach_backbone replaces it).
+        # recomputed only once one of those tensors has changed. In-place
+        # writes (an optimiser step, load_state_dict) bump its version;
+        # merge_lora replaces the tensor; .to() and `.data =` swap its
+        # storage, whose address the key holds alive so that no new storage
+        # can take it.
         tensors = [self.pet["deep_prompt"].prompts]
         tensors += bb.prefix_kv_parameters(index)
         device = prompts.device.type
@@ -578,7 +580,7 @@ class PETEncoder(nn.Module):
             torch.get_autocast_dtype(device)
             if torch.is_autocast_enabled(device)
             else None,
-            [(t, t._version) for t in tensors],
+            [(t, t._version, t.data_ptr(), t.detach()) for t in tensors],
         )
         cached = self._prompt_kv_cache.get(index)
         if cached is None or not _same_cache_key(cached[0], key):
@@ -757,15 +759,15 @@ class PETEncoder(nn.Module):
 
 
 def _same_cache_key(a, b):
-    """Equal dtypes and the very same tensors at the same versions."""
+    """Equal dtypes and the very same tensors, versions and storages."""
     *a_rest, a_tensors = a
     *b_rest, b_tensors = b
     return (
         a_rest == b_rest
         and len(a_tensors) == len(b_tensors)
         and all(
-            ta is tb and va == vb
-            for (ta, va), (tb, vb) in zip(a_tensors, b_tensors, strict=True)
+            ta[0] is tb[0] and ta[1:3] == tb[1:3]
+            for ta, tb in zip(a_tensors, b_tensors, strict=True)
         )
     )
 
