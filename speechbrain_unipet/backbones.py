@@ -380,26 +380,25 @@ class SSLBackbone(HFTransformersInterface):
         """
         group = len(wav)
         if wav.device.type == "cpu" and self.cpu_cnn_group_bytes:
-            kernel, stride = (
-                self.config.conv_kernel[0],
-                self.config.conv_stride[0],
+            kernel = self.config.conv_kernel[0]
+            frames = max(
+                (wav.shape[1] - kernel) // self.config.conv_stride[0] + 1, 1
             )
-            frames = max((wav.shape[1] - kernel) // stride + 1, 1)
             per_utterance = (
                 self.config.conv_dim[0] * frames * wav.element_size()
             )
-            group = max(1, self.cpu_cnn_group_bytes // max(per_utterance, 1))
+            group = max(1, self.cpu_cnn_group_bytes // per_utterance)
         if group >= len(wav):
             return self._extract_features(wav, sample_lengths)
+        waves = wav.split(group)
+        if sample_lengths is None:
+            lengths = [None] * len(waves)
+        else:
+            lengths = sample_lengths.split(group)
         return torch.cat(
             [
-                self._extract_features(
-                    wav[i : i + group],
-                    None
-                    if sample_lengths is None
-                    else sample_lengths[i : i + group],
-                )
-                for i in range(0, len(wav), group)
+                self._extract_features(w, n)
+                for w, n in zip(waves, lengths, strict=True)
             ]
         )
 

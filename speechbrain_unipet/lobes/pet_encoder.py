@@ -570,8 +570,8 @@ class PETEncoder(nn.Module):
         # recomputed only once one of those tensors has changed. In-place
         # writes (an optimiser step, load_state_dict) bump its version;
         # merge_lora replaces the tensor; .to() and `.data =` swap its
-        # storage, whose address the key holds alive so that no new storage
-        # can take it.
+        # storage. The entry holds the tensors and their storages alive, so
+        # that no other tensor or storage can take their id or address.
         tensors = [self.pet["deep_prompt"].prompts]
         tensors += bb.prefix_kv_parameters(index)
         device = prompts.device.type
@@ -580,13 +580,14 @@ class PETEncoder(nn.Module):
             torch.get_autocast_dtype(device)
             if torch.is_autocast_enabled(device)
             else None,
-            [(t, t._version, t.data_ptr(), t.detach()) for t in tensors],
+            tuple((id(t), t._version, t.data_ptr()) for t in tensors),
         )
         cached = self._prompt_kv_cache.get(index)
-        if cached is None or not _same_cache_key(cached[0], key):
-            cached = (key, bb.prefix_kv(index, prompts))
+        if cached is None or cached[0] != key:
+            held = [(t, t.detach()) for t in tensors]
+            cached = (key, held, bb.prefix_kv(index, prompts))
             self._prompt_kv_cache[index] = cached
-        return bb.scale_prefix_kv(index, cached[1], scale)
+        return bb.scale_prefix_kv(index, cached[2], scale)
 
     def _run_layer(self, index, x, context, gates, prompts):
         if (
@@ -756,20 +757,6 @@ class PETEncoder(nn.Module):
                 )
             )
         self.load_pet_state_dict(saved["state"])
-
-
-def _same_cache_key(a, b):
-    """Equal dtypes and the very same tensors, versions and storages."""
-    *a_rest, a_tensors = a
-    *b_rest, b_tensors = b
-    return (
-        a_rest == b_rest
-        and len(a_tensors) == len(b_tensors)
-        and all(
-            ta[0] is tb[0] and ta[1:3] == tb[1:3]
-            for ta, tb in zip(a_tensors, b_tensors, strict=True)
-        )
-    )
 
 
 def lora_parametrizations_safe(module):
