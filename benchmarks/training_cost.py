@@ -1,7 +1,8 @@
 """Training-step time and peak memory per PET method vs full fine-tuning.
 
     python benchmarks/training_cost.py [--device cpu|cuda] [--rounds 5]
-        [--methods a,b] [--inference-only] [--inference-seconds 2]
+        [--inference-rounds 20] [--methods a,b] [--inference-only]
+        [--inference-seconds 2] [--tiny]
 
 WavLM Base+ architecture (random weights), batch of 4 x 2 s, one step =
 forward + backward + Adam step on the encoder's trainable tensors and the
@@ -17,11 +18,19 @@ autocast.
   CUDA peak = ``torch.cuda.max_memory_allocated`` above what was allocated
   before the first step (gradients, optimiser state and activations, all of
   which PET saves).
+* FLOPs: of one step (``torch.utils.flop_counter``; matmuls, convolutions
+  and attention, 2 per multiply-add), beside the time: the share of
+  fine-tuning's arithmetic a method still does, i.e. its floor on a machine
+  whose matmuls run at full speed.
+* Fine-tuning's step is also split into forward, backward and optimiser:
+  a method without gradients through the backbone is one forward pass.
 * Inference: time per second of audio for the frozen backbone, Inner+Inter
-  adapters, unipet, and LoRA unmerged vs merged, timed the same way.
+  adapters, unipet, and LoRA unmerged vs merged, timed the same way
+  (``--inference-rounds``, default 20), and their FLOPs.
 """
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -69,14 +78,27 @@ def make_step(folder, method, device, train, seconds, merged=False):
         [p for p in enc.parameters() if p.requires_grad], lr=1e-4
     )
 
-    def step():
+    def step(phases=None):
+        """One training step; appends (forward, backward, optimiser) s."""
+        marks = [_clock(cuda)]
         opt.zero_grad(set_to_none=True)
         with autocast():
             loss = enc(wavs, lens).float().pow(2).mean()
+        marks.append(_clock(cuda))
         loss.backward()
+        marks.append(_clock(cuda))
         opt.step()
+        marks.append(_clock(cuda))
+        if phases is not None:
+            phases.append([b - a for a, b in itertools.pairwise(marks)])
 
     return enc, step
+
+
+def _clock(cuda):
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def timing_child(folder, device, specs, rounds, seconds, train):
@@ -89,17 +111,63 @@ def timing_child(folder, device, specs, rounds, seconds, train):
     for step in steps:
         step()  # warm-up
     times = [[] for _ in steps]
+    phases = []  # of the first spec's training steps
     for r in range(rounds):
         order = list(range(len(steps)))
         for i in order[r % len(order) :] + order[: r % len(order)]:
             if sync:
                 sync()
             start = time.perf_counter()
-            steps[i]()
+            if train and i == 0:
+                steps[i](phases)
+            else:
+                steps[i]()
             if sync:
                 sync()
             times[i].append(time.perf_counter() - start)
-    print(json.dumps(times))
+    flops = [count_flops(step) for step in steps]
+    print(json.dumps({"times": times, "phases": phases, "flops": flops}))
+
+
+def count_flops(step):
+    """FLOPs (2 per multiply-add) of one step: matmuls, convs, attention."""
+    from torch.utils.flop_counter import (
+        FlopCounterMode,
+        conv_flop_count,
+        flop_registry,
+    )
+
+    aten = torch.ops.aten
+
+    def conv_backward(grad_out, x, w, *args, out_shape=None, **kwargs):
+        # torch's own formula ignores groups (16x too much for the grouped
+        # positional conv). The input and the weight gradient each take as
+        # many multiply-adds as the forward convolution.
+        transposed, output_mask = args[4], args[7]
+        forward = conv_flop_count(x, w, grad_out, transposed=transposed)
+        return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+    def same_as(op):
+        # torch's formula for ``op``, taking tensors as it does itself.
+        def formula(*args, **kwargs):
+            return flop_registry[op](*args, **kwargs)
+
+        formula._get_raw = True
+        return formula
+
+    # torch counts the CUDA attention kernels; the CPU ones compute the same.
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu: same_as(
+            aten._scaled_dot_product_flash_attention
+        ),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: same_as(
+            aten._scaled_dot_product_flash_attention_backward
+        ),
+        aten.convolution_backward: conv_backward,
+    }
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def memory_child(folder, method, device):
@@ -136,8 +204,13 @@ def run_child(*args):
 
 
 def interleaved(folder, device, specs, rounds, seconds, train):
-    """Per spec: (median time, median per-round ratio to the first spec)."""
-    times = run_child(
+    """Times, FLOPs and the first spec's training phases, all specs in turn.
+
+    Returns ``(rows, phases)``: per spec (median time, median per-round
+    time ratio to the first spec, FLOP ratio to the first spec); the median
+    (forward, backward, optimiser) seconds of the first spec's steps.
+    """
+    out = run_child(
         "--timing-child",
         folder,
         device,
@@ -146,19 +219,25 @@ def interleaved(folder, device, specs, rounds, seconds, train):
         seconds,
         int(train),
     )
-    return [
+    times, flops = out["times"], out["flops"]
+    rows = [
         (
             statistics.median(t),
             statistics.median(a / b for a, b in zip(t, times[0], strict=True)),
+            f / flops[0],
         )
-        for t in times
+        for t, f in zip(times, flops, strict=True)
     ]
+    phases = [statistics.median(p) for p in zip(*out["phases"], strict=True)]
+    return rows, phases
 
 
 def training_table(folder, methods, args, name):
-    """Prints step time and peak memory per method vs finetune."""
+    """Prints step time, FLOPs and peak memory per method vs finetune."""
     specs = [(m, False) for m in methods]
-    timed = interleaved(folder, args.device, specs, args.rounds, SECONDS, True)
+    timed, phases = interleaved(
+        folder, args.device, specs, args.rounds, SECONDS, True
+    )
     memory = {
         m: run_child("--memory-child", folder, m, args.device) for m in methods
     }
@@ -169,32 +248,48 @@ def training_table(folder, methods, args, name):
         f"median of {args.rounds} rounds:\n"
     )
     print(
-        "| method | step time | vs finetune | peak memory | vs finetune | utt/s |"
+        "| method | step time | vs finetune | FLOPs vs finetune | peak memory "
+        "| vs finetune | utt/s |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    for m, (t, ratio) in zip(methods, timed, strict=True):
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for m, (t, ratio, flops) in zip(methods, timed, strict=True):
         peak = memory[m]["peak"]
         print(
-            f"| `{m}` | {t:.3f} s | {ratio:.2f}x | {peak / 2**20:.0f} MiB | "
-            f"{peak / max(ref, 1):.2f}x | {BATCH / t:.1f} |"
+            f"| `{m}` | {t:.3f} s | {ratio:.2f}x | {flops:.2f}x | "
+            f"{peak / 2**20:.0f} MiB | {peak / max(ref, 1):.2f}x | "
+            f"{BATCH / t:.1f} |"
         )
+    forward, backward, optimiser = phases
+    total = forward + backward + optimiser
+    print(
+        f"\n`{methods[0]}` step, median: forward {forward:.3f} s "
+        f"({forward / total:.2f}x of the step), backward {backward:.3f} s, "
+        f"optimiser {optimiser:.3f} s."
+    )
 
 
 def inference_table(folder, args, name):
     """Prints inference time per second of audio with and without PET."""
     specs = [(method, merged) for _, method, merged in INFERENCE_RUNS]
     seconds = args.inference_seconds
-    timed = interleaved(folder, args.device, specs, args.rounds, seconds, False)
+    timed, _ = interleaved(
+        folder, args.device, specs, args.inference_rounds, seconds, False
+    )
     print(
         f"\nInference (no autograd), {BATCH} x {seconds:g} s, {name}, "
-        f"median of {args.rounds} rounds:\n"
+        f"median of {args.inference_rounds} rounds:\n"
     )
-    print("| encoder | time per s of audio | overhead vs backbone alone |")
-    print("|---|---:|---:|")
-    for (label, _, _), (t, ratio) in zip(INFERENCE_RUNS, timed, strict=True):
+    print(
+        "| encoder | time per s of audio | overhead vs backbone alone "
+        "| FLOPs vs backbone alone |"
+    )
+    print("|---|---:|---:|---:|")
+    for (label, _, _), (t, ratio, flops) in zip(
+        INFERENCE_RUNS, timed, strict=True
+    ):
         print(
             f"| {label} | {1000 * t / (BATCH * seconds):.1f} ms | "
-            f"{100 * (ratio - 1):+.1f} % |"
+            f"{100 * (ratio - 1):+.1f} % | {100 * (flops - 1):+.1f} % |"
         )
 
 
@@ -204,6 +299,13 @@ def main():
         "--device", default="cuda" if torch.cuda.is_available() else "cpu"
     )
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--inference-rounds",
+        type=int,
+        default=20,
+        help="rounds of the inference table (its steps are short and its "
+        "differences a few per cent, so it takes more)",
+    )
     parser.add_argument("--methods", default=None)
     parser.add_argument("--inference-only", action="store_true")
     parser.add_argument(

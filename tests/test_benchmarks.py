@@ -20,6 +20,8 @@ def test_training_cost_prints_both_tables():
             "frozen,unipet",
             "--rounds",
             "2",
+            "--inference-rounds",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -31,17 +33,33 @@ def test_training_cost_prints_both_tables():
     number = r"(-?[0-9.]+)"
     rows = {
         m: re.search(
-            rf"\| `{m}` \| {number} s \| {number}x \| {number} MiB \| "
-            rf"{number}x \| {number} \|",
+            rf"\| `{m}` \| {number} s \| {number}x \| {number}x \| "
+            rf"{number} MiB \| {number}x \| {number} \|",
             text,
         )
         for m in ("finetune", "frozen", "unipet")
     }
     assert all(rows.values()), text
-    assert rows["finetune"].group(2) == "1.00"
+    assert rows["finetune"].group(2) == rows["finetune"].group(3) == "1.00"
     assert all(float(r.group(1)) > 0 for r in rows.values())
+    # The frozen backbone does no backward pass: fewer FLOPs than finetune.
+    assert 0 < float(rows["frozen"].group(3)) < 1
+    phases = re.search(
+        rf"`finetune` step, median: forward {number} s \({number}x of the "
+        rf"step\), backward {number} s, optimiser {number} s\.",
+        text,
+    )
+    assert phases, text
+    assert 0 < float(phases.group(2)) < 1
     inference = re.findall(
-        rf"\| [^|]+ \| {number} ms \| ([+-][0-9.]+) % \|", text
+        rf"\| [^|]+ \| {number} ms \| ([+-][0-9.]+) % \| "
+        rf"([+-][0-9.]+) % \|",
+        text,
     )
     assert len(inference) == 5, text
     assert inference[0][1] in ("+0.0", "-0.0")
+    assert inference[0][2] in ("+0.0", "-0.0")
+    # PET modules add arithmetic; merged LoRA adds none.
+    _, inner_inter, unipet, _, merged = (float(i[2]) for i in inference)
+    assert inner_inter > 0 and unipet > 0
+    assert merged == 0.0
