@@ -24,6 +24,8 @@ autocast.
   whose matmuls run at full speed.
 * Fine-tuning's step is also split into forward, backward and optimiser:
   a method without gradients through the backbone is one forward pass.
+* ``unipet`` also runs with ``gradient_checkpointing: True`` (an extra row):
+  layers recompute their forward in backward, for less activation memory.
 * Inference: time per second of audio for the frozen backbone, Inner+Inter
   adapters, unipet, and LoRA unmerged vs merged, timed the same way
   (``--inference-rounds``, default 20), and their FLOPs.
@@ -43,21 +45,32 @@ import torch
 
 BATCH, SECONDS, RATE = 4, 2.0, 16000
 
+# (label, method, PETEncoder options; "merge_lora": merged after building)
 INFERENCE_RUNS = [
-    ("frozen (no PET module)", "frozen", False),
-    ("inner_inter_adapter", "inner_inter_adapter", False),
-    ("unipet (48 prompt tokens per layer)", "unipet", False),
-    ("lora, unmerged", "lora", False),
-    ("lora, merged", "lora", True),
+    ("frozen (no PET module)", "frozen", {}),
+    ("inner_inter_adapter", "inner_inter_adapter", {}),
+    ("unipet (48 prompt tokens per layer)", "unipet", {}),
+    ("lora, unmerged", "lora", {}),
+    ("lora, merged", "lora", {"merge_lora": True}),
+]
+# Extra training rows, shown when their method is benchmarked.
+TRAINING_VARIANTS = [
+    (
+        "`unipet`, gradient checkpointing",
+        "unipet",
+        {"gradient_checkpointing": True},
+    ),
 ]
 
 
-def make_step(folder, method, device, train, seconds, merged=False):
+def make_step(folder, method, device, train, seconds, options=None):
     """Builds one encoder; returns a function running one step of it."""
     from speechbrain_unipet.lobes import PETEncoder
 
+    options = dict(options or {})
+    merged = options.pop("merge_lora", False)
     torch.manual_seed(0)
-    enc = PETEncoder(folder, method=method).to(device).train(train)
+    enc = PETEncoder(folder, method=method, **options).to(device).train(train)
     if merged:
         enc.merge_lora()
     wavs = torch.randn(BATCH, int(seconds * RATE), device=device)
@@ -102,11 +115,11 @@ def _clock(cuda):
 
 
 def timing_child(folder, device, specs, rounds, seconds, train):
-    """Times one step of every (method, merged) in turn, ``rounds`` times."""
+    """Times one step of every (method, options) in turn, ``rounds`` times."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     steps = [
-        make_step(folder, method, device, train, seconds, merged)[1]
-        for method, merged in specs
+        make_step(folder, method, device, train, seconds, options)[1]
+        for method, options in specs
     ]
     for step in steps:
         step()  # warm-up
@@ -170,10 +183,10 @@ def count_flops(step):
     return counter.get_total_flops()
 
 
-def memory_child(folder, method, device):
+def memory_child(folder, method, device, options):
     """Peak memory of one training step of ``method`` in a fresh process."""
     cuda = device.startswith("cuda")
-    enc, step = make_step(folder, method, device, True, SECONDS)
+    enc, step = make_step(folder, method, device, True, SECONDS, options)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -234,14 +247,18 @@ def interleaved(folder, device, specs, rounds, seconds, train):
 
 def training_table(folder, methods, args, name):
     """Prints step time, FLOPs and peak memory per method vs finetune."""
-    specs = [(m, False) for m in methods]
+    rows = [(f"`{m}`", m, {}) for m in methods]
+    rows += [v for v in TRAINING_VARIANTS if v[1] in methods]
+    specs = [(m, options) for _, m, options in rows]
     timed, phases = interleaved(
         folder, args.device, specs, args.rounds, SECONDS, True
     )
-    memory = {
-        m: run_child("--memory-child", folder, m, args.device) for m in methods
-    }
-    ref = memory[methods[0]]["peak"]
+    memory = [
+        run_child(
+            "--memory-child", folder, m, args.device, json.dumps(options)
+        )["peak"]
+        for m, options in specs
+    ]
     print(
         f"Training step, {BATCH} x {SECONDS:g} s, {name}"
         f"{' (bf16 autocast)' if args.device.startswith('cuda') else ''}, "
@@ -252,11 +269,12 @@ def training_table(folder, methods, args, name):
         "| vs finetune | utt/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for m, (t, ratio, flops) in zip(methods, timed, strict=True):
-        peak = memory[m]["peak"]
+    for (label, _, _), (t, ratio, flops), peak in zip(
+        rows, timed, memory, strict=True
+    ):
         print(
-            f"| `{m}` | {t:.3f} s | {ratio:.2f}x | {flops:.2f}x | "
-            f"{peak / 2**20:.0f} MiB | {peak / max(ref, 1):.2f}x | "
+            f"| {label} | {t:.3f} s | {ratio:.2f}x | {flops:.2f}x | "
+            f"{peak / 2**20:.0f} MiB | {peak / max(memory[0], 1):.2f}x | "
             f"{BATCH / t:.1f} |"
         )
     forward, backward, optimiser = phases
@@ -270,7 +288,7 @@ def training_table(folder, methods, args, name):
 
 def inference_table(folder, args, name):
     """Prints inference time per second of audio with and without PET."""
-    specs = [(method, merged) for _, method, merged in INFERENCE_RUNS]
+    specs = [(method, options) for _, method, options in INFERENCE_RUNS]
     seconds = args.inference_seconds
     timed, _ = interleaved(
         folder, args.device, specs, args.inference_rounds, seconds, False
@@ -348,12 +366,13 @@ if __name__ == "__main__":
         timing_child(
             folder,
             device,
-            [tuple(s) for s in json.loads(specs)],
+            json.loads(specs),
             int(rounds),
             float(seconds),
             bool(int(train)),
         )
     elif len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
-        memory_child(*sys.argv[2:5])
+        folder, method, device, options = sys.argv[2:6]
+        memory_child(folder, method, device, json.loads(options))
     else:
         sys.exit(main())

@@ -39,7 +39,14 @@ def test_training_cost_prints_both_tables():
         )
         for m in ("finetune", "frozen", "unipet")
     }
+    rows["checkpointed"] = re.search(
+        rf"\| `unipet`, gradient checkpointing \| {number} s \| {number}x \| "
+        rf"{number}x \|",
+        text,
+    )
     assert all(rows.values()), text
+    # Checkpointed layers recompute their forward during backward.
+    assert float(rows["checkpointed"].group(3)) > float(rows["unipet"].group(3))
     assert rows["finetune"].group(2) == rows["finetune"].group(3) == "1.00"
     assert all(float(r.group(1)) > 0 for r in rows.values())
     # The frozen backbone does no backward pass: fewer FLOPs than finetune.
