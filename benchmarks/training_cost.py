@@ -116,7 +116,7 @@ def _clock(cuda):
 
 def timing_child(folder, device, specs, rounds, seconds, train):
     """Times one step of every (method, options) in turn, ``rounds`` times."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    cuda = device.startswith("cuda")
     steps = [
         make_step(folder, method, device, train, seconds, options)[1]
         for method, options in specs
@@ -128,16 +128,12 @@ def timing_child(folder, device, specs, rounds, seconds, train):
     for r in range(rounds):
         order = list(range(len(steps)))
         for i in order[r % len(order) :] + order[: r % len(order)]:
-            if sync:
-                sync()
-            start = time.perf_counter()
+            start = _clock(cuda)
             if train and i == 0:
                 steps[i](phases)
             else:
                 steps[i]()
-            if sync:
-                sync()
-            times[i].append(time.perf_counter() - start)
+            times[i].append(_clock(cuda) - start)
     flops = [count_flops(step) for step in steps]
     print(json.dumps({"times": times, "phases": phases, "flops": flops}))
 

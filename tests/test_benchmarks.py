@@ -1,9 +1,12 @@
-"""The cost benchmark runs end to end (on a tiny model; figures not checked)."""
+"""The cost benchmark runs end to end (on a tiny model; times not checked)."""
 
+import importlib.util
 import pathlib
 import re
 import subprocess
 import sys
+
+import torch
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "benchmarks" / "training_cost.py"
 
@@ -70,3 +73,20 @@ def test_training_cost_prints_both_tables():
     _, inner_inter, unipet, _, merged = (float(i[2]) for i in inference)
     assert inner_inter > 0 and unipet > 0
     assert merged == 0.0
+
+
+def test_flop_count_of_a_grouped_conv_step():
+    spec = importlib.util.spec_from_file_location("training_cost", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # As WavLM's positional conv: 16 groups, input and weight gradients.
+    conv = torch.nn.Conv1d(32, 32, kernel_size=8, groups=16, bias=False)
+    x = torch.randn(2, 32, 40, requires_grad=True)
+
+    def step():
+        conv(x).sum().backward()
+
+    forward = 2 * 2 * 33 * 32 * (32 // 16) * 8  # 2 per multiply-add
+    assert bench.count_flops(step) == 3 * forward
+    x.requires_grad_(False)
+    assert bench.count_flops(step) == 2 * forward
