@@ -378,29 +378,33 @@ class SSLBackbone(HFTransformersInterface):
         batches match unpadded single inputs. On CPU, the batch is split as
         ``cpu_cnn_group_bytes`` says.
         """
-        group = len(wav)
-        if wav.device.type == "cpu" and self.cpu_cnn_group_bytes:
-            kernel = self.config.conv_kernel[0]
-            frames = max(
-                (wav.shape[1] - kernel) // self.config.conv_stride[0] + 1, 1
-            )
-            per_utterance = (
-                self.config.conv_dim[0] * frames * wav.element_size()
-            )
-            group = max(1, self.cpu_cnn_group_bytes // per_utterance)
+        group = self._cpu_cnn_group(wav)
         if group >= len(wav):
             return self._extract_features(wav, sample_lengths)
         waves = wav.split(group)
-        if sample_lengths is None:
-            lengths = [None] * len(waves)
-        else:
-            lengths = sample_lengths.split(group)
+        lengths = (
+            [None] * len(waves)
+            if sample_lengths is None
+            else sample_lengths.split(group)
+        )
         return torch.cat(
             [
                 self._extract_features(w, n)
                 for w, n in zip(waves, lengths, strict=True)
             ]
         )
+
+    def _cpu_cnn_group(self, wav):
+        """Utterances per CNN call (all of them off CPU or when disabled)."""
+        if wav.device.type != "cpu" or not self.cpu_cnn_group_bytes:
+            return len(wav)
+        frames = (wav.shape[1] - self.config.conv_kernel[0]) // (
+            self.config.conv_stride[0]
+        ) + 1
+        per_utterance = (
+            self.config.conv_dim[0] * max(frames, 1) * wav.element_size()
+        )
+        return max(1, self.cpu_cnn_group_bytes // per_utterance)
 
     def _extract_features(self, wav, sample_lengths=None):
         conv_layers = self.model.feature_extractor.conv_layers

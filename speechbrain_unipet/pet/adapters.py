@@ -105,7 +105,10 @@ class BottleneckAdapter(nn.Module):
 
     def forward(self, x):
         """Returns the adapter delta for ``x`` [..., d]."""
-        return self.up(self.dropout(self.act(self.down(x)))) * self.scale
+        return self._unscaled(x) * self.scale
+
+    def _unscaled(self, x):
+        return self.up(self.dropout(self.act(self.down(x))))
 
     def add_to(self, residual, x, gate=None):
         """``residual + gate * forward(x)``, the way the encoder uses it.
@@ -131,8 +134,7 @@ class BottleneckAdapter(nn.Module):
         factor = self.scale
         if gate is not None:
             factor = gate.view(-1, *([1] * (x.dim() - 1))) * factor
-        delta = self.up(self.dropout(self.act(self.down(x))))
-        return torch.addcmul(residual, delta, factor)
+        return torch.addcmul(residual, self._unscaled(x), factor)
 
 
 class AdapterBias(nn.Module):
