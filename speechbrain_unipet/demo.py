@@ -60,6 +60,8 @@ def main(argv=None):
             "--batch_size=8",
             "--sentence_len=2.0",
             "--num_workers=0",
+            "--num_valid_speakers=4",
+            "--test_segment_len=2.0",
             "--device=cpu",
         ],
         RECIPE,

@@ -13,14 +13,28 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import csv
 import io
+import os
 import pathlib
+import re
 
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
 from speechbrain.utils.logger import get_logger
+
+from speechbrain_unipet.audio import MIN_SAMPLE_RATE, audio_info, load_audio
+from speechbrain_unipet.data_prep import (
+    CSV_HEADER,
+    VALID_TRIALS_FILE,
+    DataPreparationError,
+    Recording,
+    resolve_trial_ids,
+)
+from speechbrain_unipet.metrics import eer, min_dcf
+from speechbrain_unipet.scoring import read_trials, score_trials
 
 logger = get_logger(__name__)
 
@@ -111,35 +125,34 @@ def resolved_yaml(hparams_file, nested_overrides):
         return resolve_references(f, nested_overrides).getvalue()
 
 
-def audio_pipeline(hparams):
-    """Data pipeline reading ``sentence_len`` s (random chunk) of a file."""
-    sample_rate = hparams["sample_rate"]
-    snt_len = int(hparams["sentence_len"] * sample_rate)
-    random_chunk = hparams.get("random_chunk", True)
+def audio_pipeline(hparams, random_chunk):
+    """Data pipeline reading one CSV row's segment at the encoder's rate.
 
-    @sb.utils.data_pipeline.takes("wav", "start", "stop", "duration")
+    With ``random_chunk`` the segment's length is read from a random place
+    of the row's region (``utt_start``/``utt_stop``), so training crops vary
+    but never reach audio set aside for dev.
+    """
+    sample_rate = hparams["sample_rate"]
+
+    @sb.utils.data_pipeline.takes(
+        "wav", "start", "stop", "sample_rate", "utt_start", "utt_stop"
+    )
     @sb.utils.data_pipeline.provides("sig")
-    def pipeline(wav, start, stop, duration):
+    def pipeline(wav, start, stop, file_rate, utt_start, utt_stop):
+        start, stop = int(start), int(stop)
         if random_chunk:
-            total = int(float(duration) * sample_rate)
-            start = (
-                0
-                if total <= snt_len
-                else torch.randint(0, total - snt_len + 1, (1,)).item()
-            )
-            stop = start + snt_len
-        else:
-            start, stop = int(start), int(stop)
-        sig = sb.dataio.dataio.read_audio(
-            {"file": wav, "start": start, "stop": stop}
-        )
-        return sig
+            length, last = stop - start, int(utt_stop) - (stop - start)
+            if last > int(utt_start):
+                start = torch.randint(int(utt_start), last + 1, (1,)).item()
+                stop = start + length
+        return load_audio(wav, sample_rate, start, stop)
 
     return pipeline
 
 
 def dataio_prep(hparams):
-    """Train/dev datasets and the speaker label encoder (SpeechBrain style)."""
+    """Train/dev datasets and the speaker label encoder (SpeechBrain style),
+    after the pre-flight check of ``check_prepared_data``."""
     datasets = {}
     for split, key in (
         ("train", "train_annotation"),
@@ -156,9 +169,12 @@ def dataio_prep(hparams):
         yield spk_id
         yield label_encoder.encode_sequence_torch([spk_id])
 
-    pipeline = audio_pipeline(hparams)
-    for data in datasets.values():
-        data.add_dynamic_item(pipeline)
+    for split, data in datasets.items():
+        data.add_dynamic_item(
+            audio_pipeline(
+                hparams, hparams.get("random_chunk", True) and split == "train"
+            )
+        )
         data.add_dynamic_item(label_pipeline)
         data.set_output_keys(["id", "sig", "spk_id_encoded"])
     label_path = pathlib.Path(hparams["save_folder"]) / "label_encoder.txt"
@@ -167,7 +183,348 @@ def dataio_prep(hparams):
         from_didatasets=[datasets["train"]],
         output_key="spk_id",
     )
+    check_labels(hparams, label_encoder, label_path)
     return datasets["train"], datasets["dev"], label_encoder
+
+
+def read_csv_rows(path, required=CSV_HEADER):
+    """Rows of a prepared CSV; errors name the file and missing columns."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise DataPreparationError(
+            f"'{path}' does not exist: run the data preparation "
+            "(skip_prep: False) or point the annotation key at your CSV"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataPreparationError(
+                f"'{path}' lacks the column(s) {missing} (needs "
+                f"{', '.join(required)}); re-run the data preparation "
+                "(skip_prep: False)"
+            )
+        rows = list(reader)
+    if not rows:
+        raise DataPreparationError(f"'{path}' holds no rows")
+    return rows
+
+
+def check_prepared_data(hparams, inspect_audio=False):
+    """Pre-flight check of the training CSVs, before any training step.
+
+    Every row has a positive segment inside its region and a usable sample
+    rate; every audio file exists (and, with ``inspect_audio``, e.g. for
+    CSVs not written by this run's preparation, opens and is long enough),
+    and every dev speaker has training data. Errors name the CSV, the row or
+    file, and the fix.
+    """
+    rows = {}
+    for key in ("train_annotation", "valid_annotation"):
+        rows[key] = read_csv_rows(hparams[key])
+    train_speakers = {r["spk_id"] for r in rows["train_annotation"]}
+    for row in rows["valid_annotation"]:
+        if row["spk_id"] not in train_speakers:
+            raise DataPreparationError(
+                f"Dev speaker '{row['spk_id']}' of {hparams['valid_annotation']}"
+                f" (row {row['ID']}) has no training data in "
+                f"{hparams['train_annotation']}: the classifier cannot know "
+                "it. Dev rows must come from training speakers."
+            )
+    checked = {}
+    for key, table in rows.items():
+        for row in table:
+            where = f"{hparams[key]}, row {row['ID']}"
+            try:
+                start, stop = int(row["start"]), int(row["stop"])
+                rate = int(row["sample_rate"])
+            except ValueError as err:
+                raise DataPreparationError(f"{where}: {err}") from err
+            if stop <= start:
+                raise DataPreparationError(f"{where}: stop <= start")
+            if rate < MIN_SAMPLE_RATE:
+                raise DataPreparationError(
+                    f"{where}: sample_rate {rate} Hz is below "
+                    f"{MIN_SAMPLE_RATE} Hz"
+                )
+            path = row["wav"]
+            if path in checked:
+                continue
+            if not os.path.isfile(path):
+                raise DataPreparationError(
+                    f"{where}: audio file '{path}' does not exist"
+                )
+            checked[path] = stop
+    if inspect_audio:
+        for path, last in checked.items():
+            info = audio_info(path)
+            if info.frames < last:
+                raise DataPreparationError(
+                    f"'{path}' has {info.frames} samples, but the CSVs read "
+                    f"up to sample {last}"
+                )
+    return {k: len(v) for k, v in rows.items()}
+
+
+def check_labels(hparams, label_encoder, label_path):
+    """Every train and dev speaker must be a class of the label encoder."""
+    for key in ("train_annotation", "valid_annotation"):
+        for row in read_csv_rows(hparams[key], ["ID", "spk_id"]):
+            if row["spk_id"] not in label_encoder.lab2ind:
+                raise DataPreparationError(
+                    f"Speaker '{row['spk_id']}' of {hparams[key]} is not in "
+                    f"{label_path} ({len(label_encoder)} classes, left by an "
+                    "earlier run on other data?). Delete that file or use a "
+                    "new output_folder."
+                )
+
+
+class RecipeError(ValueError):
+    """A recipe setting that cannot work, with the key and the fix."""
+
+
+class VerificationValidator:
+    """EER and minDCF of held-out trials, measured at every validation.
+
+    The utterances (``valid_verif.csv``, all ``test_segment_len`` long, so a
+    batch holds no padding) are decoded once and kept in memory; each
+    validation embeds them in batches, split across DDP processes and
+    gathered, and scores the trials by cosine.
+
+    Arguments
+    ---------
+    csv_path : str
+        Prepared CSV of the trial utterances.
+    trials_path : str
+        Their trial list (``label enrol test``).
+    sample_rate : int
+        The encoder's rate.
+    batch_size : int
+        Utterances per forward pass.
+
+    Example
+    -------
+    >>> import soundfile as sf, numpy as np
+    >>> root = getfixture("tmp_path")
+    >>> rows = []
+    >>> for i, spk in enumerate("aabb"):
+    ...     sf.write(
+    ...         root / f"{i}.wav", np.ones(800, np.float32) * (i + 1), 8000
+    ...     )
+    ...     rows.append(f"u{i},0.1,{root}/{i}.wav,0,800,{spk},8000,0,800")
+    >>> _ = (root / "v.csv").write_text(
+    ...     ",".join(CSV_HEADER) + "\\n" + "\\n".join(rows) + "\\n"
+    ... )
+    >>> _ = (root / "t.txt").write_text(
+    ...     "1 u0 u1\\n0 u0 u2\\n1 u2 u3\\n0 u1 u3\\n"
+    ... )
+    >>> val = VerificationValidator(root / "v.csv", root / "t.txt", 8000, 2)
+    >>> embed = lambda wavs, lens: wavs[:, None, :2] * torch.tensor([1.0, 0.5])
+    >>> val.evaluate(embed, "cpu")["EER"]
+    0.5
+    """
+
+    def __init__(self, csv_path, trials_path, sample_rate, batch_size):
+        self.rows = {r["ID"]: r for r in read_csv_rows(csv_path)}
+        self.trials = read_trials(trials_path)
+        self.trials_path = trials_path
+        resolve_trial_ids(
+            self.trials,
+            trials_path,
+            [Recording(uid, "", "") for uid in self.rows],
+        )
+        labels = {t.label for t in self.trials}
+        if labels != {0, 1}:
+            raise RecipeError(
+                f"{trials_path} needs target and non-target trials"
+            )
+        self.sample_rate = sample_rate
+        self.batch_size = batch_size
+        self._audio = {}
+
+    def _signal(self, uid):
+        if uid not in self._audio:
+            row = self.rows[uid]
+            self._audio[uid] = load_audio(
+                row["wav"],
+                self.sample_rate,
+                int(row["start"]),
+                int(row["stop"]),
+            )
+        return self._audio[uid]
+
+    def evaluate(self, embed, device):
+        """Embeds the utterances with ``embed(wavs, lens)`` (-> [B, 1, D])
+        and returns ``{"EER": ..., "minDCF": ...}`` (fractions, minDCF at
+        p_target 0.01)."""
+        from speechbrain.utils.data_utils import batch_pad_right
+
+        ids = sorted(self.rows)
+        rank, world = 0, 1
+        if (
+            torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            rank = torch.distributed.get_rank()
+            world = torch.distributed.get_world_size()
+        mine = ids[rank::world]
+        embeddings = {}
+        for i in range(0, len(mine), self.batch_size):
+            chunk = mine[i : i + self.batch_size]
+            wavs, lens = batch_pad_right([self._signal(u) for u in chunk])
+            out = embed(wavs.to(device), lens.to(device))
+            for uid, emb in zip(chunk, out, strict=True):
+                embeddings[uid] = emb.reshape(-1).float().cpu()
+        if world > 1:
+            gathered = [None] * world
+            torch.distributed.all_gather_object(gathered, embeddings)
+            for part in gathered:
+                embeddings.update(part)
+        scores = score_trials(self.trials, embeddings)
+        labels = torch.tensor([t.label for t in self.trials], dtype=torch.bool)
+        pos, neg = scores[labels], scores[~labels]
+        return {
+            "EER": eer(pos, neg)[0],
+            "minDCF": min_dcf(pos, neg, p_target=0.01)[0],
+        }
+
+
+def verification_validator(hparams):
+    """The run's ``VerificationValidator``, or None if it has no
+    validation speakers (``num_valid_speakers: 0``).
+
+    Raises
+    ------
+    RecipeError
+        If checkpoints are to be selected by EER without validation
+        speakers.
+    """
+    save = pathlib.Path(hparams["save_folder"])
+    select = hparams.get("ckpt_select", "ErrorRate")
+    if select not in ("EER", "minDCF", "ErrorRate"):
+        raise RecipeError(
+            f"ckpt_select must be EER, minDCF or ErrorRate, got {select!r}"
+        )
+    if not hparams.get("num_valid_speakers"):
+        if select != "ErrorRate":
+            raise RecipeError(
+                f"ckpt_select: {select} needs validation speakers: set "
+                "num_valid_speakers > 0, or ckpt_select: ErrorRate to select "
+                "checkpoints by speaker-ID error"
+            )
+        return None
+    return VerificationValidator(
+        save / "valid_verif.csv",
+        save / VALID_TRIALS_FILE,
+        hparams["sample_rate"],
+        hparams["batch_size"],
+    )
+
+
+def keep_best_checkpoint(checkpointer, stats, select, num_to_keep=1):
+    """Saves an end-of-epoch checkpoint with ``stats`` as its meta and keeps
+    the latest one plus the ``num_to_keep`` best by ``select`` (lower is
+    better)."""
+    meta = {k: float(v) for k, v in stats.items() if k != "loss"}
+    return checkpointer.save_and_keep_only(
+        meta=meta, min_keys=[select], num_to_keep=num_to_keep
+    )
+
+
+def recover_best_checkpoint(checkpointer, select):
+    """Loads the checkpoint with the lowest ``select`` value (falling back
+    to the latest one, e.g. if only intra-epoch checkpoints exist)."""
+    checkpoint = checkpointer.recover_if_possible(min_key=select)
+    if checkpoint is None:
+        checkpoint = checkpointer.recover_if_possible()
+        if checkpoint is not None:
+            logger.warning(
+                "No checkpoint has a %s value; loaded the latest, %s",
+                select,
+                checkpoint.path,
+            )
+    return checkpoint
+
+
+INIT_FILES = ("ssl_encoder.ckpt", "embedding_model.ckpt", "hyperparams.yaml")
+
+
+def init_from_export(hparams, folder):
+    """Starts a run from an exported model: its PET weights and embedding
+    model; the classifier stays fresh for this run's speakers.
+
+    Arguments
+    ---------
+    hparams : dict
+        The run's hparams, after ``build_backend``.
+    folder : str
+        A folder written by ``python -m speechbrain_unipet.export``.
+
+    Raises
+    ------
+    RecipeError
+        Naming both models if the folder holds another method, backbone or
+        back-end size.
+    """
+    folder = pathlib.Path(folder)
+    missing = [n for n in INIT_FILES if not (folder / n).is_file()]
+    if missing:
+        raise RecipeError(
+            f"init_from '{folder}' lacks {missing}: give a folder written by "
+            "python -m speechbrain_unipet.export"
+        )
+    encoder = hparams["ssl_encoder"]
+    saved = torch.load(
+        folder / "ssl_encoder.ckpt", map_location="cpu", weights_only=True
+    )
+    theirs, mine = saved.get("meta", {}), encoder.pet_metadata()
+
+    def describe(meta):
+        return (
+            f"method '{meta.get('method')}' on a {meta.get('model_type')} "
+            f"backbone ({meta.get('num_layers')} layers, hidden size "
+            f"{meta.get('hidden_size')})"
+        )
+
+    keys = ("method", "model_type", "num_layers", "hidden_size")
+    if any(theirs.get(k) != mine[k] for k in keys):
+        raise RecipeError(
+            f"init_from '{folder}' holds {describe(theirs)}, but this run "
+            f"trains {describe(mine)}. Use the recipe of method "
+            f"'{theirs.get('method')}' and its backbone as ssl_hub."
+        )
+    found = re.search(
+        r"^ssl_source: *(.*)$",
+        (folder / "hyperparams.yaml").read_text(encoding="utf-8"),
+        flags=re.M,
+    )
+    their_source = found.group(1).strip().strip('"') if found else "null"
+    if their_source not in ("null", str(hparams["ssl_hub"])):
+        logger.warning(
+            "init_from '%s' was trained on backbone %s, this run loads %s: "
+            "same architecture, but make sure they hold the same weights",
+            folder,
+            their_source,
+            hparams["ssl_hub"],
+        )
+    encoder.load_pet_state_dict(saved["state"])
+    ecapa = hparams["modules"]["embedding_model"]
+    state = torch.load(
+        folder / "embedding_model.ckpt", map_location="cpu", weights_only=True
+    )
+    try:
+        ecapa.load_state_dict(state)
+    except RuntimeError as err:
+        raise RecipeError(
+            f"The embedding model of init_from '{folder}' has other sizes "
+            "than this run's (ecapa_channels, emb_dim: see its "
+            f"hyperparams.yaml): {str(err).splitlines()[1:3]}"
+        ) from err
+    logger.info(
+        "Initialised the PET weights and the embedding model from %s "
+        "(fresh classifier)",
+        folder,
+    )
 
 
 def build_backend(hparams, num_speakers):
@@ -200,7 +557,8 @@ def num_speakers(save_folder):
 
 def load_trained_model(output_folder, device="cpu"):
     """Rebuilds a training run from its saved ``hyperparams.yaml`` and loads
-    its latest checkpoint.
+    its best checkpoint by the run's ``ckpt_select`` (lowest EER by
+    default; runs older than that key: lowest ErrorRate).
 
     Returns
     -------
@@ -217,7 +575,9 @@ def load_trained_model(output_folder, device="cpu"):
         )
     hparams, _ = load_recipe_hparams(str(saved))
     build_backend(hparams, num_speakers(hparams["save_folder"]))
-    checkpoint = hparams["checkpointer"].recover_if_possible()
+    checkpoint = recover_best_checkpoint(
+        hparams["checkpointer"], hparams.get("ckpt_select", "ErrorRate")
+    )
     if checkpoint is None:
         raise FileNotFoundError(
             f"No checkpoint in {hparams['save_folder']}: train the model first"
@@ -243,19 +603,6 @@ def compute_embedding(modules, wavs, wav_lens=None):
     feats = modules["ssl_encoder"](wavs, wav_lens)
     feats = modules["mean_var_norm"](feats, wav_lens)
     return modules["embedding_model"](feats, wav_lens)
-
-
-def read_wav(path):
-    """Whole file as a float tensor [S]; errors name the file."""
-    try:
-        sig = sb.dataio.dataio.read_audio(str(path))
-    except Exception as err:  # noqa: BLE001
-        raise ValueError(f"Cannot read audio '{path}': {err}") from err
-    if sig.dim() > 1:
-        sig = sig[:, 0]
-    if sig.numel() == 0:
-        raise ValueError(f"Audio file '{path}' is empty")
-    return sig
 
 
 def dump_yaml(data):

@@ -11,22 +11,20 @@ import pytest
 import torch
 from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
 
+from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.export import export
-from speechbrain_unipet.recipe import (
-    compute_embedding,
-    read_wav,
-)
+from speechbrain_unipet.recipe import compute_embedding
 
 FILES = ["id4/vid0/00001.wav", "id5/vid1/00001.wav", "id0/vid0/00001.wav"]
 
 LOAD_SCRIPT = """
 import json, sys, torch
 from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition
-from speechbrain_unipet.recipe import read_wav
+from speechbrain_unipet.audio import load_audio
 hub, data, out = sys.argv[1:4]
 files = json.loads(sys.argv[4])
 model = EncoderClassifier.from_hparams(source=hub, savedir=hub, run_opts={"device": "cpu"})
-wavs = [read_wav(f"{data}/wav/{f}") for f in files]
+wavs = [load_audio(f"{data}/wav/{f}") for f in files]
 single = torch.cat([model.encode_batch(w[None]) for w in wavs])
 longest = max(w.numel() for w in wavs)
 batch = torch.zeros(len(wavs), longest)
@@ -62,7 +60,7 @@ def recipe_embeddings(train_folder, data):
     _, modules = load_trained_model(train_folder, "cpu")
     return torch.cat(
         [
-            compute_embedding(modules, read_wav(data / "wav" / f)[None])
+            compute_embedding(modules, load_audio(data / "wav" / f)[None])
             for f in FILES
         ]
     )
@@ -159,7 +157,7 @@ def test_adapters_swap_on_one_backbone(recipe_env, tmp_path):  # noqa: F811
             copy_backbone_files=True,
         )
     backbone = str(hubs["unipet"] / "backbone")
-    wav = read_wav(recipe_env["data"] / "wav" / FILES[0])[None]
+    wav = load_audio(recipe_env["data"] / "wav" / FILES[0])[None]
     shared = PETEncoder(backbone, method="unipet").eval()
     alone = PETEncoder(backbone, method="unipet").eval()
     alone.load_pet_file(hubs["unipet"] / "ssl_encoder.ckpt")

@@ -2,8 +2,10 @@
 """Cosine scoring (optional AS-norm) of a trained PET speaker model.
 
 Rebuilds the model from the training folder's saved ``hyperparams.yaml``
-and its latest checkpoint, embeds every trial file once (whole utterance,
-one at a time, so no padding reaches the back-end), scores the trials and
+and its best checkpoint (``ckpt_select``), embeds every trial utterance once
+(whole utterance, one at a time, so no padding reaches the back-end), scores
+the trials (the given ``verification_file``, or the list the data
+preparation generated over held-out speakers) and
 writes ``results.json`` (``eer`` and ``min_dcf`` as fractions,
 ``min_dcf_0.05``), the score file and DET / histogram plots.
 
@@ -15,6 +17,7 @@ Authors
 """
 
 import json
+import pathlib
 import sys
 
 import speechbrain as sb
@@ -23,30 +26,66 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
+from speechbrain_unipet.audio import AudioError, load_audio
 from speechbrain_unipet.backbones import SSLBackboneError
+from speechbrain_unipet.data_prep import (
+    TRIALS_FILE,
+    DataPreparationError,
+    prepare_trial_manifest,
+)
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.recipe import (
+    RecipeError,
     compute_embedding,
     load_trained_model,
-    read_wav,
+    read_csv_rows,
 )
 from speechbrain_unipet.scoring import read_trials, score_trials, speaker_cohort
-from speechbrain_unipet.voxceleb_prepare import (
-    DataPreparationError,
-    list_audio,
-    trial_audio,
-)
 
 logger = get_logger(__name__)
 
 
-def embed_files(modules, files, device, desc):
-    """utterance id -> embedding [D] for a dict id -> audio path."""
+def embed_rows(modules, rows, sample_rate, device, desc):
+    """id -> embedding [D] of prepared CSV rows (each region alone)."""
     embeddings = {}
-    for utt, path in tqdm(sorted(files.items()), desc=desc, dynamic_ncols=True):
-        wav = read_wav(path).to(device)
-        embeddings[utt] = compute_embedding(modules, wav[None])[0, 0].cpu()
+    for uid, row in tqdm(sorted(rows.items()), desc=desc, dynamic_ncols=True):
+        wav = load_audio(
+            row["wav"], sample_rate, int(row["start"]), int(row["stop"])
+        ).to(device)
+        embeddings[uid] = compute_embedding(modules, wav[None])[0, 0].cpu()
     return embeddings
+
+
+def trial_rows(cfg, train_hparams):
+    """The trial list and the CSV rows of its utterances: those the data
+    preparation wrote, or, when ``data_folder`` / ``verification_file`` is
+    given here, those of the given data."""
+    save = pathlib.Path(train_hparams["save_folder"])
+    if cfg["data_folder"] or cfg["verification_file"]:
+        trials_file = cfg["verification_file"] or (
+            train_hparams["verification_file"] or save / TRIALS_FILE
+        )
+        csv_path = pathlib.Path(cfg["output_folder"]) / "verification_utts.csv"
+        prepare_trial_manifest(
+            cfg["data_folder"] or train_hparams["data_folder"],
+            train_hparams.get("data_format"),
+            trials_file,
+            csv_path,
+        )
+    else:
+        trials_file = train_hparams["verification_file"] or save / TRIALS_FILE
+        csv_path = save / "test.csv"
+    trials = read_trials(trials_file)
+    rows = {r["ID"]: r for r in read_csv_rows(csv_path)}
+    needed = {t.enrol for t in trials} | {t.test for t in trials}
+    missing = sorted(needed - set(rows))
+    if missing:
+        raise DataPreparationError(
+            f"{len(missing)} utterance(s) of {trials_file} are not in "
+            f"{csv_path}, e.g. '{missing[0]}': pass --data_folder and "
+            "--verification_file to prepare them"
+        )
+    return trials, trials_file, rows
 
 
 def main(argv):
@@ -57,27 +96,20 @@ def main(argv):
         "cuda:0" if torch.cuda.is_available() else "cpu"
     )
     train_hparams, modules = load_trained_model(cfg["output_folder"], device)
-    data_folder = cfg["data_folder"] or train_hparams["data_folder"]
-    trials_file = cfg["verification_file"] or train_hparams["verification_file"]
-    trials = read_trials(trials_file)
-    files = trial_audio(
-        trials, list_audio(data_folder), trials_file, data_folder
-    )
-    test = embed_files(modules, files, device, "embedding")
+    rate = train_hparams["sample_rate"]
+    trials, trials_file, rows = trial_rows(cfg, train_hparams)
+    test = embed_rows(modules, rows, rate, device, "embedding")
 
     cohort = mean = None
     if cfg["score_norm"] == "as-norm":
-        import csv
-
-        with open(train_hparams["train_annotation"], encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        files, speakers = {}, {}
-        for row in rows:
-            utt = row["ID"].rsplit("_", 2)[0]
-            files.setdefault(utt, row["wav"])
-            speakers[utt] = row["spk_id"]
-        chosen = dict(sorted(files.items())[: cfg["cohort_max_files"]])
-        cohort_emb = embed_files(modules, chosen, device, "cohort")
+        regions, speakers = {}, {}
+        for row in read_csv_rows(train_hparams["train_annotation"]):
+            uid = f"{row['wav']}:{row['utt_start']}-{row['utt_stop']}"
+            region = dict(row, start=row["utt_start"], stop=row["utt_stop"])
+            regions.setdefault(uid, region)
+            speakers[uid] = row["spk_id"]
+        chosen = dict(sorted(regions.items())[: cfg["cohort_max_files"]])
+        cohort_emb = embed_rows(modules, chosen, rate, device, "cohort")
         cohort, mean = speaker_cohort(cohort_emb, speakers)
     elif cfg["score_norm"] not in (None, "none"):
         raise ValueError(
@@ -131,5 +163,11 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (DataPreparationError, SSLBackboneError, FileNotFoundError) as err:
+    except (
+        AudioError,
+        DataPreparationError,
+        RecipeError,
+        SSLBackboneError,
+        FileNotFoundError,
+    ) as err:
         sys.exit(f"ERROR: {err}")

@@ -2,11 +2,17 @@
 """Speaker embeddings from a parameter-efficiently tuned SSL encoder.
 
 PETEncoder (WavLM / HuBERT / wav2vec 2.0 / data2vec-audio + a PET method)
--> layer-weighted sum -> ECAPA-TDNN -> AAM-softmax, on VoxCeleb.
+-> layer-weighted sum -> ECAPA-TDNN -> AAM-softmax, on VoxCeleb or on any
+speaker data (``data_format``: voxceleb, speaker_folders, csv, kaldi).
 
 To run (from this folder):
 > python train_speaker_embeddings.py hparams/unipet.yaml --data_folder=/data/voxceleb1 \
+      --verification_file=/data/voxceleb1/meta/veri_test2.txt \
       --ssl_hub=microsoft/wavlm-base-plus
+Own speakers (trials generated over held-out speakers), adapting a model
+exported by ``python -m speechbrain_unipet.export``:
+> python train_speaker_embeddings.py hparams/unipet.yaml --data_folder=/data/my_speakers \
+      --init_from=exported_model/ --ssl_hub=microsoft/wavlm-base-plus
 Multi-GPU / multi-node:
 > torchrun --nproc_per_node=4 train_speaker_embeddings.py hparams/unipet.yaml ...
 
@@ -19,7 +25,6 @@ Authors
 """
 
 import csv
-import os
 import pathlib
 import sys
 
@@ -28,22 +33,32 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from speechbrain_unipet.audio import AudioError
 from speechbrain_unipet.backbones import SSLBackboneError
-from speechbrain_unipet.recipe import (
-    build_backend,
-    dataio_prep,
-    load_recipe_hparams,
-)
-from speechbrain_unipet.voxceleb_prepare import (
+from speechbrain_unipet.data_prep import (
     DataPreparationError,
-    prepare_voxceleb,
+    prepare_speaker_data,
+)
+from speechbrain_unipet.recipe import (
+    RecipeError,
+    build_backend,
+    check_prepared_data,
+    compute_embedding,
+    dataio_prep,
+    init_from_export,
+    keep_best_checkpoint,
+    load_recipe_hparams,
+    verification_validator,
 )
 
 logger = get_logger(__name__)
 
 
 class SpeakerBrain(sb.core.Brain):
-    """Speaker-ID training of the PET encoder + ECAPA-TDNN back-end."""
+    """Speaker-ID training of the PET encoder + ECAPA-TDNN back-end, with
+    the EER of held-out speakers measured at every validation."""
+
+    validator = None
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
@@ -54,6 +69,16 @@ class SpeakerBrain(sb.core.Brain):
         feats = self.modules.mean_var_norm(feats, lens)
         embeddings = self.modules.embedding_model(feats, lens)
         return self.modules.classifier(embeddings), lens
+
+    def verification_stats(self):
+        """EER/minDCF of the held-out validation trials (empty if none)."""
+        if self.validator is None:
+            return {}
+        with self.evaluation_ctx:
+            return self.validator.evaluate(
+                lambda wavs, lens: compute_embedding(self.modules, wavs, lens),
+                self.device,
+            )
 
     def compute_objectives(self, predictions, batch, stage):
         predictions, lens = predictions
@@ -112,6 +137,7 @@ class SpeakerBrain(sb.core.Brain):
             self.train_stats = stats
             return
         stats["ErrorRate"] = self.error_metrics.summarize("average")
+        stats.update(self.verification_stats())
         if stage == sb.Stage.VALID:
             _, factor = self.hparams.lr_annealing(epoch)
             lrs = {}
@@ -133,10 +159,11 @@ class SpeakerBrain(sb.core.Brain):
                     train_stats=self.train_stats,
                     valid_stats=stats,
                 )
-            self.checkpointer.save_and_keep_only(
-                meta={"ErrorRate": stats["ErrorRate"]},
-                min_keys=["ErrorRate"],
-                num_to_keep=1,
+            keep_best_checkpoint(
+                self.checkpointer,
+                stats,
+                self.hparams.ckpt_select,
+                self.hparams.ckpt_keep_best,
             )
 
 
@@ -232,25 +259,33 @@ def main(argv):
 
     if hparams["batch_size"] < 2:
         sys.exit("ERROR: batch_size must be >= 2 (ECAPA-TDNN uses BatchNorm)")
-    verification_file = hparams["verification_file"]
-    if not os.path.isfile(verification_file):
-        raise DataPreparationError(
-            f"verification_file '{verification_file}' does not exist; pass "
-            "--verification_file=<VoxCeleb trial list>"
-        )
     run_on_main(
-        prepare_voxceleb,
+        prepare_speaker_data,
         kwargs={
             "data_folder": hparams["data_folder"],
             "save_folder": hparams["save_folder"],
-            "verification_pairs_file": verification_file,
-            "splits": ["train", "dev"],
+            "data_format": hparams["data_format"],
+            "verification_file": hparams["verification_file"],
+            "num_test_speakers": hparams["num_test_speakers"],
+            "num_valid_speakers": hparams["num_valid_speakers"],
+            "test_segment_len": hparams["test_segment_len"],
+            "trial_utts_per_speaker": hparams["trial_utts_per_speaker"],
             "split_ratio": hparams["split_ratio"],
             "seg_dur": hparams["sentence_len"],
+            "amp_th": hparams["amp_th"],
             "sample_rate": hparams["sample_rate"],
+            "seed": hparams["seed"],
+            "num_workers": hparams["prep_workers"],
             "skip_prep": hparams["skip_prep"],
         },
     )
+    # Pre-flight: everything a user can get wrong fails here, in seconds.
+    run_on_main(
+        check_prepared_data,
+        args=[hparams],
+        kwargs={"inspect_audio": hparams["skip_prep"]},
+    )
+    validator = verification_validator(hparams)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -259,6 +294,8 @@ def main(argv):
     hparams["wav_augment"] = build_augmenter(hparams)
     train_data, valid_data, label_encoder = dataio_prep(hparams)
     build_backend(hparams, len(label_encoder))
+    if hparams["init_from"]:
+        init_from_export(hparams, hparams["init_from"])
     trainable, total = hparams["ssl_encoder"].count_parameters()
     logger.info(
         "PET method '%s': %s of %s encoder parameters train (%.2f %%)",
@@ -277,6 +314,7 @@ def main(argv):
         checkpointer=hparams["checkpointer"],
     )
     brain.train_loggers = loggers
+    brain.validator = validator
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
@@ -293,5 +331,11 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (DataPreparationError, SSLBackboneError, FileNotFoundError) as err:
+    except (
+        AudioError,
+        DataPreparationError,
+        RecipeError,
+        SSLBackboneError,
+        FileNotFoundError,
+    ) as err:
         sys.exit(f"ERROR: {err}")

@@ -1,0 +1,196 @@
+"""One audio loading path: decode, down-mix, resample, with errors that name
+the file.
+
+Used by data preparation, training, validation and verification, so that a
+file gives the same samples everywhere. Decoding goes through ``soundfile``
+(libsndfile: wav, flac, ogg/vorbis/opus, mp3 and the other formats of
+``soundfile.available_formats()``); formats libsndfile cannot read (m4a/aac
+as VoxCeleb2 ships it) go through ``torchaudio.load`` when its decoder
+(``torchcodec`` with FFmpeg) is installed. Otherwise the error names the
+file and the ``ffmpeg`` command that converts it.
+
+Multi-channel audio is down-mixed by averaging the channels; any sample rate
+is resampled with ``torchaudio.functional.resample`` (its default windowed
+sinc), so the result equals torchaudio's on the same audio.
+
+Authors
+ * speechbrain-unipet contributors 2026
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+#: Lowest sample rate accepted: telephone speech (8 kHz) is upsampled,
+#: anything below cannot carry speaker information usefully.
+MIN_SAMPLE_RATE = 8000
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used, with the file and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    """What the header of an audio file says."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self):
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+def conversion_hint(path, sample_rate=16000):
+    """The command that turns ``path`` into a mono wav any backend reads."""
+    return f"ffmpeg -i '{path}' -ac 1 -ar {sample_rate} '{path}.wav'"
+
+
+@functools.lru_cache(maxsize=1)
+def _torchaudio_can_decode():
+    try:
+        import torchcodec  # noqa: F401 -- torchaudio >= 2.9 decodes with it
+    except Exception:  # noqa: BLE001 -- missing, or FFmpeg libraries absent
+        return False
+    return True
+
+
+def _fallback_load(path, err):
+    """``torchaudio.load`` for formats libsndfile does not know."""
+    if not _torchaudio_can_decode():
+        raise AudioError(
+            f"Cannot decode '{path}': {err}. No installed backend reads this "
+            "format (soundfile reads wav/flac/ogg/mp3; m4a needs "
+            "'pip install torchcodec' with FFmpeg). Convert it, e.g. "
+            f"{conversion_hint(path)}"
+        ) from err
+    try:
+        return torchaudio.load(str(path))
+    except Exception as err2:  # noqa: BLE001 -- decoders raise many types
+        raise AudioError(
+            f"Cannot decode '{path}': {err2}. Convert it, e.g. "
+            f"{conversion_hint(path)}"
+        ) from err2
+
+
+def audio_info(path):
+    """Frames, sample rate and channels of ``path`` (header only).
+
+    Raises
+    ------
+    AudioError
+        Naming the file, if it is missing or no backend decodes it.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "a.wav"
+    >>> sf.write(path, np.zeros((800, 2), np.float32), 8000)
+    >>> audio_info(path)
+    AudioInfo(frames=800, sample_rate=8000, channels=2)
+    """
+    try:
+        info = sf.info(str(path))
+        return AudioInfo(int(info.frames), int(info.samplerate), info.channels)
+    except Exception as err:  # noqa: BLE001 -- soundfile raises many types
+        if not _exists(path):
+            raise AudioError(f"Audio file '{path}' does not exist") from err
+        wav, rate = _fallback_load(path, err)
+        return AudioInfo(int(wav.shape[1]), int(rate), int(wav.shape[0]))
+
+
+def _exists(path):
+    import os
+
+    return os.path.isfile(path)
+
+
+def check_sample_rate(path, sample_rate):
+    """Raises an ``AudioError`` naming ``path`` if ``sample_rate`` is
+    below ``MIN_SAMPLE_RATE``."""
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"'{path}' is sampled at {sample_rate} Hz; speaker models need at "
+            f"least {MIN_SAMPLE_RATE} Hz. Remove the file or use the original "
+            "recording."
+        )
+
+
+def read_frames(path, start=0, stop=None):
+    """Samples ``[start, stop)`` of ``path`` at its own rate, down-mixed.
+
+    Returns
+    -------
+    signal : torch.Tensor
+        Float32 [S], the mean of the channels.
+    sample_rate : int
+        The file's sample rate.
+    """
+    try:
+        data, rate = sf.read(
+            str(path),
+            start=int(start),
+            stop=None if stop is None else int(stop),
+            dtype="float32",
+            always_2d=True,
+        )
+        signal = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    except Exception as err:  # noqa: BLE001
+        if not _exists(path):
+            raise AudioError(f"Audio file '{path}' does not exist") from err
+        wav, rate = _fallback_load(path, err)
+        signal = wav.mean(dim=0)[int(start) : None if stop is None else stop]
+    return signal.float(), int(rate)
+
+
+def resample(signal, orig_rate, sample_rate):
+    """``torchaudio.functional.resample`` when the rates differ."""
+    if orig_rate == sample_rate:
+        return signal
+    return torchaudio.functional.resample(signal, orig_rate, sample_rate)
+
+
+def load_audio(path, sample_rate=16000, start=0, stop=None):
+    """Mono float32 samples of ``path`` at ``sample_rate``.
+
+    Arguments
+    ---------
+    path : str or path-like
+        Any file a backend decodes (see the module docstring).
+    sample_rate : int
+        Rate of the returned signal; the file is resampled to it.
+    start, stop : int
+        Region to read, in samples *at the file's own rate* (as the data
+        preparation CSVs store it); ``stop=None`` reads to the end.
+
+    Returns
+    -------
+    torch.Tensor
+        [S] samples.
+
+    Raises
+    ------
+    AudioError
+        Naming the file: unreadable, empty region, too low a sample rate.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "stereo.wav"
+    >>> sf.write(path, np.ones((441, 2), np.float32), 44100)
+    >>> load_audio(path, 16000).shape
+    torch.Size([160])
+    """
+    signal, rate = read_frames(path, start, stop)
+    check_sample_rate(path, rate)
+    if signal.numel() == 0:
+        raise AudioError(
+            f"Audio file '{path}' holds no samples"
+            + (f" in [{start}, {stop})" if start or stop is not None else "")
+        )
+    return resample(signal, rate, sample_rate)
