@@ -995,9 +995,7 @@ def prepare_speaker_data(
         files += ["valid_verif.csv", VALID_TRIALS_FILE]
 
     dev_share = split_ratio[1] / sum(split_ratio)
-    train_rows, dev_rows = _train_dev_rows(
-        remaining, seg_dur, dev_share, seed
-    )
+    train_rows, dev_rows = _train_dev_rows(remaining, seg_dur, dev_share, seed)
     train_speakers = sorted({row[5] for row in train_rows})
     if len(train_speakers) < 2:
         raise DataPreparationError(

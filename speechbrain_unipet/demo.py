@@ -1,6 +1,6 @@
 """Offline end-to-end demo: prep -> train -> verify on the embedded demo set.
 
-    python -m speechbrain_unipet.demo [--method unipet] [--epochs 3] [--output results/demo]
+    python -m speechbrain_unipet.demo [--method unipet] [--epochs 3] [--output results/demo] [--own-data]
 
 Runs the VoxCeleb recipe (``recipes/VoxCeleb/SpeakerRec``) on the embedded
 LibriSpeech excerpt (``samples/voxceleb_demo``, 24 speakers in VoxCeleb
@@ -9,6 +9,11 @@ a hub checkpoint, so it works on a fresh machine without network in a few
 minutes on 2 CPU cores. The EER it prints only shows that the pipeline
 works: real results need a pretrained hub model (e.g.
 ``--ssl_hub=microsoft/wavlm-base-plus``) and VoxCeleb.
+
+``--own-data`` runs it the way most in-house data looks instead: the demo
+set rewritten to ``<output>/own_speakers/<speaker>/recording.flac``, one
+12 s recording per speaker at 22.05 kHz stereo, with no trial list (the
+recipe holds out speakers and writes one).
 """
 
 import argparse
@@ -17,11 +22,48 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import soundfile as sf
+
+from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.testing import tiny_ssl_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
 SAMPLES = REPO / "samples" / "voxceleb_demo"
+
+
+def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
+    """The demo set as users' data often is: one recording per speaker
+    (its segments concatenated), in speaker folders, stereo, at ``rate``.
+
+    Arguments
+    ---------
+    dest : path-like
+        Folder to write ``<speaker>/recording.flac`` into.
+    speakers : int or None
+        How many speakers (sorted by name); None: all 24.
+    seconds : float or None
+        Cut each recording to this length; None: whole (12 s).
+    rate : int
+        Sample rate of the written files.
+
+    Returns
+    -------
+    pathlib.Path
+        ``dest``.
+    """
+    dest = pathlib.Path(dest)
+    names = sorted(p.name for p in (SAMPLES / "wav").iterdir())[:speakers]
+    for spk in names:
+        parts = sorted((SAMPLES / "wav" / spk).rglob("*.flac"))
+        mono = np.concatenate([load_audio(p, rate).numpy() for p in parts])
+        if seconds is not None:
+            mono = mono[: int(seconds * rate)]
+        path = dest / spk / "recording.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.stack([mono, 0.8 * mono], axis=1), rate)
+    return dest
 
 
 def run(cmd, cwd):
@@ -37,6 +79,11 @@ def main(argv=None):
     parser.add_argument("--method", default="unipet", help="recipe yaml name")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--output", default="results/demo")
+    parser.add_argument(
+        "--own-data",
+        action="store_true",
+        help="one 22.05 kHz stereo recording per speaker, no trial list",
+    )
     args = parser.parse_args(argv)
     if not (RECIPE / "hparams" / f"{args.method}.yaml").is_file():
         sys.exit(
@@ -47,13 +94,23 @@ def main(argv=None):
     out = pathlib.Path(args.output).resolve()
     ssl = tiny_ssl_folder(out / "models", "wavlm")
     train_out = out / args.method
+    if args.own_data:
+        train_out = out / f"{args.method}_own_data"
+        data = [
+            f"--data_folder={write_own_speakers(out / 'own_speakers')}",
+            "--num_test_speakers=6",
+        ]
+    else:
+        data = [
+            f"--data_folder={SAMPLES}",
+            f"--verification_file={SAMPLES / 'veri_demo.txt'}",
+        ]
     run(
         [
             sys.executable,
             "train_speaker_embeddings.py",
             f"hparams/{args.method}.yaml",
-            f"--data_folder={SAMPLES}",
-            f"--verification_file={SAMPLES / 'veri_demo.txt'}",
+            *data,
             f"--ssl_hub={ssl}",
             f"--output_folder={train_out}",
             f"--number_of_epochs={args.epochs}",

@@ -31,16 +31,19 @@ FAST = [
     "--ecapa_channels=[16,16,16,16,48]",
     "--emb_dim=8",
     "--num_workers=0",
+    "--num_valid_speakers=2",
+    "--test_segment_len=0.5",
     "--device=cpu",
     "--noprogressbar",
 ]
 
 
 def write_speaker_data(root):
-    """6 speakers x 2 videos x 1 utterance (1.2 s) of speaker-specific tones."""
+    """8 speakers x 2 videos x 1 utterance (1.2 s) of speaker-specific tones;
+    trials over speakers 4 and 5."""
     rng = np.random.default_rng(0)
     t = np.arange(int(1.2 * RATE)) / RATE
-    for s in range(6):
+    for s in range(8):
         for v in range(2):
             f0 = 110 + 40 * s
             x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))
@@ -313,7 +316,7 @@ def test_missing_data_folder(recipe_env, tmp_path):
         check=False,
     )
     assert done.returncode != 0
-    assert f"'{tmp_path / 'none' / 'wav'}' does not exist" in done.stderr
+    assert f"data_folder '{tmp_path / 'none'}' does not exist" in done.stderr
 
 
 def test_trial_naming_absent_file(recipe_env, tmp_path):
@@ -361,12 +364,12 @@ def test_bad_audio_is_skipped_or_named(recipe_env, tmp_path):
         f"--verification_file={data / 'trials.txt'}",
     )
     assert (
-        "skipped 1 unreadable, empty or too short file(s)"
+        "Skipped 0 empty recording(s) and 1 shorter than a 0.5 s"
         in done.stdout + done.stderr
     )
     wrong_rate = data / "wav" / "id2" / "vid9" / "00001.wav"
     wrong_rate.parent.mkdir()
-    sf.write(wrong_rate, np.zeros(8000, np.float32), 8000)
+    sf.write(wrong_rate, np.zeros(4000, np.float32), 4000)
     done = train(
         recipe_env,
         "frozen",
@@ -377,7 +380,8 @@ def test_bad_audio_is_skipped_or_named(recipe_env, tmp_path):
     )
     assert done.returncode != 0
     assert (
-        "sampled at 8000 Hz" in done.stderr and str(wrong_rate) in done.stderr
+        "sampled at 4000 Hz, below 8000" in done.stderr
+        and str(wrong_rate) in done.stderr
     )
 
 

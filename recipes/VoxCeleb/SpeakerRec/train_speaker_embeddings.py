@@ -259,6 +259,12 @@ def main(argv):
 
     if hparams["batch_size"] < 2:
         sys.exit("ERROR: batch_size must be >= 2 (ECAPA-TDNN uses BatchNorm)")
+    # First, so that the preparation's messages reach log.txt and the screen.
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=nested,
+    )
     run_on_main(
         prepare_speaker_data,
         kwargs={
@@ -286,11 +292,6 @@ def main(argv):
         kwargs={"inspect_audio": hparams["skip_prep"]},
     )
     validator = verification_validator(hparams)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=nested,
-    )
     hparams["wav_augment"] = build_augmenter(hparams)
     train_data, valid_data, label_encoder = dataio_prep(hparams)
     build_backend(hparams, len(label_encoder))

@@ -1,0 +1,538 @@
+"""Training and adapting on users' own speaker data: layouts, resampling,
+generated trials, pre-flight errors, EER validation and init_from.
+
+The end-to-end runs use real speech: the embedded LibriSpeech excerpt
+(``samples/voxceleb_demo``), rewritten as one recording per speaker at
+22.05 kHz stereo, the shape most in-house data has.
+"""
+
+import collections
+import csv
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+from test_recipe import (
+    FAST,
+    RECIPE,
+    epochs_logged,
+    free_port,
+    merged_args,
+    run_script,
+)
+
+from speechbrain_unipet.audio import AudioError, load_audio
+from speechbrain_unipet.data_prep import (
+    DataPreparationError,
+    detect_format,
+    list_recordings,
+    prepare_speaker_data,
+)
+from speechbrain_unipet.demo import write_own_speakers
+from speechbrain_unipet.recipe import (
+    check_prepared_data,
+    keep_best_checkpoint,
+    recover_best_checkpoint,
+)
+from speechbrain_unipet.scoring import read_trials
+from speechbrain_unipet.testing import tiny_ssl_folder
+
+OWN_RATE = 22050
+
+
+def tone(f0, seconds, rate, seed):
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))
+    return (0.1 * x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_layout(root, fmt, corpus, rate=16000):
+    """Writes ``corpus`` (speaker -> list of signals) in layout ``fmt`` and
+    returns the data_folder to give the recipe."""
+    root.mkdir(parents=True, exist_ok=True)
+    audio = root / "audio"
+    entries = []
+    for spk, signals in sorted(corpus.items()):
+        for i, sig in enumerate(signals):
+            if fmt == "voxceleb":
+                path = root / "wav" / spk / f"v{i}" / "00001.flac"
+            elif fmt == "speaker_folders":
+                path = root / spk / "session" / f"take{i}.flac"
+            else:
+                path = audio / f"{spk}_{i}.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, sig, rate)
+            entries.append((f"{spk}_{i}", path, spk))
+    if fmt == "csv":
+        lines = ["path,speaker"] + [
+            f"{p.relative_to(root)},{s}" for _, p, s in entries
+        ]
+        (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+        return root / "manifest.csv"
+    if fmt == "kaldi":
+        (root / "wav.scp").write_text(
+            "".join(f"{u} {p}\n" for u, p, _ in entries)
+        )
+        (root / "utt2spk").write_text(
+            "".join(f"{u} {s}\n" for u, _, s in entries)
+        )
+    return root
+
+
+def tone_corpus(speakers=8, recordings=1, seconds=3.0, rate=16000):
+    return {
+        f"spk{s}": [
+            tone(110 + 30 * s, seconds, rate, seed=10 * s + r)
+            for r in range(recordings)
+        ]
+        for s in range(speakers)
+    }
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+PREP = {
+    "num_test_speakers": 2,
+    "num_valid_speakers": 2,
+    "test_segment_len": 1.0,
+    "seg_dur": 0.5,
+}
+
+
+# ---------------------------------------------------------------- layouts
+@pytest.mark.parametrize("fmt", ["voxceleb", "speaker_folders", "csv", "kaldi"])
+def test_each_layout_is_detected_and_prepared_alike(tmp_path, fmt):
+    corpus = tone_corpus(speakers=6, recordings=2, seconds=1.5)
+    folder = write_layout(tmp_path / fmt, fmt, corpus)
+    assert detect_format(folder) == fmt
+    recordings = list_recordings(folder)
+    assert len(recordings) == 12
+    assert collections.Counter(r.speaker for r in recordings) == dict.fromkeys(
+        corpus, 2
+    )
+    stats = prepare_speaker_data(folder, tmp_path / f"save_{fmt}", **PREP)
+    assert stats["format"] == fmt
+    # 2 test + 2 validation speakers held out, 2 train speakers left.
+    assert stats["train"]["speakers"] == 2
+    assert stats["test"]["speakers"] == 2 and stats["valid"]["trials"] > 0
+
+
+def test_layouts_give_the_same_training_segments(tmp_path):
+    corpus = tone_corpus(speakers=6, recordings=1, seconds=2.0)
+    rows = {}
+    for fmt in ("voxceleb", "speaker_folders", "csv", "kaldi"):
+        folder = write_layout(tmp_path / fmt, fmt, corpus)
+        prepare_speaker_data(folder, tmp_path / f"s_{fmt}", **PREP)
+        rows[fmt] = sorted(
+            (r["spk_id"], r["start"], r["stop"])
+            for r in read_csv(tmp_path / f"s_{fmt}" / "train.csv")
+        )
+    assert rows["voxceleb"] and all(
+        v == rows["voxceleb"] for v in rows.values()
+    )
+
+
+def test_csv_manifest_regions_tsv_and_ids(tmp_path):
+    rate = 16000
+    sig = tone(150, 4.0, rate, 0)
+    sf.write(tmp_path / "long.wav", sig, rate)
+    lines = ["id\tpath\tspeaker\tstart\tstop"]
+    lines += [f"a{i}\tlong.wav\tA\t{i}\t{i + 1}" for i in range(4)]
+    (tmp_path / "m.tsv").write_text("\n".join(lines) + "\n")
+    recs = list_recordings(tmp_path / "m.tsv", "csv")
+    assert [(r.uid, r.start, r.stop) for r in recs][:2] == [
+        ("a0", 0.0, 1.0),
+        ("a1", 1.0, 2.0),
+    ]
+    assert all(pathlib.Path(r.path) == tmp_path / "long.wav" for r in recs)
+
+
+def test_flat_folder_gets_a_clear_error(tmp_path):
+    sf.write(tmp_path / "103-1240-0000.flac", tone(100, 0.5, 16000, 0), 16000)
+    with pytest.raises(DataPreparationError, match="no speaker folders.*csv"):
+        detect_format(tmp_path)
+
+
+# ------------------------------------------------------------------- audio
+def test_resampling_and_downmix_equal_torchaudio(tmp_path):
+    rate, seconds = OWN_RATE, 1.0
+    t = np.arange(int(rate * seconds)) / rate
+    left = np.sin(2 * np.pi * 440 * t).astype(np.float32) * 0.5
+    right = np.sin(2 * np.pi * 660 * t).astype(np.float32) * 0.3
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], 1), rate, subtype="FLOAT")
+    got = load_audio(path, 16000)
+    stereo, file_rate = sf.read(path, dtype="float32", always_2d=True)
+    reference = torchaudio.functional.resample(
+        torch.from_numpy(stereo.T).mean(0), file_rate, 16000
+    )
+    assert got.shape == (16000,)
+    torch.testing.assert_close(got, reference)
+    # And it is the right signal: the two tones at the new rate.
+    t16 = torch.arange(16000) / 16000
+    ideal = 0.25 * torch.sin(2 * np.pi * 440 * t16) + 0.15 * torch.sin(
+        2 * np.pi * 660 * t16
+    )
+    assert (got[200:-200] - ideal[200:-200]).abs().max() < 1e-2
+
+
+def test_region_is_read_at_the_file_rate_then_resampled(tmp_path):
+    path = tmp_path / "a.wav"
+    sig = tone(200, 1.0, 8000, 0)
+    sf.write(path, sig, 8000, subtype="FLOAT")
+    part = load_audio(path, 16000, start=2000, stop=6000)
+    assert part.shape == (8000,)
+    whole = load_audio(path, 16000)
+    torch.testing.assert_close(
+        part[500:-500], whole[4500:11500], atol=2e-2, rtol=0
+    )
+
+
+def test_undecodable_format_names_file_and_conversion(tmp_path):
+    path = tmp_path / "clip.m4a"
+    path.write_bytes(b"\x00\x00\x00\x18ftypM4A not really")
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    assert str(path) in str(err.value) and "ffmpeg -i" in str(err.value)
+
+
+# ------------------------------------------------------------------ trials
+def test_generated_trials_are_deterministic_and_balanced(tmp_path):
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(10, 1, 3.0)
+    )
+    opts = dict(PREP, num_test_speakers=4, trial_utts_per_speaker=3)
+    prepare_speaker_data(folder, tmp_path / "a", **opts)
+    prepare_speaker_data(folder, tmp_path / "b", **opts)
+    text = (tmp_path / "a" / "trials.txt").read_text()
+    assert text == (tmp_path / "b" / "trials.txt").read_text()
+    trials = read_trials(tmp_path / "a" / "trials.txt")
+    per_speaker = collections.defaultdict(collections.Counter)
+    for t in trials:
+        per_speaker[t.enrol.split("/")[0]][t.label] += 1
+        assert t.enrol != t.test
+        same = t.enrol.split("/")[0] == t.test.split("/")[0]
+        assert same == bool(t.label)
+    assert len(per_speaker) == 4
+    # 3 segments per speaker: 3 target pairs, 3 non-target pairs each.
+    assert all(c == {1: 3, 0: 3} for c in per_speaker.values())
+    assert len({frozenset((t.enrol, t.test)) for t in trials}) == len(trials)
+    test_speakers = set(per_speaker)
+    train_speakers = {r["spk_id"] for r in read_csv(tmp_path / "a/train.csv")}
+    valid_speakers = {
+        r["spk_id"] for r in read_csv(tmp_path / "a/valid_verif.csv")
+    }
+    assert not test_speakers & train_speakers
+    assert not valid_speakers & (train_speakers | test_speakers)
+    prepare_speaker_data(folder, tmp_path / "c", **dict(opts, seed=7))
+    assert (tmp_path / "c" / "trials.txt").read_text() != text
+
+
+def test_one_recording_speakers_split_in_time(tmp_path):
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(8, 1, 3.0)
+    )
+    prepare_speaker_data(folder, tmp_path / "s", **PREP)
+    train = read_csv(tmp_path / "s/train.csv")
+    dev = read_csv(tmp_path / "s/dev.csv")
+    assert dev and {r["spk_id"] for r in dev} <= {r["spk_id"] for r in train}
+    for d in dev:
+        for t in (t for t in train if t["wav"] == d["wav"]):
+            # training crops come from a region that ends where dev begins
+            assert int(t["utt_stop"]) <= int(d["start"])
+            assert int(t["stop"]) <= int(t["utt_stop"])
+
+
+def test_preparation_is_cached_and_redone_when_options_change(tmp_path):
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(8, 1, 2.0)
+    )
+    prepare_speaker_data(folder, tmp_path / "s", **PREP)
+    csv_file = tmp_path / "s" / "train.csv"
+    os.utime(csv_file, (1, 1))
+    prepare_speaker_data(folder, tmp_path / "s", **PREP)
+    assert csv_file.stat().st_mtime == 1
+    prepare_speaker_data(folder, tmp_path / "s", **dict(PREP, seg_dur=0.25))
+    assert csv_file.stat().st_mtime > 1
+
+
+# --------------------------------------------------------------- bad input
+def test_unknown_speaker_column_names_the_columns(tmp_path):
+    sf.write(tmp_path / "a.wav", tone(100, 1.0, 16000, 0), 16000)
+    (tmp_path / "m.csv").write_text("path,talker\na.wav,x\n")
+    with pytest.raises(DataPreparationError) as err:
+        prepare_speaker_data(tmp_path / "m.csv", tmp_path / "s", **PREP)
+    msg = str(err.value)
+    assert "m.csv" in msg and "talker" in msg and "speaker" in msg
+
+
+def test_empty_manifest(tmp_path):
+    (tmp_path / "m.csv").write_text("path,speaker\n")
+    with pytest.raises(DataPreparationError, match="has a header but no rows"):
+        prepare_speaker_data(tmp_path / "m.csv", tmp_path / "s", **PREP)
+
+
+def test_unreadable_file_is_named_with_its_manifest_line(tmp_path):
+    folder = write_layout(tmp_path, "csv", tone_corpus(8, 1, 2.0))
+    (tmp_path / "audio" / "bad.flac").write_bytes(b"not audio at all")
+    with open(folder, "a") as f:
+        f.write("audio/bad.flac,spk0\n")
+    with pytest.raises(DataPreparationError) as err:
+        prepare_speaker_data(folder, tmp_path / "s", **PREP)
+    msg = str(err.value)
+    assert f"{folder}:10" in msg and "bad.flac" in msg
+
+
+def test_trial_naming_audio_outside_the_data(tmp_path):
+    folder = write_layout(tmp_path / "d", "kaldi", tone_corpus(8, 1, 2.0))
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 spk0_0 spk1_0\n0 spk0_0 nobody_3\n")
+    with pytest.raises(DataPreparationError) as err:
+        prepare_speaker_data(
+            folder, tmp_path / "s", verification_file=trials, **PREP
+        )
+    msg = str(err.value)
+    assert str(trials) in msg and "trial 2" in msg and "nobody_3" in msg
+
+
+def test_too_few_speakers_for_held_out_sets(tmp_path):
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(4, 1, 2.0)
+    )
+    with pytest.raises(DataPreparationError, match="num_valid_speakers=3"):
+        prepare_speaker_data(
+            folder, tmp_path / "s", **dict(PREP, num_valid_speakers=3)
+        )
+
+
+def test_preflight_names_unknown_dev_speaker_and_missing_file(tmp_path):
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(8, 1, 2.0)
+    )
+    save = tmp_path / "s"
+    prepare_speaker_data(folder, save, **PREP)
+    hparams = {
+        "train_annotation": str(save / "train.csv"),
+        "valid_annotation": str(save / "dev.csv"),
+    }
+    assert check_prepared_data(hparams)["train_annotation"] > 0
+    dev = (save / "dev.csv").read_text().splitlines()
+    spk = dev[1].split(",")[5]
+    (save / "dev.csv").write_text(
+        "\n".join(dev + [dev[1].replace(spk, "stranger")]) + "\n"
+    )
+    with pytest.raises(DataPreparationError, match="Dev speaker 'stranger'"):
+        check_prepared_data(hparams)
+    (save / "dev.csv").write_text("\n".join(dev) + "\n")
+    gone = pathlib.Path(read_csv(save / "train.csv")[0]["wav"])
+    gone.unlink()
+    with pytest.raises(DataPreparationError, match=re.escape(str(gone))):
+        check_prepared_data(hparams)
+
+
+# --------------------------------------------------- checkpoint selection
+def test_best_eer_checkpoint_is_kept_and_loaded(tmp_path):
+    from speechbrain_unipet.checkpoints import AtomicCheckpointer
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    ckpt = AtomicCheckpointer(tmp_path, {"model": model})
+    for value, eer in ((1.0, 0.3), (2.0, 0.1), (3.0, 0.2)):
+        model.weight.data.fill_(value)
+        keep_best_checkpoint(ckpt, {"EER": eer, "ErrorRate": 0.5}, "EER")
+    kept = sorted(c.meta["EER"] for c in ckpt.list_checkpoints())
+    assert kept == [0.1, 0.2]  # the best and the latest
+    model.weight.data.fill_(0.0)
+    best = recover_best_checkpoint(ckpt, "EER")
+    assert best.meta["EER"] == 0.1 and model.weight.item() == 2.0
+
+
+# --------------------------------------------------------------- recipe
+OWN = [
+    "--num_test_speakers=2",
+    "--num_valid_speakers=2",
+    "--test_segment_len=1.0",
+    "--trial_utts_per_speaker=3",
+]
+
+
+@pytest.fixture(scope="module")
+def own_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own")
+    data = write_own_speakers(root / "speakers", speakers=10, seconds=3.0)
+    ssl = tiny_ssl_folder(root / "models", "wavlm")
+    return {
+        "root": root,
+        "data": data,
+        "ssl": ssl,
+        "args": merged_args(
+            FAST, [f"--data_folder={data}", f"--ssl_hub={ssl}", *OWN]
+        ),
+    }
+
+
+def train_own(env, method, out, *extra, check=True):
+    return run_script(
+        "train_speaker_embeddings.py",
+        f"hparams/{method}.yaml",
+        *merged_args(env["args"], [f"--output_folder={out}", *extra]),
+        check=check,
+    )
+
+
+def logged_stats(out):
+    """Per epoch: the valid stats of train_log.txt."""
+    stats = []
+    for line in (out / "train_log.txt").read_text().splitlines():
+        found = dict(re.findall(r"valid (\w+): ([-+.\de]+)", line))
+        stats.append({k: float(v) for k, v in found.items()})
+    return stats
+
+
+def test_one_recording_speakers_train_validate_and_verify(own_env):
+    out = own_env["root"] / "run_unipet"
+    done = train_own(own_env, "unipet", out, "--number_of_epochs=2")
+    log = done.stdout + done.stderr
+    assert "Resampling on the fly to 16000 Hz: 10 of 10 recordings" in log
+    assert "10 of 10 recordings have several channels" in log
+    stats = logged_stats(out)
+    assert len(stats) == 2
+    assert all(0 <= s["EER"] <= 1 and 0 <= s["minDCF"] for s in stats)
+    assert (out / "save" / "trials.txt").is_file()
+    # The verification script scores the generated trials.
+    run_script(
+        "speaker_verification_cosine.py",
+        "hparams/verification.yaml",
+        f"--output_folder={out}",
+        "--device=cpu",
+    )
+    result = json.loads((out / "results.json").read_text())
+    trials = read_trials(out / "save" / "trials.txt")
+    assert result["num_trials"] == len(trials) == 12
+    assert result["num_target"] == 6
+    # The checkpoint verification loaded is the best-EER one.
+    from speechbrain_unipet.recipe import load_trained_model
+
+    hparams, _ = load_trained_model(out)
+    ckpts = hparams["checkpointer"].list_checkpoints()
+    best = min(ckpts, key=lambda c: c.meta["EER"])
+    assert best.meta["EER"] == pytest.approx(
+        min(s["EER"] for s in stats), abs=5e-3
+    )
+    saved = torch.load(best.path / "ssl_encoder.ckpt", weights_only=True)
+    loaded = hparams["ssl_encoder"].pet_state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in saved["state"].items())
+
+
+def test_one_recording_speakers_two_process_gloo(own_env):
+    out = own_env["root"] / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "train_speaker_embeddings.py",
+        "hparams/unipet.yaml",
+        *own_env["args"],
+        f"--output_folder={out}",
+        "--distributed_backend=gloo",
+    ]
+    done = subprocess.run(
+        cmd,
+        cwd=RECIPE,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert epochs_logged(out) == [1]
+    (stats,) = logged_stats(out)
+    assert 0 <= stats["EER"] <= 1
+
+
+def test_bad_data_fails_before_training(own_env, tmp_path):
+    (tmp_path / "m.csv").write_text("path,talker\nx.wav,a\n")
+    done = train_own(
+        own_env,
+        "frozen",
+        tmp_path / "o",
+        f"--data_folder={tmp_path / 'm.csv'}",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "no speaker column" in done.stderr and "talker" in done.stderr
+    assert not (tmp_path / "o" / "train_log.txt").exists()
+
+
+def test_init_from_an_exported_model(own_env, tmp_path):
+    from speechbrain.inference.speaker import EncoderClassifier
+
+    from speechbrain_unipet.export import export
+    from speechbrain_unipet.recipe import (
+        RecipeError,
+        build_backend,
+        compute_embedding,
+        init_from_export,
+        load_recipe_hparams,
+    )
+
+    source = own_env["root"] / "run_unipet"
+    if not (source / "hyperparams.yaml").is_file():
+        train_own(own_env, "unipet", source)
+    hub = export(source, tmp_path / "hub")
+    # Before training: the new run embeds exactly as the exported model.
+    hparams, _ = load_recipe_hparams(
+        str(RECIPE / "hparams/unipet.yaml"),
+        {
+            "data_folder": str(own_env["data"]),
+            "ssl_hub": str(own_env["ssl"]),
+            "output_folder": str(tmp_path / "new"),
+            "ecapa_channels": [16, 16, 16, 16, 48],
+            "emb_dim": 8,
+        },
+    )
+    build_backend(hparams, num_speakers=3)
+    init_from_export(hparams, hub)
+    modules = torch.nn.ModuleDict(hparams["modules"]).eval()
+    wav = load_audio(next(own_env["data"].rglob("*.flac")))
+    mine = compute_embedding(modules, wav[None])
+    model = EncoderClassifier.from_hparams(
+        source=str(hub), savedir=str(hub), run_opts={"device": "cpu"}
+    )
+    torch.testing.assert_close(
+        mine, model.encode_batch(wav[None]), atol=1e-4, rtol=0
+    )
+    # Another method is an error naming both.
+    other, _ = load_recipe_hparams(
+        str(RECIPE / "hparams/lora.yaml"),
+        {"data_folder": "x", "ssl_hub": str(own_env["ssl"])},
+    )
+    build_backend(other, num_speakers=3)
+    with pytest.raises(RecipeError, match="method 'unipet'.*method 'lora'"):
+        init_from_export(other, hub)
+    # Adapting on other speakers: the PET weights start there and move.
+    out = tmp_path / "adapted"
+    train_own(own_env, "unipet", out, f"--init_from={hub}", "--seed=3")
+    (ckpt,) = [
+        c
+        for c in (out / "save").glob("CKPT+*")
+        if (c / "ssl_encoder.ckpt").is_file()
+    ][-1:]
+    adapted = torch.load(ckpt / "ssl_encoder.ckpt", weights_only=True)["state"]
+    exported = torch.load(hub / "ssl_encoder.ckpt", weights_only=True)["state"]
+    assert set(adapted) == set(exported)
+    moved = [k for k in exported if not torch.equal(adapted[k], exported[k])]
+    assert moved
