@@ -536,3 +536,16 @@ def test_init_from_an_exported_model(own_env, tmp_path):
     assert set(adapted) == set(exported)
     moved = [k for k in exported if not torch.equal(adapted[k], exported[k])]
     assert moved
+
+
+def test_parallel_inspection_names_a_file_no_backend_decodes(tmp_path):
+    corpus = tone_corpus(speakers=40, recordings=2, seconds=1.2)
+    folder = write_layout(tmp_path / "d", "speaker_folders", corpus)
+    fake = folder / "spk0" / "session" / "clip.m4a"
+    fake.write_bytes(b"\x00\x00\x00\x18ftypM4A not really")
+    with pytest.raises(DataPreparationError) as err:
+        prepare_speaker_data(folder, tmp_path / "s", num_workers=2, **PREP)
+    assert str(fake) in str(err.value) and "ffmpeg -i" in str(err.value)
+    fake.unlink()
+    stats = prepare_speaker_data(folder, tmp_path / "s", num_workers=2, **PREP)
+    assert stats["recordings"] == 80
