@@ -37,10 +37,12 @@ Splits (written to ``save_folder``):
   speakers. Dev audio never overlaps training audio and comes only from
   speakers that keep training data: a speaker with at least
   ``1 / dev share`` recordings gives whole recordings (about the dev share
-  of them); any other speaker gives the last segments (the dev share of its
-  segments, at least one) of its longest recording, and a speaker with a
-  single segment stays in training only. So one-recording speakers are
-  split in time.
+  of them); any other speaker gives the last segments of its longest
+  recording, the dev share of its segments, rounded so that these
+  speakers together give the dev share of their segments (largest
+  remainders, ties drawn with ``seed``; so a speaker with few segments may
+  give none), always keeping one for training. So one-recording speakers
+  are split in time.
 
 A held-out speaker's trial utterances are its recordings when it has at
 least two of ``test_segment_len`` seconds; otherwise its recording is cut
@@ -621,9 +623,28 @@ def _eligible(items, seg_dur):
     return sum(c >= 1 for c in counts) >= 2 or max(counts, default=0) >= 2
 
 
+def _tail_shares(candidates, dev_share, rng):
+    """Dev segments per speaker for speakers split in time: the dev share
+    of each one's segments, rounded so that the total is the dev share of
+    all of them (largest remainders first, ties in ``rng`` order), and at
+    least one segment overall."""
+    order = list(candidates)
+    rng.shuffle(order)
+    exact = {spk: total * dev_share for spk, total in order}
+    shares = {spk: math.floor(x) for spk, x in exact.items()}
+    extra = max(1, round(sum(exact.values()))) - sum(shares.values())
+    by_remainder = sorted(
+        exact, key=lambda spk: exact[spk] - shares[spk], reverse=True
+    )
+    for spk in by_remainder[: max(0, extra)]:
+        shares[spk] += 1
+    return shares
+
+
 def _train_dev_rows(by_speaker, seg_dur, dev_share, seed):
+    """Training and dev rows; see the module docstring for the split."""
     rng = random.Random(seed)
-    train, dev = [], []
+    plans, tail_candidates = {}, []
     for spk in sorted(by_speaker):
         items = [
             (r, p)
@@ -635,23 +656,27 @@ def _train_dev_rows(by_speaker, seg_dur, dev_share, seed):
         rng.shuffle(items)
         regions = {id(r): (p.start, p.stop) for r, p in items}
         dev_regions = {}
-        n_dev = round(len(items) * dev_share)
-        if n_dev >= 1 and len(items) * dev_share >= 1:
-            n_dev = min(n_dev, len(items) - 1)
+        plans[spk] = (items, regions, dev_regions)
+        if len(items) * dev_share >= 1:
+            n_dev = min(round(len(items) * dev_share), len(items) - 1)
             for rec, _ in items[:n_dev]:
                 dev_regions[id(rec)] = regions.pop(id(rec))
         else:
-            rec, probe = max(items, key=lambda rp: rp[1].stop - rp[1].start)
-            starts, seg = _segments(probe, regions[id(rec)], seg_dur)
             total = sum(
-                len(_segments(p, (p.start, p.stop), seg_dur)[0])
-                for _, p in items
+                len(_segments(p, regions[id(r)], seg_dur)[0]) for r, p in items
             )
-            k = max(1, round(total * dev_share))
-            if len(starts) > k:
-                cut = starts[-k]
-                regions[id(rec)] = (probe.start, cut)
-                dev_regions[id(rec)] = (cut, probe.stop)
+            tail_candidates.append((spk, total))
+    for spk, k in _tail_shares(tail_candidates, dev_share, rng).items():
+        items, regions, dev_regions = plans[spk]
+        rec, probe = max(items, key=lambda rp: rp[1].stop - rp[1].start)
+        starts, _ = _segments(probe, regions[id(rec)], seg_dur)
+        if 0 < k < len(starts):
+            cut = starts[-k]
+            regions[id(rec)] = (probe.start, cut)
+            dev_regions[id(rec)] = (cut, probe.stop)
+    train, dev = [], []
+    for spk in sorted(plans):
+        items, regions, dev_regions = plans[spk]
         for target, chosen in ((train, regions), (dev, dev_regions)):
             for rec, probe in items:
                 if id(rec) not in chosen:

@@ -267,9 +267,12 @@ def check_prepared_data(hparams, inspect_audio=False):
 
 
 def check_labels(hparams, label_encoder, label_path):
-    """Every train and dev speaker must be a class of the label encoder."""
+    """Every train and dev speaker must be a class of the label encoder,
+    and every class a training speaker."""
+    speakers = set()
     for key in ("train_annotation", "valid_annotation"):
         for row in read_csv_rows(hparams[key], ["ID", "spk_id"]):
+            speakers.add(row["spk_id"])
             if row["spk_id"] not in label_encoder.lab2ind:
                 raise DataPreparationError(
                     f"Speaker '{row['spk_id']}' of {hparams[key]} is not in "
@@ -277,6 +280,13 @@ def check_labels(hparams, label_encoder, label_path):
                     "earlier run on other data?). Delete that file or use a "
                     "new output_folder."
                 )
+    if len(label_encoder) != len(speakers):
+        raise DataPreparationError(
+            f"{label_path} has {len(label_encoder)} classes but the data "
+            f"{len(speakers)} speakers (left by an earlier run on other "
+            "data?). Delete that file or use a new output_folder."
+        )
+    label_encoder.expect_len(len(speakers))
 
 
 class RecipeError(ValueError):

@@ -424,3 +424,9 @@ def test_tensorboard_logging(recipe_env, tmp_path):
     train(recipe_env, "frozen", out, "--use_tensorboard=True")
     events = list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import (
+        EventAccumulator,
+    )
+
+    tags = EventAccumulator(str(events[0])).Reload().Tags()["scalars"]
+    assert {"EER/valid", "minDCF/valid", "ErrorRate/valid"} <= set(tags)
