@@ -921,73 +921,34 @@ def prepare_speaker_data(
         test_rows = _trial_rows(resolved, probe_of)
         trials_path = str(verification_file)
     else:
-        eligible = sorted(
-            s
-            for s, items in by_speaker.items()
-            if _eligible(items, test_segment_len)
-        )
-        test_speakers = _pick(
-            eligible,
+        test_speakers, test_rows, trials = _hold_out(
+            by_speaker,
             num_test_speakers,
-            rng,
             "num_test_speakers",
-            test_segment_len,
+            rng,
+            whole=True,
+            seg_len=test_segment_len,
+            max_utts=trial_utts_per_speaker,
+            seed=seed,
         )
-        test_utts = {
-            s: _trial_utterances(
-                sorted(by_speaker[s], key=lambda rp: rp[0].uid),
-                test_segment_len,
-                trial_utts_per_speaker,
-                whole=True,
-            )
-            for s in test_speakers
-        }
-        test_rows = [
-            _row(uid, rec, probe, a, b, (a, b))
-            for s in sorted(test_utts)
-            for uid, rec, probe, a, b in test_utts[s]
-        ]
         trials_path = str(save / TRIALS_FILE)
-        _write_trials(
-            trials_path,
-            make_trials(
-                {s: [u[0] for u in utts] for s, utts in test_utts.items()},
-                seed,
-            ),
-        )
+        _write_trials(trials_path, trials)
         files.append(TRIALS_FILE)
     remaining = {s: v for s, v in by_speaker.items() if s not in test_speakers}
     valid_rows, valid_trials = [], []
     if num_valid_speakers:
-        eligible = sorted(
-            s
-            for s, items in remaining.items()
-            if _eligible(items, test_segment_len)
-        )
-        valid_speakers = _pick(
-            eligible,
+        valid_speakers, valid_rows, valid_trials = _hold_out(
+            remaining,
             num_valid_speakers,
-            rng,
             "num_valid_speakers",
-            test_segment_len,
+            rng,
+            whole=False,
+            seg_len=test_segment_len,
+            max_utts=trial_utts_per_speaker,
+            seed=seed,
         )
-        valid_utts = {
-            s: _trial_utterances(
-                sorted(remaining.pop(s), key=lambda rp: rp[0].uid),
-                test_segment_len,
-                trial_utts_per_speaker,
-                whole=False,
-            )
-            for s in valid_speakers
-        }
-        valid_rows = [
-            _row(uid, rec, probe, a, b, (a, b))
-            for s in sorted(valid_utts)
-            for uid, rec, probe, a, b in valid_utts[s]
-        ]
-        valid_trials = make_trials(
-            {s: [u[0] for u in utts] for s, utts in valid_utts.items()}, seed
-        )
+        for spk in valid_speakers:
+            del remaining[spk]
         _write_csv(save / "valid_verif.csv", valid_rows)
         _write_trials(save / VALID_TRIALS_FILE, valid_trials)
         files += ["valid_verif.csv", VALID_TRIALS_FILE]
@@ -1050,6 +1011,39 @@ def prepare_speaker_data(
     os.replace(tmp, done)
     logger.info("Data preparation: %s", stats)
     return stats
+
+
+def _hold_out(by_speaker, count, option, rng, whole, seg_len, max_utts, seed):
+    """Draws ``count`` speakers that can give two trial utterances.
+
+    Returns
+    -------
+    speakers : set
+    rows : list
+        CSV rows of their trial utterances.
+    trials : list
+        Balanced trials over them (``make_trials``).
+    """
+    eligible = sorted(
+        s for s, items in by_speaker.items() if _eligible(items, seg_len)
+    )
+    speakers = _pick(eligible, count, rng, option, seg_len)
+    utts = {
+        s: _trial_utterances(
+            sorted(by_speaker[s], key=lambda rp: rp[0].uid),
+            seg_len,
+            max_utts,
+            whole,
+        )
+        for s in sorted(speakers)
+    }
+    rows = [
+        _row(uid, rec, probe, a, b, (a, b))
+        for s in sorted(utts)
+        for uid, rec, probe, a, b in utts[s]
+    ]
+    trials = make_trials({s: [u[0] for u in v] for s, v in utts.items()}, seed)
+    return speakers, rows, trials
 
 
 def _pick(eligible, count, rng, option, seg_len):

@@ -25,7 +25,13 @@ from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_unipet.audio import MIN_SAMPLE_RATE, audio_info, load_audio
+from speechbrain_unipet.audio import (
+    MIN_SAMPLE_RATE,
+    AudioError,
+    audio_info,
+    load_audio,
+)
+from speechbrain_unipet.backbones import SSLBackboneError
 from speechbrain_unipet.data_prep import (
     CSV_HEADER,
     VALID_TRIALS_FILE,
@@ -291,6 +297,17 @@ def check_labels(hparams, label_encoder, label_path):
 
 class RecipeError(ValueError):
     """A recipe setting that cannot work, with the key and the fix."""
+
+
+#: Errors whose message says what to fix: the recipe scripts print them
+#: without a traceback.
+USER_ERRORS = (
+    AudioError,
+    DataPreparationError,
+    RecipeError,
+    SSLBackboneError,
+    FileNotFoundError,
+)
 
 
 class VerificationValidator:

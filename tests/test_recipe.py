@@ -250,11 +250,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_two_process_gloo_ddp(recipe_env, checkpointing):
-    """DDP needs no find_unused_parameters, also with non-reentrant
-    activation checkpointing (layers recomputed in backward)."""
-    out = recipe_env["root"] / f"ddp_{checkpointing}"
+def run_ddp(args, out, *extra):
+    """Trains ``unipet`` with 2-process gloo torchrun; fails on an error."""
     cmd = [
         sys.executable,
         "-m",
@@ -263,10 +260,10 @@ def test_two_process_gloo_ddp(recipe_env, checkpointing):
         f"--master_port={free_port()}",
         "train_speaker_embeddings.py",
         "hparams/unipet.yaml",
-        *recipe_env["args"],
+        *args,
         f"--output_folder={out}",
         "--distributed_backend=gloo",
-        f"--gradient_checkpointing={checkpointing}",
+        *extra,
     ]
     done = subprocess.run(
         cmd,
@@ -277,6 +274,17 @@ def test_two_process_gloo_ddp(recipe_env, checkpointing):
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     assert done.returncode == 0, done.stderr[-5000:]
+    return done
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_two_process_gloo_ddp(recipe_env, checkpointing):
+    """DDP needs no find_unused_parameters, also with non-reentrant
+    activation checkpointing (layers recomputed in backward)."""
+    out = recipe_env["root"] / f"ddp_{checkpointing}"
+    run_ddp(
+        recipe_env["args"], out, f"--gradient_checkpointing={checkpointing}"
+    )
     assert epochs_logged(out) == [1]
 
 

@@ -26,8 +26,7 @@ from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
-from speechbrain_unipet.audio import AudioError, load_audio
-from speechbrain_unipet.backbones import SSLBackboneError
+from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.data_prep import (
     TRIALS_FILE,
     DataPreparationError,
@@ -35,7 +34,7 @@ from speechbrain_unipet.data_prep import (
 )
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.recipe import (
-    RecipeError,
+    USER_ERRORS,
     compute_embedding,
     load_trained_model,
     read_csv_rows,
@@ -163,11 +162,5 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (
-        AudioError,
-        DataPreparationError,
-        RecipeError,
-        SSLBackboneError,
-        FileNotFoundError,
-    ) as err:
+    except USER_ERRORS as err:
         sys.exit(f"ERROR: {err}")

@@ -33,14 +33,12 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from speechbrain_unipet.audio import AudioError
-from speechbrain_unipet.backbones import SSLBackboneError
 from speechbrain_unipet.data_prep import (
     DataPreparationError,
     prepare_speaker_data,
 )
 from speechbrain_unipet.recipe import (
-    RecipeError,
+    USER_ERRORS,
     build_backend,
     check_prepared_data,
     compute_embedding,
@@ -332,11 +330,5 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (
-        AudioError,
-        DataPreparationError,
-        RecipeError,
-        SSLBackboneError,
-        FileNotFoundError,
-    ) as err:
+    except USER_ERRORS as err:
         sys.exit(f"ERROR: {err}")
