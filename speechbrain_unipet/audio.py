@@ -222,6 +222,11 @@ def probe_audio(task, fallback=True):
     rate = info.sample_rate
     first = 0 if start is None else int(round(start * rate))
     last = info.frames if stop is None else int(round(stop * rate))
+    if first >= info.frames > 0:
+        return AudioProbe(
+            error=f"region starts at {first / rate:.2f} s but '{path}' lasts "
+            f"{info.duration:.2f} s (start/stop are in seconds)"
+        )
     if last > info.frames + rate // 100:  # 10 ms of rounding slack
         return AudioProbe(
             error=f"region ends at {last / rate:.2f} s but '{path}' lasts "

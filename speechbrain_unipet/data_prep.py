@@ -41,8 +41,9 @@ Splits (written to ``save_folder``):
   recording, the dev share of its segments, rounded so that these
   speakers together give the dev share of their segments (largest
   remainders, ties drawn with ``seed``; so a speaker with few segments may
-  give none), always keeping one for training. So one-recording speakers
-  are split in time.
+  give none), always keeping one for training; if that recording is too
+  short to spare them (short clips), whole clips go instead. So
+  one-recording speakers are split in time.
 
 A held-out speaker's trial utterances are its recordings when it has at
 least two of ``test_segment_len`` seconds; otherwise its recording is cut
@@ -117,6 +118,7 @@ PATH_COLUMNS = ("path", "wav", "file", "audio", "filename")
 SPEAKER_COLUMNS = ("speaker", "spk_id", "spk", "speaker_id")
 ID_COLUMNS = ("id", "utt", "utt_id", "utterance")
 _SEGMENT_ID = re.compile(r"^(.*)_(\d+)_(\d+)$")
+_WHITESPACE = re.compile(r"\s+")
 
 
 class DataPreparationError(ValueError):
@@ -147,7 +149,9 @@ def _audio_files(root):
         for name in sorted(files):
             stem, ext = os.path.splitext(name)
             if ext.lower() in AUDIO_EXTENSIONS:
-                yield prefix + stem, os.path.join(dirpath, name)
+                # Trial lists are whitespace-separated: no spaces in ids.
+                uid = _WHITESPACE.sub("_", prefix + stem)
+                yield uid, os.path.join(dirpath, name)
 
 
 def list_voxceleb(folder):
@@ -250,8 +254,7 @@ def _seconds(value, path, lineno, name):
 def list_manifest(path):
     """Recordings of a CSV/TSV manifest (see the module docstring)."""
     path = _manifest_file(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        text = f.read()
+    text = _read_text(path)
     first = text.splitlines()[0] if text.strip() else ""
     delimiter = "\t" if path.suffix.lower() == ".tsv" or "\t" in first else ","
     reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
@@ -264,7 +267,10 @@ def list_manifest(path):
     col_start = _column(header, ("start",), path, "start", required=False)
     col_stop = _column(header, ("stop", "end"), path, "stop", required=False)
     recordings, seen = [], {}
-    for lineno, row in enumerate(reader, start=2):
+    for row in reader:
+        lineno = reader.line_num
+        if not any((v or "").strip() for v in row.values()):
+            continue  # a blank or all-empty row (",,")
         where = f"{path}:{lineno}"
         wav = (row.get(col_path) or "").strip()
         speaker = (row.get(col_spk) or "").strip()
@@ -281,7 +287,7 @@ def list_manifest(path):
             uid = os.path.splitext(wav)[0]
             if start is not None or stop is not None:
                 uid += f"_{start or 0:g}-{stop if stop is not None else 'end'}"
-        uid = re.sub(r"\s+", "_", uid)
+        uid = _WHITESPACE.sub("_", uid)
         if uid in seen:
             raise DataPreparationError(
                 f"{where}: utterance id '{uid}' repeats line {seen[uid]}; "
@@ -302,19 +308,34 @@ def list_manifest(path):
     return recordings
 
 
+def _read_text(path):
+    """A text file's content; a wrong encoding is an error naming it."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return f.read()
+    except UnicodeDecodeError as err:
+        raise DataPreparationError(
+            f"'{path}' is not UTF-8 text ({err}); save it as UTF-8"
+        ) from err
+
+
 def _kaldi_table(path, min_fields=2):
     table = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1 if min_fields == 2 else -1)
-            if len(parts) < min_fields:
-                raise DataPreparationError(
-                    f"{path}:{lineno}: expected at least {min_fields} fields, "
-                    f"got {line.strip()!r}"
-                )
-            table[parts[0]] = (parts[1:], lineno)
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1 if min_fields == 2 else -1)
+        if len(parts) < min_fields:
+            raise DataPreparationError(
+                f"{path}:{lineno}: expected at least {min_fields} fields, "
+                f"got {line.strip()!r}"
+            )
+        if parts[0] in table:
+            raise DataPreparationError(
+                f"{path}:{lineno}: '{parts[0]}' repeats line "
+                f"{table[parts[0]][1]}"
+            )
+        table[parts[0]] = (parts[1:], lineno)
     if not table:
         raise DataPreparationError(f"'{path}' is empty")
     return table
@@ -354,7 +375,10 @@ def list_kaldi(folder):
             units[seg] = (
                 wavs[rec][0][0],
                 _seconds(start, segments_file, lineno, "start"),
-                _seconds(stop, segments_file, lineno, "end"),
+                # Kaldi's end time -1: to the end of the recording
+                None
+                if stop.strip() == "-1"
+                else _seconds(stop, segments_file, lineno, "end"),
                 f"{segments_file}:{lineno}",
             )
     else:
@@ -370,7 +394,12 @@ def list_kaldi(folder):
             )
         full = pathlib.Path(path.strip())
         if not full.is_absolute():
-            full = folder / full
+            # Relative to the data folder, or (ESPnet's convention) to the
+            # working directory if only there.
+            here = folder / full
+            full = (
+                here if here.exists() or not full.exists() else full.resolve()
+            )
         speaker = speakers[utt][0][0].strip()
         recordings.append(
             Recording(utt, str(full), speaker, start, stop, origin=where)
@@ -546,6 +575,8 @@ def make_trials(utts_by_speaker, seed):
             if frozenset((a, b)) not in used:
                 used.add(frozenset((a, b)))
                 non_targets.append((a, b))
+        if len(non_targets) < len(targets):  # few others: keep it balanced
+            targets = sorted(rng.sample(targets, len(non_targets)))
         trials += [(1, a, b) for a, b in targets]
         trials += [(0, a, b) for a, b in non_targets]
     return trials
@@ -674,6 +705,15 @@ def _train_dev_rows(by_speaker, seg_dur, dev_share, seed):
             cut = starts[-k]
             regions[id(rec)] = (probe.start, cut)
             dev_regions[id(rec)] = (cut, probe.stop)
+            continue
+        # Short clips: whole recordings to dev, until k segments, always
+        # keeping one recording for training.
+        for other, other_probe in items[: len(items) - 1]:
+            if k <= 0:
+                break
+            region = regions.pop(id(other))
+            dev_regions[id(other)] = region
+            k -= len(_segments(other_probe, region, seg_dur)[0])
     train, dev = [], []
     for spk in sorted(plans):
         items, regions, dev_regions = plans[spk]
@@ -856,6 +896,16 @@ def prepare_speaker_data(
     save = pathlib.Path(save_folder)
     if skip_prep:
         return {}
+    if trial_utts_per_speaker < 2:
+        raise DataPreparationError(
+            f"trial_utts_per_speaker={trial_utts_per_speaker}: target trials "
+            "need at least 2 utterances per speaker"
+        )
+    if verification_file is None and num_test_speakers < 2:
+        raise DataPreparationError(
+            f"num_test_speakers={num_test_speakers}: generated trials need "
+            "at least 2 speakers (or give a verification_file)"
+        )
     if not 0 < split_ratio[1] < sum(split_ratio):
         raise DataPreparationError(
             f"split_ratio {list(split_ratio)} must give both train and dev a "
@@ -886,6 +936,9 @@ def prepare_speaker_data(
         ):
             logger.info("Data preparation already done in %s", save)
             return previous["stats"]
+        # Gone before anything is rewritten: a run that fails half-way
+        # never leaves a mix of old and new files that looks finished.
+        done.unlink()
     save.mkdir(parents=True, exist_ok=True)
 
     recordings = list_recordings(data_folder, data_format)

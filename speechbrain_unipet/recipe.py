@@ -164,8 +164,14 @@ def dataio_prep(hparams):
         ("train", "train_annotation"),
         ("dev", "valid_annotation"),
     ):
-        datasets[split] = sb.dataio.dataset.DynamicItemDataset.from_csv(
-            csv_path=hparams[key]
+        # From the rows, not DynamicItemDataset.from_csv: that one expands
+        # "$name" in values and strips leading spaces, which breaks paths
+        # and speaker names that contain them.
+        datasets[split] = sb.dataio.dataset.DynamicItemDataset(
+            {
+                row["ID"]: {k: v for k, v in row.items() if k != "ID"}
+                for row in read_csv_rows(hparams[key])
+            }
         )
     label_encoder = sb.dataio.encoder.CategoricalEncoder()
 
@@ -243,24 +249,25 @@ def check_prepared_data(hparams, inspect_audio=False):
             where = f"{hparams[key]}, row {row['ID']}"
             try:
                 start, stop = int(row["start"]), int(row["stop"])
+                first, last = int(row["utt_start"]), int(row["utt_stop"])
                 rate = int(row["sample_rate"])
             except ValueError as err:
                 raise DataPreparationError(f"{where}: {err}") from err
-            if stop <= start:
-                raise DataPreparationError(f"{where}: stop <= start")
+            if not first <= start < stop <= last:
+                raise DataPreparationError(
+                    f"{where}: needs utt_start <= start < stop <= utt_stop"
+                )
             if rate < MIN_SAMPLE_RATE:
                 raise DataPreparationError(
                     f"{where}: sample_rate {rate} Hz is below "
                     f"{MIN_SAMPLE_RATE} Hz"
                 )
             path = row["wav"]
-            if path in checked:
-                continue
-            if not os.path.isfile(path):
+            if path not in checked and not os.path.isfile(path):
                 raise DataPreparationError(
                     f"{where}: audio file '{path}' does not exist"
                 )
-            checked[path] = stop
+            checked[path] = max(checked.get(path, 0), last)
     if inspect_audio:
         for path, last in checked.items():
             info = audio_info(path)

@@ -369,6 +369,9 @@ OWN = [
 def own_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("own")
     data = write_own_speakers(root / "speakers", speakers=10, seconds=3.0)
+    # A name with a space and a "$" (SpeechBrain's CSV loader expands those)
+    first = sorted(data.iterdir())[0]
+    first.rename(data / "Ke$ha Smith")
     ssl = tiny_ssl_folder(root / "models", "wavlm")
     return {
         "root": root,
@@ -558,3 +561,65 @@ def test_compressed_formats_are_listed_and_read(tmp_path, ext, fmt, subtype):
     # lossy, but the same tone
     spectrum = torch.fft.rfft(got[:8000]).abs()
     assert abs(int(spectrum.argmax()) * 16000 / 8000 - 220) <= 4
+
+
+def test_speakers_of_short_clips_give_whole_clips_to_dev(tmp_path):
+    corpus = tone_corpus(speakers=8, recordings=8, seconds=0.6)
+    folder = write_layout(tmp_path / "d", "speaker_folders", corpus)
+    opts = dict(PREP, test_segment_len=0.5)
+    prepare_speaker_data(folder, tmp_path / "s", **opts)
+    train = read_csv(tmp_path / "s/train.csv")
+    dev = read_csv(tmp_path / "s/dev.csv")
+    # One segment per clip: dev takes whole clips of training speakers.
+    assert dev and {r["spk_id"] for r in dev} <= {r["spk_id"] for r in train}
+    assert not {r["wav"] for r in dev} & {r["wav"] for r in train}
+
+
+def test_manifest_blank_rows_and_line_numbers(tmp_path):
+    sf.write(tmp_path / "a.wav", tone(100, 1.0, 16000, 0), 16000)
+    (tmp_path / "m.csv").write_text(
+        "path,speaker,start\n\na.wav,s1,0\n,,\na.wav,s2,1500\n"
+    )
+    (rec1, rec2) = list_recordings(tmp_path / "m.csv")
+    assert rec1.origin.endswith("m.csv:3") and rec2.origin.endswith("m.csv:5")
+    with pytest.raises(DataPreparationError) as err:
+        prepare_speaker_data(tmp_path / "m.csv", tmp_path / "s", **PREP)
+    assert "m.csv:5" in str(err.value) and "in seconds" in str(err.value)
+
+
+def test_kaldi_segments_to_end_and_repeated_keys(tmp_path):
+    sf.write(tmp_path / "r.wav", tone(100, 2.0, 16000, 0), 16000)
+    (tmp_path / "wav.scp").write_text("rec r.wav\n")
+    (tmp_path / "segments").write_text("u1 rec 0 1.0\nu2 rec 1.0 -1\n")
+    (tmp_path / "utt2spk").write_text("u1 A\nu2 A\n")
+    recs = list_recordings(tmp_path)
+    assert [(r.uid, r.start, r.stop) for r in recs] == [
+        ("u1", 0.0, 1.0),
+        ("u2", 1.0, None),
+    ]
+    (tmp_path / "utt2spk").write_text("u1 A\nu2 A\nu1 B\n")
+    with pytest.raises(DataPreparationError, match="utt2spk:3: 'u1' repeats"):
+        list_recordings(tmp_path)
+
+
+def test_trials_stay_balanced_with_few_other_utterances():
+    from speechbrain_unipet.data_prep import make_trials
+
+    trials = make_trials({"a": [f"a{i}" for i in range(5)], "b": ["b0"]}, 0)
+    labels = collections.Counter(label for label, _, _ in trials)
+    assert labels[1] == labels[0] == 5
+
+
+def test_failed_rerun_never_leaves_a_cache_that_looks_finished(tmp_path):
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(8, 1, 2.0)
+    )
+    prepare_speaker_data(folder, tmp_path / "s", **PREP)
+    with pytest.raises(DataPreparationError):
+        prepare_speaker_data(
+            folder, tmp_path / "s", **dict(PREP, num_valid_speakers=7)
+        )
+    csv_file = tmp_path / "s" / "train.csv"
+    os.utime(csv_file, (1, 1))
+    prepare_speaker_data(folder, tmp_path / "s", **PREP)
+    assert csv_file.stat().st_mtime > 1  # prepared again, not reused
