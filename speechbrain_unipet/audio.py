@@ -122,14 +122,10 @@ def audio_info(path, fallback=True):
         with sf.SoundFile(str(path)) as f:
             return AudioInfo(int(f.frames), int(f.samplerate), f.channels)
     except Exception as err:  # noqa: BLE001 -- soundfile raises many types
-        if not _exists(path):
+        if not os.path.isfile(path):
             raise AudioError(f"Audio file '{path}' does not exist") from err
         wav, rate = _fallback_load(path, err, fallback)
         return AudioInfo(int(wav.shape[1]), int(rate), int(wav.shape[0]))
-
-
-def _exists(path):
-    return os.path.isfile(path)
 
 
 def check_sample_rate(path, sample_rate):
@@ -164,19 +160,11 @@ def read_numpy(path, start=0, stop=None, fallback=True):
         )
         signal = data.mean(axis=1, dtype=np.float32)
     except Exception as err:  # noqa: BLE001
-        if not _exists(path):
+        if not os.path.isfile(path):
             raise AudioError(f"Audio file '{path}' does not exist") from err
         wav, rate = _fallback_load(path, err, fallback)
         signal = wav.mean(axis=0)[int(start) : None if stop is None else stop]
     return np.ascontiguousarray(signal, dtype=np.float32), int(rate)
-
-
-def read_frames(path, start=0, stop=None):
-    """``read_numpy`` as a torch tensor."""
-    import torch
-
-    signal, rate = read_numpy(path, start, stop)
-    return torch.from_numpy(signal), rate
 
 
 @dataclasses.dataclass
@@ -287,11 +275,13 @@ def load_audio(path, sample_rate=16000, start=0, stop=None):
     >>> load_audio(path, 16000).shape
     torch.Size([160])
     """
-    signal, rate = read_frames(path, start, stop)
+    import torch
+
+    signal, rate = read_numpy(path, start, stop)
     check_sample_rate(path, rate)
-    if signal.numel() == 0:
+    if signal.size == 0:
         raise AudioError(
             f"Audio file '{path}' holds no samples"
             + (f" in [{start}, {stop})" if start or stop is not None else "")
         )
-    return resample(signal, rate, sample_rate)
+    return resample(torch.from_numpy(signal), rate, sample_rate)

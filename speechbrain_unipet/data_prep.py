@@ -953,9 +953,7 @@ def prepare_speaker_data(
         trials = read_trials(verification_file)
         resolved = resolve_trial_ids(trials, verification_file, recordings)
     logger.info("Inspecting %d recordings (%s layout)...", len(recordings), fmt)
-    probes = probe_recordings(
-        recordings, seg_dur, amp_th if amp_th else 0, num_workers
-    )
+    probes = probe_recordings(recordings, seg_dur, amp_th or 0, num_workers)
     rates, multi = _check_probes(recordings, probes)
     probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
     by_speaker = collections.defaultdict(list)
@@ -1042,7 +1040,7 @@ def prepare_speaker_data(
         "test": {
             "utterances": len(test_rows),
             "speakers": len(test_speakers),
-            "trials": len(read_trials(trials_path)),
+            "trials": len(trials),
             "trial_list": trials_path,
         },
         "valid": {"utterances": len(valid_rows), "trials": len(valid_trials)},

@@ -36,8 +36,6 @@ from speechbrain_unipet.data_prep import (
     CSV_HEADER,
     VALID_TRIALS_FILE,
     DataPreparationError,
-    Recording,
-    resolve_trial_ids,
 )
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.scoring import read_trials, score_trials
@@ -141,10 +139,10 @@ def audio_pipeline(hparams, random_chunk):
     sample_rate = hparams["sample_rate"]
 
     @sb.utils.data_pipeline.takes(
-        "wav", "start", "stop", "sample_rate", "utt_start", "utt_stop"
+        "wav", "start", "stop", "utt_start", "utt_stop"
     )
     @sb.utils.data_pipeline.provides("sig")
-    def pipeline(wav, start, stop, file_rate, utt_start, utt_stop):
+    def pipeline(wav, start, stop, utt_start, utt_stop):
         start, stop = int(start), int(stop)
         if random_chunk:
             length, last = stop - start, int(utt_stop) - (stop - start)
@@ -159,18 +157,20 @@ def audio_pipeline(hparams, random_chunk):
 def dataio_prep(hparams):
     """Train/dev datasets and the speaker label encoder (SpeechBrain style),
     after the pre-flight check of ``check_prepared_data``."""
-    datasets = {}
+    datasets, speakers = {}, set()
     for split, key in (
         ("train", "train_annotation"),
         ("dev", "valid_annotation"),
     ):
+        rows = read_csv_rows(hparams[key])
+        speakers |= {row["spk_id"] for row in rows}
         # From the rows, not DynamicItemDataset.from_csv: that one expands
         # "$name" in values and strips leading spaces, which breaks paths
         # and speaker names that contain them.
         datasets[split] = sb.dataio.dataset.DynamicItemDataset(
             {
                 row["ID"]: {k: v for k, v in row.items() if k != "ID"}
-                for row in read_csv_rows(hparams[key])
+                for row in rows
             }
         )
     label_encoder = sb.dataio.encoder.CategoricalEncoder()
@@ -195,7 +195,7 @@ def dataio_prep(hparams):
         from_didatasets=[datasets["train"]],
         output_key="spk_id",
     )
-    check_labels(hparams, label_encoder, label_path)
+    check_labels(speakers, label_encoder, label_path)
     return datasets["train"], datasets["dev"], label_encoder
 
 
@@ -279,25 +279,17 @@ def check_prepared_data(hparams, inspect_audio=False):
     return {k: len(v) for k, v in rows.items()}
 
 
-def check_labels(hparams, label_encoder, label_path):
-    """Every train and dev speaker must be a class of the label encoder,
-    and every class a training speaker."""
-    speakers = set()
-    for key in ("train_annotation", "valid_annotation"):
-        for row in read_csv_rows(hparams[key], ["ID", "spk_id"]):
-            speakers.add(row["spk_id"])
-            if row["spk_id"] not in label_encoder.lab2ind:
-                raise DataPreparationError(
-                    f"Speaker '{row['spk_id']}' of {hparams[key]} is not in "
-                    f"{label_path} ({len(label_encoder)} classes, left by an "
-                    "earlier run on other data?). Delete that file or use a "
-                    "new output_folder."
-                )
-    if len(label_encoder) != len(speakers):
+def check_labels(speakers, label_encoder, label_path):
+    """The label encoder's classes must be exactly the ``speakers`` of the
+    training and dev CSVs (dev speakers are training speakers)."""
+    unknown = sorted(set(speakers) - set(label_encoder.lab2ind))
+    if unknown or len(label_encoder) != len(speakers):
         raise DataPreparationError(
             f"{label_path} has {len(label_encoder)} classes but the data "
-            f"{len(speakers)} speakers (left by an earlier run on other "
-            "data?). Delete that file or use a new output_folder."
+            f"{len(speakers)} speakers"
+            + (f", e.g. '{unknown[0]}' is not one of them" if unknown else "")
+            + " (left by an earlier run on other data?). Delete that file or "
+            "use a new output_folder."
         )
     label_encoder.expect_len(len(speakers))
 
@@ -361,12 +353,13 @@ class VerificationValidator:
     def __init__(self, csv_path, trials_path, sample_rate, batch_size):
         self.rows = {r["ID"]: r for r in read_csv_rows(csv_path)}
         self.trials = read_trials(trials_path)
-        self.trials_path = trials_path
-        resolve_trial_ids(
-            self.trials,
-            trials_path,
-            [Recording(uid, "", "") for uid in self.rows],
-        )
+        missing = {t.enrol for t in self.trials} | {t.test for t in self.trials}
+        missing -= set(self.rows)
+        if missing:
+            raise RecipeError(
+                f"{trials_path} names utterances that {csv_path} lacks, e.g. "
+                f"'{sorted(missing)[0]}': run the data preparation again"
+            )
         labels = {t.label for t in self.trials}
         if labels != {0, 1}:
             raise RecipeError(
