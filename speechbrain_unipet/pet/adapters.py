@@ -1,17 +1,28 @@
-"""Bottleneck adapters (parallel or sequential) and AdapterBias.
+"""Bottleneck adapters (parallel or sequential) and AdapterBias, and the
+PET components that place them: Inner adapters, Inter adapters, Houlsby
+adapters and AdapterBias.
 
-These modules compute a *delta* that the encoder adds to a sublayer's output
-through a forward hook, so the HuggingFace module tree (and its state dict)
-stays untouched.
+These modules compute a *delta* that is added to a sublayer's output by a
+hook installed for each layer call, so the HuggingFace module tree (and its
+state dict) stays untouched.
 
 Authors
  * speechbrain-unipet contributors 2026
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .component import (
+    ComponentOptions,
+    PETComponent,
+    option,
+    register_component,
+    select_layers,
+)
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -173,3 +184,281 @@ class AdapterBias(nn.Module):
     def forward(self, intermediate):
         """Returns the shift for the FFN intermediate activation."""
         return self.alpha(intermediate) * self.vector
+
+
+def _adapter_dim(default=128):
+    return option(
+        default, "bottleneck of Inner / Houlsby adapters", "int", minimum=1
+    )
+
+
+def _adapter_scale():
+    return option(
+        0.1, "output scale s of parallel adapters (IPET: 0.1)", "float"
+    )
+
+
+def _adapter_dropout():
+    return option(
+        0.1,
+        "dropout inside adapters (IPET: 0.1)",
+        "float",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+
+def _adapter_activation():
+    return option(
+        "relu", "relu | gelu | silu", "str", choices=tuple(ACTIVATIONS)
+    )
+
+
+def _pet_layers():
+    return option(
+        None, "0-based Transformer layers that get PET modules", "layers"
+    )
+
+
+@register_component
+class InnerAdapterComponent(PETComponent):
+    """Inner adapters: a zero-initialised bottleneck adapter parallel to the
+    FFN and/or the self-attention of every PET layer (Sang & Hansen 2024;
+    He et al. 2021): ``out + g * s * up(act(down(in)))``, ``g`` the UniPET
+    gate when there is one. Children: ``inner_ffn`` / ``inner_mhsa``.
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : InnerAdapterComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "inner_adapter"
+    branch = "inner_adapter"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of the Inner adapters."""
+
+        adapter_dim: int = _adapter_dim()
+        adapter_scale: float = _adapter_scale()
+        adapter_dropout: float = _adapter_dropout()
+        adapter_activation: str = _adapter_activation()
+        inner_position: str = option(
+            "ffn",
+            "Inner adapter parallel to: ffn | mhsa | both",
+            "str",
+            choices=("ffn", "mhsa", "both"),
+        )
+        pet_layers: tuple = _pet_layers()
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        o = options
+        places = (
+            ("ffn", "mhsa")
+            if o.inner_position == "both"
+            else (o.inner_position,)
+        )
+        layers = select_layers(o.pet_layers, backbone.num_layers)
+        self.places = {}
+        for place in places:
+            self.places[place] = nn.ModuleDict(
+                {
+                    str(i): BottleneckAdapter(
+                        backbone.hidden_size,
+                        o.adapter_dim,
+                        scale=o.adapter_scale,
+                        activation=o.adapter_activation,
+                        dropout=o.adapter_dropout,
+                    )
+                    for i in layers
+                }
+            )
+            self.add_module(f"inner_{place}", self.places[place])
+
+    def layer_hooks(self, layer):
+        """A parallel adapter on each place of this layer."""
+        hooks = []
+        gate = layer.gates.get(self.branch)
+        for place, adapters in self.places.items():
+            adapter = (
+                adapters[str(layer.index)]
+                if str(layer.index) in adapters
+                else None
+            )
+            if adapter is None:
+                continue
+            target = "feed_forward" if place == "ffn" else "attention"
+            hooks.append((target, _parallel(adapter, gate)))
+        return hooks
+
+
+def _parallel(adapter, gate):
+    return lambda inputs, output: adapter.add_to(output, inputs, gate)
+
+
+@register_component
+class HoulsbyAdapterComponent(PETComponent):
+    """Houlsby adapters: a sequential bottleneck adapter after the FFN of
+    every PET layer, ``y + up(act(down(y)))`` (Houlsby et al. 2019; the
+    s3adapter code of Chen et al. 2022). Child: ``houlsby``.
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : HoulsbyAdapterComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "houlsby"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of the Houlsby adapters."""
+
+        adapter_dim: int = _adapter_dim()
+        adapter_dropout: float = _adapter_dropout()
+        adapter_activation: str = _adapter_activation()
+        pet_layers: tuple = _pet_layers()
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        o = options
+        layers = select_layers(o.pet_layers, backbone.num_layers)
+        self.houlsby = nn.ModuleDict(
+            {
+                str(i): BottleneckAdapter(
+                    backbone.hidden_size,
+                    o.adapter_dim,
+                    scale=1.0,
+                    activation=o.adapter_activation,
+                    dropout=o.adapter_dropout,
+                )
+                for i in layers
+            }
+        )
+
+    def layer_hooks(self, layer):
+        """The adapter on the FFN output of this layer."""
+        key = str(layer.index)
+        if key not in self.houlsby:
+            return ()
+        adapter = self.houlsby[key]
+        return [("feed_forward", lambda inputs, out: adapter.add_to(out, out))]
+
+
+@register_component
+class AdapterBiasComponent(PETComponent):
+    """AdapterBias on the FFN of every PET layer: its output gets
+    ``v * alpha(h)``, ``h`` the FFN's intermediate activation (Fu et al.
+    2022). Child: ``adapterbias``.
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : AdapterBiasComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "adapterbias"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of AdapterBias."""
+
+        pet_layers: tuple = _pet_layers()
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        layers = select_layers(options.pet_layers, backbone.num_layers)
+        self.adapterbias = nn.ModuleDict(
+            {
+                str(i): AdapterBias(
+                    backbone.hidden_size, backbone.intermediate_size
+                )
+                for i in layers
+            }
+        )
+
+    def layer_hooks(self, layer):
+        """The shift on the FFN output projection of this layer."""
+        key = str(layer.index)
+        if key not in self.adapterbias:
+            return ()
+        shift = self.adapterbias[key]
+        return [("ffn_intermediate", lambda inter, out: out + shift(inter))]
+
+
+@register_component
+class InterAdapterComponent(PETComponent):
+    """Inter adapters: a parallel bottleneck adapter on every hidden state
+    (the L+1 of them) before the layer-weighted sum (Sang & Hansen 2024).
+    Child: ``inter``. Nothing here is inside the Transformer, so a method
+    made only of Inter adapters runs the backbone without autograd.
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : InterAdapterComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "inter_adapter"
+    branch = "inter_adapter"
+    gate_stage = "hiddens"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of the Inter adapters."""
+
+        inter_adapter_dim: int = option(
+            128, "bottleneck of the Inter adapters", "int", minimum=1
+        )
+        adapter_scale: float = _adapter_scale()
+        adapter_dropout: float = _adapter_dropout()
+        adapter_activation: str = _adapter_activation()
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        o = options
+        self.inter = nn.ModuleList(
+            [
+                BottleneckAdapter(
+                    backbone.hidden_size,
+                    o.inter_adapter_dim,
+                    scale=o.adapter_scale,
+                    activation=o.adapter_activation,
+                    dropout=o.adapter_dropout,
+                )
+                for _ in range(backbone.num_layers + 1)
+            ]
+        )
+
+    @property
+    def needs_backbone_grad(self):
+        """Inter adapters act after the backbone."""
+        return False
+
+    def process_hiddens(self, hiddens, frame_mask, gates):
+        """Adds each hidden state's adapter delta (gated if gated)."""
+        gate = gates.get(self.branch)
+        return [
+            adapter.add_to(h, h, None if gate is None else gate[:, idx])
+            for idx, (h, adapter) in enumerate(
+                zip(hiddens, self.inter, strict=True)
+            )
+        ]

@@ -9,8 +9,19 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from .component import (
+    ComponentOptions,
+    PETComponent,
+    gate_branches,
+    option,
+    register_component,
+    select_layers,
+)
 
 
 def masked_time_mean(x, frame_mask):
@@ -60,3 +71,94 @@ class BranchGate(nn.Module):
         The mean over time is taken of the per-frame gates, as in UniPELT.
         """
         return masked_time_mean(torch.sigmoid(self.proj(x)), frame_mask)
+
+
+@register_component
+class UniPETGateComponent(PETComponent):
+    """UniPET-SPK gates on the branches of the components built before it.
+
+    Branches inside a layer (``gate_stage = "layer"``: Inner adapters,
+    deep prompts) share one ``BranchGate`` per PET layer, computed from the
+    layer input (child ``layer_gates``); branches on the hidden-state stack
+    (Inter adapters) get one gate per hidden state (child ``inter_gates``).
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : UniPETGateComponent.Options
+        Its options.
+    built : sequence
+        The method's components built before this one.
+    """
+
+    name = "gates"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of the UniPET gates."""
+
+        gate_bias_init: float = option(
+            0.0, "initial gate bias (0 -> gates start at 0.5)", "float"
+        )
+        gated_branches: tuple = option(
+            ("inner_adapter", "prompt", "inter_adapter"),
+            "UniPET branches multiplied by a gate",
+            "str_list",
+            choices=gate_branches,
+        )
+        pet_layers: tuple = option(
+            None, "0-based Transformer layers that get PET modules", "layers"
+        )
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        o = options
+        present = {c.branch: c.gate_stage for c in built if c.branch}
+        self.layer_branches = tuple(
+            b for b in o.gated_branches if present.get(b) == "layer"
+        )
+        hidden = [b for b in o.gated_branches if present.get(b) == "hiddens"]
+        if self.layer_branches:
+            layers = select_layers(o.pet_layers, backbone.num_layers)
+            self.layer_gates = nn.ModuleDict(
+                {
+                    str(i): BranchGate(
+                        backbone.hidden_size,
+                        len(self.layer_branches),
+                        o.gate_bias_init,
+                    )
+                    for i in layers
+                }
+            )
+        self.hidden_branch = hidden[0] if hidden else None
+        if self.hidden_branch:
+            self.inter_gates = nn.ModuleList(
+                [
+                    BranchGate(backbone.hidden_size, 1, o.gate_bias_init)
+                    for _ in range(backbone.num_layers + 1)
+                ]
+            )
+
+    @property
+    def needs_backbone_grad(self):
+        """Layer gates scale branches inside the Transformer."""
+        return bool(self.layer_branches)
+
+    def before_layer(self, layer, x):
+        """Puts this layer's gates [B] per branch into ``layer.gates``."""
+        if not self.layer_branches or str(layer.index) not in self.layer_gates:
+            return
+        values = self.layer_gates[str(layer.index)](x, layer.frame_mask)
+        for k, branch in enumerate(self.layer_branches):
+            layer.gates[branch] = values[:, k]
+
+    def hidden_gates(self, hiddens, frame_mask):
+        """One gate per hidden state for the hidden-stage branch, [B, L+1]."""
+        if self.hidden_branch is None:
+            return {}
+        values = [
+            gate(h, frame_mask)[:, 0]
+            for gate, h in zip(self.inter_gates, hiddens, strict=True)
+        ]
+        return {self.hidden_branch: torch.stack(values, dim=1)}

@@ -15,10 +15,21 @@ Authors
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from .component import (
+    ComponentOptions,
+    PETComponent,
+    option,
+    register_component,
+    select_layers,
+)
+
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 class LoRAParametrization(nn.Module):
@@ -104,3 +115,67 @@ def merge_lora(linear):
         parametrize.remove_parametrizations(
             linear, "weight", leave_parametrized=True
         )
+
+
+@register_component
+class LoRAComponent(PETComponent):
+    """LoRA on attention projections of every PET layer, as a weight
+    parametrisation (its factors live in the backbone's state dict, under
+    ``...<proj>.parametrizations.weight.0.lora_A/B``).
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone whose projections get LoRA.
+    options : LoRAComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "lora"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of LoRA."""
+
+        lora_rank: int = option(8, "LoRA rank r", "int", minimum=1)
+        lora_alpha: float = option(
+            8.0, "LoRA alpha; scaling = alpha / rank (PEFT)", "float"
+        )
+        lora_targets: tuple = option(
+            ("q_proj", "v_proj"),
+            "attention projections: any of q_proj, k_proj, v_proj, out_proj",
+            "str_list",
+            choices=ATTENTION_PROJECTIONS,
+            minimum=1,
+        )
+        pet_layers: tuple = option(
+            None, "0-based Transformer layers that get PET modules", "layers"
+        )
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        o = options
+        # A plain list: the projections belong to the backbone, not here.
+        self.targets = []
+        for i in select_layers(o.pet_layers, backbone.num_layers):
+            for name in o.lora_targets:
+                linear = backbone.attention_projection(i, name)
+                add_lora(linear, rank=o.lora_rank, alpha=o.lora_alpha)
+                self.targets.append(linear)
+        self.merged = False
+
+    @property
+    def needs_backbone_grad(self):
+        """LoRA factors train inside the attention until merged."""
+        return not self.merged
+
+    def merge(self):
+        """Folds every LoRA update into its weight (see ``merge_lora``)."""
+        if self.merged:
+            return 0
+        for linear in self.targets:
+            merge_lora(linear)
+        self.merged = True
+        return len(self.targets)

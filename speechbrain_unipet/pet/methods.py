@@ -1,9 +1,12 @@
 """The PET method registry: a method is data, not a branch in the encoder.
 
-Each method names the PET components it inserts, which backbone tensors it
-unfreezes, and the defaults of its options. ``PETEncoder`` reads this table;
-adding a method that combines existing components is one entry here plus
-one YAML fragment.
+Each method names the PET components it inserts (see ``component.py``),
+which backbone tensors it unfreezes, and the defaults of its options that
+differ from the components' own. ``PETEncoder`` reads this table; adding a
+method that combines registered components is one ``register_method`` call,
+and a new kind of component is one ``register_component`` class. Option
+tables (``OPTIONS``, the README's, the recipe YAMLs' checks) derive from the
+component option dataclasses.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -11,59 +14,20 @@ Authors
 
 from dataclasses import dataclass, field
 
-# Option name -> (global default, what it means). Per-method defaults below
-# override the global ones. Every option is a PETEncoder keyword / YAML key.
-OPTIONS = {
-    "adapter_dim": (128, "bottleneck of Inner / Houlsby adapters"),
-    "inter_adapter_dim": (128, "bottleneck of the Inter adapters"),
-    "adapter_scale": (0.1, "output scale s of parallel adapters (IPET: 0.1)"),
-    "adapter_dropout": (0.1, "dropout inside adapters (IPET: 0.1)"),
-    "adapter_activation": ("relu", "relu | gelu | silu"),
-    "inner_position": ("ffn", "Inner adapter parallel to: ffn | mhsa | both"),
-    "prompt_length": (16, "prompt tokens per prompted layer (N_p)"),
-    "prompt_init": ("xavier", "xavier | normal | zeros"),
-    "lora_rank": (8, "LoRA rank r"),
-    "lora_alpha": (8.0, "LoRA alpha; scaling = alpha / rank (PEFT)"),
-    "lora_targets": (
-        ("q_proj", "v_proj"),
-        "attention projections: any of q_proj, k_proj, v_proj, out_proj",
-    ),
-    "gate_bias_init": (0.0, "initial gate bias (0 -> gates start at 0.5)"),
-    "gated_branches": (
-        ("inner_adapter", "prompt", "inter_adapter"),
-        "UniPET branches multiplied by a gate",
-    ),
-    "pet_layers": (None, "0-based Transformer layers that get PET modules"),
-}
+# Importing the modules registers the built-in components.
+from . import adapters, gates, lora, prompts  # noqa: F401
+from .component import PET_COMPONENTS, option_fields
 
-# Which options each component reads (used to flag options a method ignores).
-COMPONENT_OPTIONS = {
-    "inner_adapter": (
-        "adapter_dim",
-        "adapter_scale",
-        "adapter_dropout",
-        "adapter_activation",
-        "inner_position",
-        "pet_layers",
-    ),
-    "inter_adapter": (
-        "inter_adapter_dim",
-        "adapter_scale",
-        "adapter_dropout",
-        "adapter_activation",
-    ),
-    "houlsby": (
-        "adapter_dim",
-        "adapter_dropout",
-        "adapter_activation",
-        "pet_layers",
-    ),
-    "adapterbias": ("pet_layers",),
-    "lora": ("lora_rank", "lora_alpha", "lora_targets", "pet_layers"),
-    "deep_prompt": ("prompt_length", "prompt_init", "pet_layers"),
-    "shallow_prompt": ("prompt_length", "prompt_init"),
-    "gates": ("gate_bias_init", "gated_branches"),
-}
+UNFREEZE_MODES = ("none", "biases", "transformer")
+
+
+def _option_table():
+    """Option name -> (default, help) over every registered component."""
+    table = {}
+    for component in PET_COMPONENTS.values():
+        for name, f in option_fields(component).items():
+            table.setdefault(name, (f.default, f.metadata["help"]))
+    return table
 
 
 @dataclass(frozen=True)
@@ -77,12 +41,13 @@ class PETMethod:
     summary : str
         One line for tables and error messages.
     components : tuple
-        PET components to insert (keys of ``COMPONENT_OPTIONS``).
+        Names of registered components, built in this order (gates last:
+        they scale the branches built before them).
     unfreeze : str
         Backbone tensors that train: ``none``, ``biases`` (BitFit) or
         ``transformer`` (full fine-tuning; the CNN stays frozen).
     defaults : dict
-        Option defaults that differ from ``OPTIONS`` for this method.
+        Option defaults that differ from the components' for this method.
     reference : str
         Where the design comes from.
     """
@@ -94,30 +59,81 @@ class PETMethod:
     defaults: dict = field(default_factory=dict)
     reference: str = ""
 
+    def __post_init__(self):
+        unknown = [c for c in self.components if c not in PET_COMPONENTS]
+        if unknown:
+            raise ValueError(
+                f"method '{self.name}': unknown component(s) {unknown}; "
+                f"registered: {sorted(PET_COMPONENTS)}"
+            )
+        if self.unfreeze not in UNFREEZE_MODES:
+            raise ValueError(
+                f"method '{self.name}': unfreeze must be one of "
+                f"{list(UNFREEZE_MODES)}"
+            )
+        extra = sorted(set(self.defaults) - self.options())
+        if extra:
+            raise ValueError(
+                f"method '{self.name}' sets defaults for options its "
+                f"components do not have: {extra}"
+            )
+
     def options(self):
         """Names of the options this method reads."""
         names = set()
         for comp in self.components:
-            names.update(COMPONENT_OPTIONS[comp])
+            names.update(option_fields(PET_COMPONENTS[comp]))
         return names
 
-    def resolve(self, given):
-        """Merged option values: global default < method default < given.
+    def resolve(self, given=None):
+        """Option values of this method: component default < method
+        default < given (``None`` in ``given`` means "the default").
 
         Arguments
         ---------
-        given : dict
-            Options set by the user (``None`` means "use the default").
+        given : dict or None
+            Options set by the user.
 
         Returns
         -------
         dict
-            Every option in ``OPTIONS`` with its value.
+            Every option this method reads, with its (unvalidated) value.
         """
-        values = {k: v for k, (v, _) in OPTIONS.items()}
+        values = {}
+        for comp in self.components:
+            for name, f in option_fields(PET_COMPONENTS[comp]).items():
+                values.setdefault(name, f.default)
         values.update(self.defaults)
-        values.update({k: v for k, v in given.items() if v is not None})
+        values.update(
+            {
+                k: v
+                for k, v in (given or {}).items()
+                if v is not None and k in values
+            }
+        )
         return values
+
+    def component_options(self, given=None):
+        """Validated options of each component, in build order.
+
+        Arguments
+        ---------
+        given : dict or None
+            Options set by the user (names this method does not read are
+            the caller's to report).
+
+        Returns
+        -------
+        list
+            ``(component class, its Options instance)`` pairs.
+        """
+        values = self.resolve(given)
+        out = []
+        for comp in self.components:
+            cls = PET_COMPONENTS[comp]
+            kwargs = {k: values[k] for k in option_fields(cls)}
+            out.append((cls, cls.Options(**kwargs)))
+        return out
 
 
 _METHODS = [
@@ -161,7 +177,7 @@ _METHODS = [
         "unipet",
         "UniPET-SPK: Inner+Inter adapters and deep prompts, mixed by "
         "learnable per-layer gates",
-        components=("inner_adapter", "inter_adapter", "deep_prompt", "gates"),
+        components=("inner_adapter", "deep_prompt", "inter_adapter", "gates"),
         defaults={"prompt_length": 48},
         reference="Sang & Hansen 2025 (arXiv 2501.16542); UniPELT gates",
     ),
@@ -204,7 +220,7 @@ _METHODS = [
     PETMethod(
         "ipet",
         "deep prompts + parallel FFN adapter, no gate",
-        components=("deep_prompt", "inner_adapter"),
+        components=("inner_adapter", "deep_prompt"),
         defaults={"prompt_length": 64, "inner_position": "ffn"},
         reference="Kim et al. 2022 (IPET code, wav2vec2 SV setting)",
     ),
@@ -213,13 +229,50 @@ _METHODS = [
 PET_METHODS = {m.name: m for m in _METHODS}
 
 
+def register_method(method):
+    """Adds a ``PETMethod`` to the registry (for methods defined outside the
+    package: after this, ``PETEncoder(..., method=method.name)`` works).
+
+    Arguments
+    ---------
+    method : PETMethod
+        The new method; its name must be new.
+
+    Returns
+    -------
+    PETMethod
+        ``method``.
+    """
+    if method.name in PET_METHODS:
+        raise ValueError(f"PET method '{method.name}' is already registered")
+    PET_METHODS[method.name] = method
+    return method
+
+
+def __getattr__(name):
+    # OPTIONS is computed on access, so that components registered later
+    # (outside the package) appear in it too.
+    if name == "OPTIONS":
+        return _option_table()
+    raise AttributeError(name)
+
+
 def get_method(name):
     """Returns the registry entry for ``name`` or raises a clear error.
+
+    Arguments
+    ---------
+    name : str
+        A method name.
+
+    Returns
+    -------
+    PETMethod
 
     Example
     -------
     >>> get_method("unipet").components
-    ('inner_adapter', 'inter_adapter', 'deep_prompt', 'gates')
+    ('inner_adapter', 'deep_prompt', 'inter_adapter', 'gates')
     >>> get_method("adapter")
     Traceback (most recent call last):
     ...

@@ -1,15 +1,25 @@
-"""Learnable prompt tokens for speech encoders (shallow and deep).
+"""Learnable prompt tokens for speech encoders (shallow and deep), and the
+PET components that place them.
 
 PEFT's prompt methods need ``input_ids``/word embeddings and do not apply to
-models fed with waveforms, so prompting is implemented here. The encoder
-loop decides where the tokens go; these modules only hold and emit them.
+models fed with waveforms, so prompting is implemented here.
 
 Authors
  * speechbrain-unipet contributors 2026
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+
+from .component import (
+    ComponentOptions,
+    PETComponent,
+    option,
+    register_component,
+    select_layers,
+)
 
 PROMPT_INITS = ("xavier", "normal", "zeros")
 
@@ -103,3 +113,136 @@ class ShallowPrompt(nn.Module):
     def expand(self, batch_size):
         """Prompt tokens repeated over the batch: [B, length, dim]."""
         return self.prompt.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+def _prompt_length():
+    return option(
+        16, "prompt tokens per prompted layer (N_p)", "int", minimum=1
+    )
+
+
+def _prompt_init():
+    return option(
+        "xavier", "xavier | normal | zeros", "str", choices=PROMPT_INITS
+    )
+
+
+@register_component
+class DeepPromptComponent(PETComponent):
+    """Deep Speaker Prompting: fresh prompts before every PET layer, fed to
+    its attention as extra keys and values (see ``DeepPrompts``). Child:
+    ``deep_prompt``.
+
+    Without autograd (inference) the prompts and the frozen projections are
+    constants, so their keys and values are computed once and reused until
+    one of those tensors changes. With a UniPET gate on post-LN layers the
+    gate is applied to the cached keys/values (an affine map); pre-LN
+    layers normalise the gated prompts, so there they are recomputed.
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : DeepPromptComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "deep_prompt"
+    branch = "prompt"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of the deep prompts."""
+
+        prompt_length: int = _prompt_length()
+        prompt_init: str = _prompt_init()
+        pet_layers: tuple = option(
+            None, "0-based Transformer layers that get PET modules", "layers"
+        )
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        layers = select_layers(options.pet_layers, backbone.num_layers)
+        self.rows = {layer: row for row, layer in enumerate(layers)}
+        self.deep_prompt = DeepPrompts(
+            len(layers),
+            options.prompt_length,
+            backbone.hidden_size,
+            options.prompt_init,
+        )
+        self.pre_ln = backbone.pre_ln
+        self._kv_cache = {}
+
+    @property
+    def prefix_length(self):
+        """Prompt tokens a prompted layer attends to."""
+        return self.deep_prompt.length
+
+    def prefix_kv(self, layer, x, backbone):
+        """Keys and values of this layer's (gated) prompts, or None."""
+        row = self.rows.get(layer.index)
+        if row is None:
+            return None
+        prompts = self.deep_prompt.tokens(row).to(x.dtype)
+        gate = layer.gates.get(self.branch)
+        if torch.is_grad_enabled() or (gate is not None and self.pre_ln):
+            return backbone.prefix_kv(layer.index, prompts, gate)
+        # In-place writes (an optimiser step, load_state_dict) bump a
+        # tensor's version; merge_lora replaces the tensor; .to() and
+        # `.data =` swap its storage. The entry holds the tensors and their
+        # storages alive, so that no other tensor can take their id/address.
+        tensors = [self.deep_prompt.prompts]
+        tensors += backbone.prefix_kv_parameters(layer.index)
+        device = prompts.device.type
+        key = (
+            prompts.dtype,
+            torch.get_autocast_dtype(device)
+            if torch.is_autocast_enabled(device)
+            else None,
+            tuple((id(t), t._version, t.data_ptr()) for t in tensors),
+        )
+        cached = self._kv_cache.get(layer.index)
+        if cached is None or cached[0] != key:
+            held = [(t, t.detach()) for t in tensors]
+            kv = backbone.prefix_kv(layer.index, prompts)
+            cached = (key, held, kv)
+            self._kv_cache[layer.index] = cached
+        return backbone.scale_prefix_kv(layer.index, cached[2], gate)
+
+
+@register_component
+class ShallowPromptComponent(PETComponent):
+    """Shallow prompt: tokens prepended once to the projected CNN features,
+    before the positional convolution (Chen et al. 2022, "preinput"); their
+    outputs are dropped from every hidden state. Child: ``shallow_prompt``.
+
+    Arguments
+    ---------
+    backbone : SSLBackbone
+        The backbone (sizes).
+    options : ShallowPromptComponent.Options
+        Its options.
+    built : sequence
+        Unused.
+    """
+
+    name = "shallow_prompt"
+
+    @dataclass(frozen=True)
+    class Options(ComponentOptions):
+        """Options of the shallow prompt."""
+
+        prompt_length: int = _prompt_length()
+        prompt_init: str = _prompt_init()
+
+    def __init__(self, backbone, options, built=()):
+        super().__init__(backbone, options, built)
+        self.shallow_prompt = ShallowPrompt(
+            options.prompt_length, backbone.hidden_size, options.prompt_init
+        )
+
+    def input_tokens(self, batch_size, dtype):
+        """The prompt tokens [B, P, D]."""
+        return self.shallow_prompt.expand(batch_size).to(dtype)

@@ -19,6 +19,7 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import contextlib
 import json
 import os
 import pathlib
@@ -100,10 +101,10 @@ def _read_do_normalize(source, save_path):
         return False
 
 
-def _attend(attn, hidden_states, attention_mask, bias=None):
+def _attend(attn, hidden_states, attention_mask, bias=None, prefix_kv=None):
     """SDPA self-attention with the module's q/k/v/out projections.
 
-    Keys and values of ``attn.prefix_kv`` (deep prompts, [B or 1, P, D]) go
+    Keys and values of ``prefix_kv`` (deep prompts, [B or 1, P, D]) go
     in front of the frames' own: the frames attend to the prompts, but no
     query, FFN or output is computed for prompt positions, whose outputs a
     prompted layer would throw away anyway.
@@ -117,7 +118,7 @@ def _attend(attn, hidden_states, attention_mask, bias=None):
     q = attn.q_proj(hidden_states)
     k = attn.k_proj(hidden_states)
     v = attn.v_proj(hidden_states)
-    prefix = attn.prefix_kv
+    prefix = prefix_kv
     if prefix is not None:
         prefix_k, prefix_v = prefix
         k = torch.cat([prefix_k.to(k.dtype).expand(batch, -1, -1), k], 1)
@@ -156,20 +157,27 @@ def _wav2vec2_attention_forward(
     key_value_states=None,
     attention_mask=None,
     output_attentions=False,
+    prefix_kv=None,
     **kwargs,
 ):
     """Drop-in ``forward`` of Wav2Vec2/HuBERT/Data2VecAudio attention.
 
     Self-attention only (as in these encoders); returns no attention
-    weights. See ``_attend`` for the prompt prefix.
+    weights. ``prefix_kv`` is injected by ``SSLBackbone.run_layer``; see
+    ``_attend``.
     """
     if key_value_states is not None:
         raise ValueError("cross-attention is not used by SSL encoders")
-    return _attend(self, hidden_states, attention_mask), None
+    return _attend(self, hidden_states, attention_mask, None, prefix_kv), None
 
 
 def _wavlm_attention_forward(
-    self, hidden_states, attention_mask=None, position_bias=None, **kwargs
+    self,
+    hidden_states,
+    attention_mask=None,
+    position_bias=None,
+    prefix_kv=None,
+    **kwargs,
 ):
     """Drop-in ``forward`` of ``WavLMAttention``.
 
@@ -194,7 +202,7 @@ def _wavlm_attention_forward(
     gate_a, gate_b = torch.sigmoid(proj).chunk(2, dim=-1)
     gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0
     bias = position_bias.reshape(-1, heads, length, position_bias.shape[-1])
-    out = _attend(self, hidden_states, attention_mask, gate * bias)
+    out = _attend(self, hidden_states, attention_mask, gate * bias, prefix_kv)
     return out, None, position_bias
 
 
@@ -275,7 +283,6 @@ class SSLBackbone(HFTransformersInterface):
         forward = _ATTENTION_FORWARDS[self.model_type]
         for layer in self.layers:
             layer.attention.forward = types.MethodType(forward, layer.attention)
-            layer.attention.prefix_kv = None
 
     def override_config(self, config):
         """Checks the model type and removes train-time randomness."""
@@ -447,6 +454,44 @@ class SSLBackbone(HFTransformersInterface):
         out = self.model.feature_projection(features)
         return out[0] if isinstance(out, tuple) else out
 
+    def features(self, wav, sample_lengths=None):
+        """Waveforms -> projected CNN features and the frame mask.
+
+        Normalisation and the CNN run without autograd (the CNN is frozen
+        in every method); the feature projection follows the caller's
+        grad mode (full fine-tuning trains it).
+
+        Arguments
+        ---------
+        wav : torch.Tensor
+            Waveforms [B, S].
+        sample_lengths : torch.Tensor or None
+            Valid samples per waveform (None: no padding).
+
+        Returns
+        -------
+        features : torch.Tensor
+            [B, T, D].
+        frame_mask : torch.Tensor or None
+            Bool [B, T], True on valid frames; None when nothing is padded.
+        """
+        lengths = sample_lengths
+        if lengths is None:
+            lengths = torch.full(
+                (wav.shape[0],), wav.shape[1], device=wav.device
+            )
+        with torch.no_grad():
+            wav = self.preprocess(wav, lengths)
+            feats = self.extract_features(wav, sample_lengths)
+        frame_mask = None
+        if sample_lengths is not None:
+            frame_mask = lengths_to_mask(
+                self.frame_lengths(sample_lengths), feats.shape[1]
+            )
+            if bool(frame_mask.all()):
+                frame_mask = None
+        return self.project(feats), frame_mask
+
     def encoder_input(self, x, frame_mask):
         """Positional convolution (+ LayerNorm for post-LN models).
 
@@ -575,7 +620,76 @@ class SSLBackbone(HFTransformersInterface):
             modules.append(layer.layer_norm)
         return [p for m in modules for p in m.parameters()]
 
-    def run_layer(self, index, x, context, prefix_kv=None):
+    #: Where ``run_layer`` hooks can act: ``attention`` and ``feed_forward``
+    #: (``fn(input, output) -> output`` on the sublayer, before its residual
+    #: add) and ``ffn_intermediate`` (``fn(intermediate, output) -> output``
+    #: on the FFN's output projection: its input is the activated
+    #: intermediate representation).
+    HOOK_PLACES = ("attention", "feed_forward", "ffn_intermediate")
+
+    def _hook_target(self, index, place):
+        """The HF module a hook place maps to in layer ``index``."""
+        layer = self.layers[index]
+        if place == "attention":
+            return layer.attention
+        if place == "feed_forward":
+            return layer.feed_forward
+        if place == "ffn_intermediate":
+            return layer.feed_forward.output_dense
+        raise ValueError(
+            f"Unknown hook place '{place}'. Valid: {list(self.HOOK_PLACES)}"
+        )
+
+    @contextlib.contextmanager
+    def layer_hooks(self, index, hooks=(), prefix_kv=None):
+        """Installs ``hooks`` and a prompt prefix on layer ``index`` for the
+        duration of a ``with`` block (one layer call).
+
+        The hooks are registered per call, so a PET component's hook is a
+        closure over that call's state (its gates, the frame mask) instead
+        of reading module attributes, and HF's attention tuple convention
+        stays here.
+
+        Arguments
+        ---------
+        index : int
+            The layer.
+        hooks : sequence
+            ``(place, fn)`` pairs, ``place`` one of ``HOOK_PLACES``.
+        prefix_kv : tuple or None
+            Prompt keys and values from ``prefix_kv`` for the attention.
+
+        Example
+        -------
+        >>> from speechbrain_unipet.testing import tiny_ssl_folder
+        >>> bb = SSLBackbone(tiny_ssl_folder(getfixture("tmp_path"), "hubert"))
+        >>> x = torch.randn(1, 5, bb.hidden_size)
+        >>> ctx = bb.layer_context(x, None)
+        >>> zero_ffn = ("feed_forward", lambda inp, out: out * 0)
+        >>> with bb.layer_hooks(0, [zero_ffn]):
+        ...     hooked = bb.layers[0](x)[0]
+        >>> torch.equal(hooked, bb.run_layer(0, x, ctx, hooks=[zero_ffn]))
+        True
+        """
+        handles = []
+        try:
+            for place, fn in hooks:
+                module = self._hook_target(index, place)
+                handles.append(
+                    module.register_forward_hook(_sublayer_hook(place, fn))
+                )
+            if prefix_kv is not None:
+                handles.append(
+                    self.layers[index].attention.register_forward_pre_hook(
+                        _prefix_kv_hook(prefix_kv), with_kwargs=True
+                    )
+                )
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run_layer(self, index, x, context, prefix_kv=None, hooks=()):
         """Runs Transformer layer ``index`` on ``x`` [B, T, D].
 
         Arguments
@@ -588,18 +702,103 @@ class SSLBackbone(HFTransformersInterface):
             From ``layer_context``.
         prefix_kv : tuple or None
             Prompt keys and values from ``prefix_kv``.
+        hooks : sequence
+            ``(place, fn)`` pairs for ``layer_hooks``.
+
+        Returns
+        -------
+        torch.Tensor
+            The layer output [B, T, D].
         """
         layer = self.layers[index]
         kwargs = {"attention_mask": context["mask"]}
         if self.model_type == "wavlm":
             key = "bias" if prefix_kv is None else "prefix_bias"
             kwargs["position_bias"] = context[key]
-        layer.attention.prefix_kv = prefix_kv
-        try:
+        with self.layer_hooks(index, hooks, prefix_kv):
             out = layer(x, **kwargs)
-        finally:
-            layer.attention.prefix_kv = None
         return out[0] if isinstance(out, tuple) else out
+
+    # ------------------------------------------------------------- training
+    def set_trainable(self, mode):
+        """Freezes the backbone, then unfreezes what ``mode`` says.
+
+        Arguments
+        ---------
+        mode : str
+            ``none``; ``biases`` (BitFit: the biases of the Transformer and
+            the feature projection); ``transformer`` (full fine-tuning: all
+            of them; the CNN stays frozen). Parameters the hidden-state
+            stack never reads stay frozen in every mode.
+        """
+        if mode not in ("none", "biases", "transformer"):
+            raise ValueError(
+                f"unknown unfreeze mode '{mode}': none | biases | transformer"
+            )
+        for param in self.parameters():
+            param.requires_grad = False
+        if mode != "none":
+            for module in self.transformer_modules():
+                for name, param in module.named_parameters():
+                    if mode == "transformer" or name.endswith("bias"):
+                        param.requires_grad = True
+        for param in self.unused_transformer_parameters():
+            param.requires_grad = False
+
+    def save_pretrained(self, folder):
+        """Writes the model (HF ``save_pretrained``) and a preprocessor
+        config holding this backbone's waveform normalisation.
+
+        Arguments
+        ---------
+        folder : str or pathlib.Path
+            Destination folder (created).
+        """
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.save_preprocessor_config(folder)
+
+    def save_preprocessor_config(self, folder):
+        """Writes ``preprocessor_config.json`` (16 kHz, mono, this backbone's
+        ``do_normalize``) unless ``folder`` already has one.
+
+        Arguments
+        ---------
+        folder : str or pathlib.Path
+            Destination folder.
+        """
+        from transformers import Wav2Vec2FeatureExtractor
+
+        if (pathlib.Path(folder) / "preprocessor_config.json").is_file():
+            return
+        Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=16000,
+            do_normalize=self.normalize_wav,
+            return_attention_mask=True,
+        ).save_pretrained(folder)
+
+
+def _sublayer_hook(place, fn):
+    """A torch forward hook calling ``fn(input, output)`` on plain tensors
+    (HF's attention returns a tuple whose first item is the output)."""
+
+    def hook(module, args, output):
+        if place == "attention":
+            return (fn(args[0], output[0]),) + tuple(output[1:])
+        return fn(args[0], output)
+
+    return hook
+
+
+def _prefix_kv_hook(prefix_kv):
+    """A forward pre-hook passing ``prefix_kv`` to our attention forward."""
+
+    def hook(module, args, kwargs):
+        return args, {**kwargs, "prefix_kv": prefix_kv}
+
+    return hook
 
 
 def _scale_affine(y, bias, scale):
