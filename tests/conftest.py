@@ -42,3 +42,12 @@ def ssl_folder(model_root):
 def wavs():
     torch.manual_seed(0)
     return torch.randn(3, 4000)
+
+
+def perturb_pet(enc, seed=1, std=0.05):
+    """Moves every trainable tensor away from its (often zero) init."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in enc.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=gen) * std)

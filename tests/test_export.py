@@ -186,7 +186,9 @@ def test_broken_hub_folders_give_clear_errors(recipe_env, tmp_path, model_root):
         EncoderClassifier.from_hparams(source=str(hub), savedir=str(hub))
     # PET weights of another backbone size
     other = tiny_ssl_folder(model_root, "wavlm", seed=5, hidden_size=48)
-    PETEncoder(str(other), method="unipet")._save(tmp_path / "other.ckpt")
+    PETEncoder(str(other), method="unipet").save_pet_file(
+        tmp_path / "other.ckpt"
+    )
     enc = PETEncoder(str(hub / "backbone"), method="unipet")
     with pytest.raises(ValueError, match="hidden_size saved=48 here=32"):
         enc.load_pet_file(tmp_path / "other.ckpt")

@@ -430,11 +430,21 @@ class PETEncoder(nn.Module):
             )
         return merged
 
-    @mark_as_saver
-    def _save(self, path):
+    def save_pet_file(self, path):
+        """Writes the PET state and its metadata (``pet.state`` format).
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            Destination file.
+        """
         pet_state.save_pet_file(
             path, self.pet_metadata(), self.pet_state_dict()
         )
+
+    @mark_as_saver
+    def _save(self, path):
+        self.save_pet_file(path)
 
     @mark_as_loader
     def _load(self, path, end_of_epoch=False):

@@ -137,7 +137,8 @@ def check_option(name, value, meta):
         if (low is not None and value < low) or (
             high is not None and value > high
         ):
-            raise ValueError(f"{what}{_bounds(meta)}{hint}")
+            noun = "an integer" if kind == "int" else "a number"
+            raise ValueError(f"{what} {noun}{_bounds(meta)}{hint}")
         return value
     if kind == "str":
         choices = _choices(meta)
