@@ -11,24 +11,17 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
-import pathlib
 from typing import NamedTuple
 
 import torch
-from speechbrain.utils.checkpoints import (
-    mark_as_loader,
-    mark_as_saver,
-    mark_as_transfer,
-    register_checkpoint_hooks,
-)
 from speechbrain.utils.logger import get_logger
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from speechbrain_unipet.backbones import SSLBackbone, lengths_to_mask
-from speechbrain_unipet.pet import state as pet_state
 from speechbrain_unipet.pet.component import LayerContext
-from speechbrain_unipet.pet.methods import _option_table, get_method
+from speechbrain_unipet.pet.methods import get_method
+from speechbrain_unipet.pet.state import PETStateMixin
 
 logger = get_logger(__name__)
 
@@ -51,8 +44,7 @@ class EncoderOutput(NamedTuple):
     gates: dict
 
 
-@register_checkpoint_hooks
-class PETEncoder(nn.Module):
+class PETEncoder(PETStateMixin, nn.Module):
     """HF SSL encoder (WavLM / HuBERT / wav2vec 2.0 / data2vec-audio) with a
     PET method inserted, returning the layer-weighted sum of hidden states.
 
@@ -108,27 +100,8 @@ class PETEncoder(nn.Module):
     ):
         super().__init__()
         self.method = get_method(method)
-        given = dict(options or {})
-        unknown = sorted(set(given) - set(_option_table()))
-        if unknown:
-            raise ValueError(
-                f"Unknown PET option(s) {unknown}. Valid options: "
-                f"{sorted(_option_table())}"
-            )
-        ignored = sorted(
-            k
-            for k, v in given.items()
-            if v is not None and k not in self.method.options()
-        )
-        if ignored:
-            logger.warning(
-                "PET method '%s' ignores the options %s (it reads: %s).",
-                self.method.name,
-                ignored,
-                sorted(self.method.options()) or "none",
-            )
         # Validated now (before any model is loaded), used at attach time.
-        self.component_options = self.method.component_options(given)
+        self.component_options = self.method.component_options(options)
         self.options = {
             name: value
             for _, opts in self.component_options
@@ -360,7 +333,7 @@ class PETEncoder(nn.Module):
             layer.index, x, context, prefixes[0] if prefixes else None, hooks
         )
 
-    # ------------------------------------------------------------ PET state
+    # ------------------------------------------------------------ utilities
     def count_parameters(self):
         """Returns ``(trainable, total)`` parameter counts.
 
@@ -370,50 +343,6 @@ class PETEncoder(nn.Module):
         """
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return trainable, sum(p.numel() for p in self.parameters())
-
-    def pet_state_dict(self):
-        """Only the tuned tensors (trainable parameters + PET buffers).
-
-        Returns
-        -------
-        dict
-            name -> tensor (detached, on the module's device).
-        """
-        return pet_state.trainable_state(self, buffers_of="pet")
-
-    def load_pet_state_dict(self, state_dict):
-        """Loads tensors saved by ``pet_state_dict`` (strict, shape-checked).
-
-        Several adapters can share one loaded backbone: calling this swaps
-        the PET state without reloading the encoder.
-
-        Arguments
-        ---------
-        state_dict : dict
-            name -> tensor.
-        """
-        pet_state.load_state_strict(
-            self,
-            state_dict,
-            self.pet_state_dict(),
-            f"method '{self.method.name}', {self.num_layers} layers, hidden "
-            f"size {self.hidden_size}",
-        )
-
-    def pet_metadata(self):
-        """What a saved PET state needs to be checked against on load.
-
-        Returns
-        -------
-        dict
-        """
-        return {
-            "method": self.method.name,
-            "model_type": self.backbone.model_type,
-            "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers,
-            "output_all_hiddens": self.output_all_hiddens,
-        }
 
     def merge_lora(self):
         """Folds LoRA updates into the attention weights (zero overhead).
@@ -429,54 +358,6 @@ class PETEncoder(nn.Module):
                 f"merge_lora: method '{self.method.name}' has no LoRA to merge"
             )
         return merged
-
-    def save_pet_file(self, path):
-        """Writes the PET state and its metadata (``pet.state`` format).
-
-        Arguments
-        ---------
-        path : str or pathlib.Path
-            Destination file.
-        """
-        pet_state.save_pet_file(
-            path, self.pet_metadata(), self.pet_state_dict()
-        )
-
-    @mark_as_saver
-    def _save(self, path):
-        self.save_pet_file(path)
-
-    @mark_as_loader
-    def _load(self, path, end_of_epoch=False):
-        self.load_pet_file(path)
-
-    @mark_as_transfer
-    def _transfer(self, path):
-        self.load_pet_file(path)
-
-    def load_pet_file(self, path):
-        """Loads a PET checkpoint file written by the checkpointer.
-
-        If the encoder was built without a backbone (``source=None``), the
-        backbone is loaded from the ``backbone/`` folder next to the
-        (symlink-resolved) file, as written by ``export --copy-backbone``.
-
-        Arguments
-        ---------
-        path : str or pathlib.Path
-            The file.
-        """
-        if self.backbone is None:
-            folder = pathlib.Path(path).resolve().parent / "backbone"
-            if not (folder / "config.json").is_file():
-                raise ValueError(
-                    f"PETEncoder was built with source=None but there is no "
-                    f"backbone folder next to '{path}' (expected {folder}). "
-                    "Set ssl_source to a hub id or local SSL model folder."
-                )
-            self.attach_backbone(folder)
-        state = pet_state.read_pet_file(path, self.pet_metadata())
-        self.load_pet_state_dict(state)
 
 
 def sample_lengths(wav, wav_lens):

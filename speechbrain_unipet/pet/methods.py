@@ -14,9 +14,13 @@ Authors
 
 from dataclasses import dataclass, field
 
+from speechbrain.utils.logger import get_logger
+
 # Importing the modules registers the built-in components.
 from . import adapters, gates, lora, prompts  # noqa: F401
 from .component import PET_COMPONENTS, option_fields
+
+logger = get_logger(__name__)
 
 UNFREEZE_MODES = ("none", "biases", "transformer")
 
@@ -119,14 +123,34 @@ class PETMethod:
         Arguments
         ---------
         given : dict or None
-            Options set by the user (names this method does not read are
-            the caller's to report).
+            Options set by the user. A name no component has is an error; a
+            name this method's components do not read is logged.
 
         Returns
         -------
         list
             ``(component class, its Options instance)`` pairs.
         """
+        given = dict(given or {})
+        known = _option_table()
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(
+                f"Unknown PET option(s) {unknown}. Valid options: "
+                f"{sorted(known)}"
+            )
+        ignored = sorted(
+            k
+            for k, v in given.items()
+            if v is not None and k not in self.options()
+        )
+        if ignored:
+            logger.warning(
+                "PET method '%s' ignores the options %s (it reads: %s).",
+                self.name,
+                ignored,
+                sorted(self.options()) or "none",
+            )
         values = self.resolve(given)
         out = []
         for comp in self.components:
@@ -247,6 +271,52 @@ def register_method(method):
         raise ValueError(f"PET method '{method.name}' is already registered")
     PET_METHODS[method.name] = method
     return method
+
+
+def _cell(value):
+    if isinstance(value, tuple):
+        value = list(value)
+    return f"`{value}`" if value is not None else "all layers"
+
+
+def method_tables():
+    """The README's method and option tables, derived from the registry.
+
+    Returns
+    -------
+    str
+        Two Markdown tables: each method's components, what it unfreezes
+        and its own option defaults; each option's default, the components
+        that read it and what it means.
+
+    Example
+    -------
+    >>> "| `unipet` |" in method_tables()
+    True
+    """
+    rows = [
+        "| method | components | backbone trains | method defaults |",
+        "|---|---|---|---|",
+    ]
+    for m in PET_METHODS.values():
+        comps = ", ".join(f"`{c}`" for c in m.components) or "none"
+        own = ", ".join(f"`{k}={v}`" for k, v in m.defaults.items()) or "-"
+        unfreeze = {"none": "nothing"}.get(m.unfreeze, m.unfreeze)
+        rows.append(f"| `{m.name}` | {comps} | {unfreeze} | {own} |")
+    rows += [
+        "",
+        "| option | default | read by | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, (default, meaning) in sorted(_option_table().items()):
+        readers = ", ".join(
+            f"`{c.name}`"
+            for c in PET_COMPONENTS.values()
+            if name in option_fields(c)
+        )
+        meaning = meaning.replace("|", "\\|")
+        rows.append(f"| `{name}` | {_cell(default)} | {readers} | {meaning} |")
+    return "\n".join(rows) + "\n"
 
 
 def __getattr__(name):

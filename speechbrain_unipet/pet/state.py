@@ -10,7 +10,15 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import pathlib
+
 import torch
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    mark_as_transfer,
+    register_checkpoint_hooks,
+)
 
 #: Metadata entries that must agree between a file and the encoder.
 CHECKED_METADATA = ("method", "model_type", "hidden_size", "num_layers")
@@ -157,3 +165,101 @@ def read_pet_file(path, expected_meta):
             )
         )
     return saved["state"]
+
+
+@register_checkpoint_hooks
+class PETStateMixin:
+    """PET state methods and SpeechBrain checkpoint hooks of ``PETEncoder``
+    (which provides ``method``, ``backbone``, ``pet``, ``num_layers``,
+    ``hidden_size``, ``output_all_hiddens`` and ``attach_backbone``):
+    checkpoints hold only the tuned tensors, never the frozen backbone."""
+
+    def pet_state_dict(self):
+        """Only the tuned tensors (trainable parameters + PET buffers).
+
+        Returns
+        -------
+        dict
+            name -> tensor (detached, on the module's device).
+        """
+        return trainable_state(self, buffers_of="pet")
+
+    def load_pet_state_dict(self, state_dict):
+        """Loads tensors saved by ``pet_state_dict`` (strict, shape-checked).
+
+        Several adapters can share one loaded backbone: calling this swaps
+        the PET state without reloading the encoder.
+
+        Arguments
+        ---------
+        state_dict : dict
+            name -> tensor.
+        """
+        load_state_strict(
+            self,
+            state_dict,
+            self.pet_state_dict(),
+            f"method '{self.method.name}', {self.num_layers} layers, hidden "
+            f"size {self.hidden_size}",
+        )
+
+    def pet_metadata(self):
+        """What a saved PET state needs to be checked against on load.
+
+        Returns
+        -------
+        dict
+        """
+        return {
+            "method": self.method.name,
+            "model_type": self.backbone.model_type,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "output_all_hiddens": self.output_all_hiddens,
+        }
+
+    def save_pet_file(self, path):
+        """Writes the PET state and its metadata (``pet.state`` format).
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            Destination file.
+        """
+        save_pet_file(path, self.pet_metadata(), self.pet_state_dict())
+
+    @mark_as_saver
+    def _save(self, path):
+        self.save_pet_file(path)
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=False):
+        self.load_pet_file(path)
+
+    @mark_as_transfer
+    def _transfer(self, path):
+        self.load_pet_file(path)
+
+    def load_pet_file(self, path):
+        """Loads a PET checkpoint file written by the checkpointer.
+
+        If the encoder was built without a backbone (``source=None``), the
+        backbone is loaded from the ``backbone/`` folder next to the
+        (symlink-resolved) file, as written by ``export --copy-backbone``.
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            The file.
+        """
+        if self.backbone is None:
+            folder = pathlib.Path(path).resolve().parent / "backbone"
+            if not (folder / "config.json").is_file():
+                raise ValueError(
+                    f"PETEncoder was built with source=None but there is no "
+                    f"backbone folder next to '{path}' (expected {folder}). "
+                    "Set ssl_source to a hub id or local SSL model folder."
+                )
+            self.attach_backbone(folder)
+        state = read_pet_file(path, self.pet_metadata())
+        self.load_pet_state_dict(state)

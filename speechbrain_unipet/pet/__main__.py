@@ -1,0 +1,8 @@
+"""Prints the README's method and option tables from the registry:
+
+    python -m speechbrain_unipet.pet
+"""
+
+from speechbrain_unipet.pet.methods import method_tables
+
+print(method_tables(), end="")
