@@ -75,6 +75,20 @@ def run(cmd, cwd):
 
 
 def main(argv=None):
+    """Runs the demo: tiny WavLM, training recipe, then cosine verification.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Command-line arguments (see the module docstring); ``None`` reads
+        ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit status, 0 on success (a failing recipe step exits the
+        process with its own status instead).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="unipet", help="recipe yaml name")
     parser.add_argument("--epochs", type=int, default=3)
