@@ -67,7 +67,15 @@ def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
 
 
 def run(cmd, cwd):
-    """Runs a recipe script; stops with its exit status on failure."""
+    """Runs a recipe script; stops with its exit status on failure.
+
+    Arguments
+    ---------
+    cmd : list
+        The command line (``sys.executable``, the script, its arguments).
+    cwd : str or pathlib.Path
+        The folder it runs in (the recipe's).
+    """
     print("$", " ".join(str(c) for c in cmd), flush=True)
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, check=False)
     if done.returncode != 0:
