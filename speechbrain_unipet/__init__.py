@@ -1,4 +1,75 @@
 """speechbrain-unipet: parameter-efficient tuning of SSL speech encoders for
 speaker verification, as SpeechBrain lobes and recipes."""
 
+import warnings
+from importlib import metadata
+
+from packaging.specifiers import SpecifierSet
+
 __version__ = "0.1.0"
+
+# The versions CI installs and the tests pass with: the backbone code relies
+# on HF's calling conventions (layer outputs, attention masks, feature
+# extractor), which change between minor releases. setup.cfg's
+# install_requires pins mirror these (tests/test_versions.py checks it).
+TESTED_VERSIONS = {
+    "transformers": ">=5.23,<5.24",
+    "speechbrain": ">=1.1.2,<1.2",
+}
+
+
+def check_versions(versions=None):
+    """Warns about each dependency installed outside ``TESTED_VERSIONS``.
+
+    Runs once at ``import speechbrain_unipet``. It reads package metadata
+    only (no import of ``transformers``), so it costs nothing noticeable.
+
+    Arguments
+    ---------
+    versions : dict, optional
+        Package name -> installed version string. ``None`` looks the
+        packages of ``TESTED_VERSIONS`` up with ``importlib.metadata``; a
+        package that is not installed is skipped (its import fails later,
+        with its own error).
+
+    Returns
+    -------
+    list of str
+        The warning messages, one per package outside its tested range
+        (each also emitted as a ``UserWarning``).
+
+    Example
+    -------
+    >>> check_versions({"transformers": "5.23.0", "speechbrain": "1.1.2"})
+    []
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True):
+    ...     messages = check_versions({"transformers": "4.40.0"})
+    >>> print(messages[0])  # doctest: +ELLIPSIS
+    speechbrain-unipet was tested with transformers>=5.23,<5.24, but transformers 4.40.0 is installed; ...
+    """
+    if versions is None:
+        versions = {}
+        for name in TESTED_VERSIONS:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                pass
+    messages = []
+    for name, installed in versions.items():
+        tested = TESTED_VERSIONS[name]
+        # prereleases=True: a 5.23.1.dev0 build is still the tested series.
+        if SpecifierSet(tested).contains(installed, prereleases=True):
+            continue
+        message = (
+            f"speechbrain-unipet was tested with {name}{tested}, but {name} "
+            f"{installed} is installed; the SSL backbones may break or "
+            f"behave differently. Install a tested version with: "
+            f"pip install '{name}{tested}'"
+        )
+        warnings.warn(message, UserWarning, stacklevel=2)
+        messages.append(message)
+    return messages
+
+
+check_versions()

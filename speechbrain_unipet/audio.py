@@ -51,12 +51,36 @@ class AudioInfo:
 
     @property
     def duration(self):
-        """Length in seconds."""
+        """Length in seconds.
+
+        Example
+        -------
+        >>> AudioInfo(frames=8000, sample_rate=16000, channels=1).duration
+        0.5
+        """
         return self.frames / self.sample_rate
 
 
 def conversion_hint(path, sample_rate=16000):
-    """The command that turns ``path`` into a mono wav any backend reads."""
+    """The command that turns ``path`` into a mono wav any backend reads.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The file no backend could decode.
+    sample_rate : int
+        The rate the converted wav gets.
+
+    Returns
+    -------
+    str
+        An ``ffmpeg`` command line writing ``<path>.wav``.
+
+    Example
+    -------
+    >>> conversion_hint("a.m4a")
+    "ffmpeg -i 'a.m4a' -ac 1 -ar 16000 'a.m4a.wav'"
+    """
     return f"ffmpeg -i '{path}' -ac 1 -ar {sample_rate} '{path}.wav'"
 
 
@@ -101,8 +125,19 @@ def _fallback_load(path, err, fallback=True):
 def audio_info(path, fallback=True):
     """Frames, sample rate and channels of ``path`` (header only).
 
-    ``fallback=False`` raises ``NotReadBySoundfile`` instead of trying
-    torchaudio (for processes that must not run torch).
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The audio file.
+    fallback : bool
+        If soundfile cannot read the file, try torchaudio. ``False`` raises
+        ``NotReadBySoundfile`` instead (for processes that must not run
+        torch).
+
+    Returns
+    -------
+    AudioInfo
+        ``frames``, ``sample_rate`` and ``channels`` of the file.
 
     Raises
     ------
@@ -130,7 +165,23 @@ def audio_info(path, fallback=True):
 
 def check_sample_rate(path, sample_rate):
     """Raises an ``AudioError`` naming ``path`` if ``sample_rate`` is
-    below ``MIN_SAMPLE_RATE``."""
+    below ``MIN_SAMPLE_RATE``.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The file, named in the error.
+    sample_rate : int
+        Its sample rate.
+
+    Example
+    -------
+    >>> check_sample_rate("a.wav", 16000)
+    >>> check_sample_rate("a.wav", 4000)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    speechbrain_unipet.audio.AudioError: 'a.wav' is sampled at 4000 Hz; ...
+    """
     if sample_rate < MIN_SAMPLE_RATE:
         raise AudioError(
             f"'{path}' is sampled at {sample_rate} Hz; speaker models need at "
@@ -140,8 +191,18 @@ def check_sample_rate(path, sample_rate):
 
 
 def read_numpy(path, start=0, stop=None, fallback=True):
-    """Samples ``[start, stop)`` of ``path`` at its own rate, down-mixed
-    (``fallback`` as in ``audio_info``).
+    """Samples ``[start, stop)`` of ``path`` at its own rate, down-mixed.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The audio file.
+    start : int
+        First frame to read.
+    stop : int, optional
+        Frame to stop before; ``None`` reads to the end.
+    fallback : bool
+        As in ``audio_info``: try torchaudio where soundfile fails.
 
     Returns
     -------
@@ -237,7 +298,29 @@ def probe_audio(task, fallback=True):
 
 
 def resample(signal, orig_rate, sample_rate):
-    """``torchaudio.functional.resample`` when the rates differ."""
+    """``torchaudio.functional.resample`` when the rates differ.
+
+    Arguments
+    ---------
+    signal : torch.Tensor
+        Samples, time last.
+    orig_rate : int
+        The rate of ``signal``.
+    sample_rate : int
+        The rate wanted.
+
+    Returns
+    -------
+    torch.Tensor
+        ``signal`` itself when the rates are equal (no torchaudio import),
+        else the resampled signal.
+
+    Example
+    -------
+    >>> import torch
+    >>> resample(torch.zeros(800), 8000, 16000).shape
+    torch.Size([1600])
+    """
     if orig_rate == sample_rate:
         return signal
     import torchaudio

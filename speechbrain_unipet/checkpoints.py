@@ -43,7 +43,23 @@ class AtomicCheckpointer(Checkpointer):
         )
 
     def save_checkpoint(self, *args, **kwargs):
-        """Saves a checkpoint; it becomes visible once complete."""
+        """Saves a checkpoint; it becomes visible once complete.
+
+        ``CKPT.yaml`` is written under a temporary name and renamed last,
+        so a save killed half-way leaves no checkpoint that a recovery
+        would load.
+
+        Arguments
+        ---------
+        *args, **kwargs
+            As for ``Checkpointer.save_checkpoint``.
+
+        Returns
+        -------
+        speechbrain.utils.checkpoints.Checkpoint
+            The saved checkpoint (``None`` on processes other than the main
+            one, as SpeechBrain returns).
+        """
         checkpoint = super().save_checkpoint(*args, **kwargs)
         if if_main_process() and checkpoint is not None:
             meta = checkpoint.path / METAFNAME

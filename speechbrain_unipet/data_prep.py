@@ -155,7 +155,23 @@ def _audio_files(root):
 
 
 def list_voxceleb(folder):
-    """Recordings of ``<folder>/wav/<spk>/<video>/<utt>.<ext>``."""
+    """Recordings of ``<folder>/wav/<spk>/<video>/<utt>.<ext>``.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        The corpus folder (holds ``wav/``).
+
+    Returns
+    -------
+    list of Recording
+        One per utterance.
+
+    Raises
+    ------
+    DataPreparationError
+        Naming what is missing or malformed.
+    """
     root = pathlib.Path(folder) / "wav"
     if not root.is_dir():
         raise DataPreparationError(
@@ -176,7 +192,23 @@ def list_voxceleb(folder):
 
 
 def list_speaker_folders(folder):
-    """Recordings of ``<folder>/<speaker>/**/<file>.<ext>``."""
+    """Recordings of ``<folder>/<speaker>/**/<file>.<ext>``.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        The folder of speaker folders.
+
+    Returns
+    -------
+    list of Recording
+        One per utterance.
+
+    Raises
+    ------
+    DataPreparationError
+        Naming what is missing or malformed.
+    """
     root = pathlib.Path(folder)
     if not root.is_dir():
         raise DataPreparationError(f"data_folder '{root}' does not exist")
@@ -252,7 +284,23 @@ def _seconds(value, path, lineno, name):
 
 
 def list_manifest(path):
-    """Recordings of a CSV/TSV manifest (see the module docstring)."""
+    """Recordings of a CSV/TSV manifest (see the module docstring).
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The manifest, or a folder holding one.
+
+    Returns
+    -------
+    list of Recording
+        One per utterance.
+
+    Raises
+    ------
+    DataPreparationError
+        Naming what is missing or malformed.
+    """
     path = _manifest_file(path)
     text = _read_text(path)
     first = text.splitlines()[0] if text.strip() else ""
@@ -343,7 +391,23 @@ def _kaldi_table(path, min_fields=2):
 
 def list_kaldi(folder):
     """Recordings of a Kaldi data folder (``wav.scp``, ``utt2spk``,
-    optional ``segments``)."""
+    optional ``segments``).
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        The Kaldi data folder.
+
+    Returns
+    -------
+    list of Recording
+        One per utterance.
+
+    Raises
+    ------
+    DataPreparationError
+        Naming what is missing or malformed.
+    """
     folder = pathlib.Path(folder)
     scp, utt2spk = folder / "wav.scp", folder / "utt2spk"
     for needed in (scp, utt2spk):
@@ -418,6 +482,21 @@ LISTERS = {
 def detect_format(folder):
     """The layout of ``folder`` (see the module docstring).
 
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        The data folder (or manifest file).
+
+    Returns
+    -------
+    str
+        One of ``DATA_FORMATS``.
+
+    Raises
+    ------
+    DataPreparationError
+        If no layout matches.
+
     Example
     -------
     >>> root = getfixture("tmp_path")
@@ -459,9 +538,18 @@ def list_recordings(data_folder, data_format=None):
     """Every recording of ``data_folder`` (comma-separated folders are
     combined) in the given or detected layout.
 
+    Arguments
+    ---------
+    data_folder : str or pathlib.Path
+        One folder, or several separated by commas.
+    data_format : str, optional
+        One of ``DATA_FORMATS``; ``None`` detects it per folder.
+
     Returns
     -------
     list of Recording
+        The recordings of all folders; an utterance id found in two folders
+        is an error.
     """
     recordings, owner = [], {}
     for folder in str(data_folder).split(","):
@@ -498,6 +586,19 @@ def probe_recordings(recordings, seg_dur, amp_th, num_workers=None):
     only soundfile and numpy: torch's thread pools do not survive a fork,
     so the few files only torchaudio decodes are inspected afterwards in
     this process.
+
+    Arguments
+    ---------
+    recordings : list of Recording
+        What to inspect.
+    seg_dur : float
+        Segment length (s) of the silence check.
+    amp_th : float
+        Mean absolute amplitude below which a segment counts as silent;
+        0 skips reading the samples.
+    num_workers : int, optional
+        Worker processes (at most one per 32 recordings); ``None`` uses
+        ``os.cpu_count()``.
 
     Returns
     -------
@@ -546,6 +647,13 @@ def make_trials(utts_by_speaker, seed):
     """Balanced trials: per speaker, every target pair of its utterances and
     as many non-target pairs (one of its utterances against another
     speaker's), drawn with ``seed``.
+
+    Arguments
+    ---------
+    utts_by_speaker : dict
+        Speaker -> list of its utterance ids.
+    seed : int
+        Seed of the non-target draw (the same seed gives the same trials).
 
     Returns
     -------
@@ -746,9 +854,25 @@ def _write_csv(path, rows):
 
 
 def resolve_trial_ids(trials, trials_file, recordings):
-    """Maps each utterance id of ``trials`` to ``(recording, start, stop)``
-    (seconds, ``None`` = the recording's own bounds). Ids are recording ids
-    or ``<recording id>_<start>_<stop>`` segments (samples).
+    """Maps each utterance id of ``trials`` to ``(recording, start, stop)``.
+
+    Ids are recording ids or ``<recording id>_<start>_<stop>`` segments
+    (samples).
+
+    Arguments
+    ---------
+    trials : list of Trial
+        As ``speechbrain_unipet.scoring.read_trials`` returns them.
+    trials_file : str or pathlib.Path
+        The trial list, named in errors.
+    recordings : list of Recording
+        The recordings of the data.
+
+    Returns
+    -------
+    dict
+        Utterance id -> ``(Recording, start, stop)``, ``start``/``stop``
+        in samples, ``None`` for the recording's own bounds.
 
     Raises
     ------
@@ -797,7 +921,26 @@ def prepare_trial_manifest(
     data_folder, data_format, trials_file, csv_path, num_workers=None
 ):
     """Writes the CSV of the utterances a trial list names (used when
-    verification is pointed at other data or trials than training)."""
+    verification is pointed at other data or trials than training).
+
+    Arguments
+    ---------
+    data_folder : str or pathlib.Path
+        The data (comma-separated folders are combined).
+    data_format : str, optional
+        One of ``DATA_FORMATS``; ``None`` detects it.
+    trials_file : str or pathlib.Path
+        The trial list (VoxCeleb format).
+    csv_path : str or pathlib.Path
+        The CSV to write (same columns as the training CSVs).
+    num_workers : int, optional
+        Processes inspecting the audio, as in ``probe_recordings``.
+
+    Returns
+    -------
+    list of Trial
+        The trials of ``trials_file``.
+    """
     recordings = list_recordings(data_folder, data_format)
     trials = read_trials(trials_file)
     resolved = resolve_trial_ids(trials, trials_file, recordings)

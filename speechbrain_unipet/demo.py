@@ -67,7 +67,15 @@ def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
 
 
 def run(cmd, cwd):
-    """Runs a recipe script; stops with its exit status on failure."""
+    """Runs a recipe script; stops with its exit status on failure.
+
+    Arguments
+    ---------
+    cmd : list
+        The command line (``sys.executable``, the script, its arguments).
+    cwd : str or pathlib.Path
+        The folder it runs in (the recipe's).
+    """
     print("$", " ".join(str(c) for c in cmd), flush=True)
     done = subprocess.run([str(c) for c in cmd], cwd=cwd, check=False)
     if done.returncode != 0:
@@ -75,6 +83,20 @@ def run(cmd, cwd):
 
 
 def main(argv=None):
+    """Runs the demo: tiny WavLM, training recipe, then cosine verification.
+
+    Arguments
+    ---------
+    argv : list of str, optional
+        Command-line arguments (see the module docstring); ``None`` reads
+        ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit status, 0 on success (a failing recipe step exits the
+        process with its own status instead).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="unipet", help="recipe yaml name")
     parser.add_argument("--epochs", type=int, default=3)

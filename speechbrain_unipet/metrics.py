@@ -79,6 +79,13 @@ def eer(positive_scores, negative_scores):
     in ascending threshold order on ties); the EER is the mean of the two
     rates there, as SpeechBrain's ``EER`` defines it.
 
+    Arguments
+    ---------
+    positive_scores : array_like
+        Scores of target (same-speaker) trials.
+    negative_scores : array_like
+        Scores of non-target trials.
+
     Returns
     -------
     eer : float
@@ -108,9 +115,23 @@ def min_dcf(
     ``min(c_miss * p_target, c_fa * (1 - p_target))``, the cost of the best
     trivial system; 1.0 means "no better than always rejecting/accepting".
 
+    Arguments
+    ---------
+    positive_scores : array_like
+        Scores of target (same-speaker) trials.
+    negative_scores : array_like
+        Scores of non-target trials.
+    p_target : float
+        Prior probability of a target trial.
+    c_miss : float
+        Cost of a miss.
+    c_fa : float
+        Cost of a false acceptance.
+
     Returns
     -------
     min_dcf : float
+        The normalised minimum cost.
     threshold : float
         Accept ``score >= threshold`` to reach it.
 

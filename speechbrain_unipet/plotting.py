@@ -32,6 +32,19 @@ def _probit(p):
 def plot_det(positive_scores, negative_scores, path, p_target=0.01, title=None):
     """Saves a DET curve (normal-deviate axes) with the EER and minDCF points.
 
+    Arguments
+    ---------
+    positive_scores : array_like
+        Scores of target (same-speaker) trials.
+    negative_scores : array_like
+        Scores of non-target trials.
+    path : str or pathlib.Path
+        The image to write (format from the suffix, e.g. ``.png``).
+    p_target : float
+        Target prior of the minDCF point.
+    title : str, optional
+        Plot title.
+
     Example
     -------
     >>> rng = np.random.default_rng(0)
@@ -69,7 +82,26 @@ def plot_det(positive_scores, negative_scores, path, p_target=0.01, title=None):
 
 
 def plot_score_histogram(positive_scores, negative_scores, path, title=None):
-    """Saves target / non-target score histograms."""
+    """Saves target / non-target score histograms.
+
+    Arguments
+    ---------
+    positive_scores : array_like
+        Scores of target (same-speaker) trials.
+    negative_scores : array_like
+        Scores of non-target trials.
+    path : str or pathlib.Path
+        The image to write (format from the suffix, e.g. ``.png``).
+    title : str, optional
+        Plot title.
+
+    Example
+    -------
+    >>> out = getfixture("tmp_path") / "hist.png"
+    >>> plot_score_histogram([0.9, 0.7, 0.8], [0.1, 0.3, 0.2], out)
+    >>> out.stat().st_size > 1000
+    True
+    """
     plt = _pyplot()
     pos = np.asarray(positive_scores, dtype=float)
     neg = np.asarray(negative_scores, dtype=float)

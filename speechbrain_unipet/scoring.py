@@ -32,7 +32,23 @@ class Trial:
 
 
 def utterance_id(path):
-    """VoxCeleb trial path -> utterance id (``id10270/x6uYqmx31kE/00001``)."""
+    """VoxCeleb trial path -> utterance id (``id10270/x6uYqmx31kE/00001``).
+
+    Arguments
+    ---------
+    path : str
+        A path of a trial list, relative to ``wav/``.
+
+    Returns
+    -------
+    str
+        The path without surrounding whitespace and ``.wav``/``.flac``.
+
+    Example
+    -------
+    >>> utterance_id("id10270/x6uYqmx31kE/00001.wav")
+    'id10270/x6uYqmx31kE/00001'
+    """
     path = path.strip()
     for ext in (".wav", ".flac"):
         if path.lower().endswith(ext):
@@ -46,6 +62,17 @@ def read_trials(path):
     Paths are relative to ``wav/`` (``id10270/x6uYqmx31kE/00001.wav``);
     returned ids drop the ``.wav``. Blank lines are skipped; anything else
     malformed raises a ``ValueError`` naming the file and line.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The trial list.
+
+    Returns
+    -------
+    list of Trial
+        ``label`` (1 = same speaker), ``enrol`` and ``test`` ids, in file
+        order.
 
     Example
     -------

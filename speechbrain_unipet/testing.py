@@ -89,6 +89,28 @@ def tiny_ssl_folder(
     The folder holds ``config.json``, ``model.safetensors`` and
     ``preprocessor_config.json``, as a downloaded hub snapshot does.
 
+    Arguments
+    ---------
+    root : str or pathlib.Path
+        Folder the model folder is created in. An existing one with the
+        same name is reused.
+    model_type : str
+        ``wavlm``, ``hubert``, ``wav2vec2`` or ``data2vec-audio``.
+    pre_ln : bool
+        "Stable layer norm" (pre-LN, large-model) layout, as in
+        ``tiny_config``.
+    seed : int
+        Seed of the random weights.
+    do_normalize : bool
+        Whether the feature extractor normalises waveforms.
+    **overrides
+        Config fields replacing the tiny defaults of ``tiny_config``.
+
+    Returns
+    -------
+    pathlib.Path
+        The model folder, usable as ``source`` of ``PETEncoder``.
+
     Example
     -------
     >>> folder = tiny_ssl_folder(getfixture("tmp_path"), "hubert")
