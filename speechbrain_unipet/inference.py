@@ -1,108 +1,111 @@
 """Modules that make a PET speaker model work in SpeechBrain's inference
 interfaces (``EncoderClassifier`` / ``SpeakerRecognition``).
 
-``EncoderClassifier.encode_batch`` runs ``compute_features(wavs)`` *without
-lengths*, then ``mean_var_norm(feats, wav_lens)`` and
-``embedding_model(feats, wav_lens)``: with an SSL front-end, padding would
-leak into attention, sentence normalisation and ECAPA's convolutions
-(pitfall 12). Here the front-end infers each utterance's length from its
-trailing zeros (zero padding), records the valid frame counts, and the two
-following modules process each utterance on its own valid frames, so a
-padded batch gives exactly the embeddings of its utterances one by one.
+``EncoderClassifier.encode_batch`` calls ``compute_features(wavs)`` without
+lengths, then ``mean_var_norm(feats, wav_lens)`` and
+``embedding_model(feats, wav_lens)``. An SSL front-end needs the lengths
+(padding would leak into attention), so here the first two steps pass the
+waveforms through and ``embedding_model`` runs the whole embedding path
+(``speechbrain_unipet.embedding.speaker_embeddings``, the one training and
+verification use) with the lengths ``encode_batch`` was given.
 
 Authors
  * speechbrain-unipet contributors 2026
 """
 
-import torch
+from speechbrain.processing.features import InputNormalization
 from torch import nn
 
+from speechbrain_unipet.embedding import speaker_embeddings
 
-def nonzero_lengths(wavs):
-    """Samples up to the last non-zero one, per row (at least 1).
+
+class PassThrough(nn.Module):
+    """``compute_features`` / ``mean_var_norm`` of an exported model: returns
+    the waveforms unchanged (the embedding model does the rest).
 
     Example
     -------
-    >>> nonzero_lengths(torch.tensor([[1.0, 2.0, 0.0], [0.0, 3.0, 0.0]]))
-    tensor([2, 2])
+    >>> PassThrough()(torch.ones(1, 3), torch.ones(1)).shape
+    torch.Size([1, 3])
     """
-    nonzero = wavs != 0
-    last = wavs.shape[1] - nonzero.flip(1).int().argmax(dim=1)
-    return torch.where(nonzero.any(dim=1), last, torch.ones_like(last))
+
+    def forward(self, wavs, wav_lens=None):
+        """Returns ``wavs``."""
+        return wavs
 
 
-class WaveformFrontEnd(nn.Module):
-    """``compute_features`` for the inference interfaces.
+class SpeakerEmbeddingModel(nn.Module):
+    """``embedding_model`` of an exported model: waveforms and their
+    relative lengths -> embeddings [B, 1, E], through ``speaker_embeddings``.
 
     Arguments
     ---------
     encoder : PETEncoder
         The PET-tuned SSL encoder.
+    model : nn.Module
+        The embedding model (e.g. ECAPA-TDNN).
+    normalizer : nn.Module or None
+        Sentence mean normalisation (None: SpeechBrain's
+        ``InputNormalization(norm_type="sentence", std_norm=False)``, what
+        the recipe trains with).
+    """
+
+    def __init__(self, encoder, model, normalizer=None):
+        super().__init__()
+        self.encoder = encoder
+        self.model = model
+        if normalizer is None:
+            normalizer = InputNormalization(
+                norm_type="sentence", std_norm=False
+            )
+        self.normalizer = normalizer
+
+    def forward(self, wavs, wav_lens=None):
+        """Embeddings [B, 1, E] of waveforms [B, S]."""
+        return speaker_embeddings(
+            self.encoder, self.normalizer, self.model, wavs, wav_lens
+        )[0]
+
+
+# Names used by folders exported before the embedding path was shared
+# (``hyperparams.yaml`` refers to them): they load into the same path.
+class WaveformFrontEnd(PassThrough):
+    """Pass-through ``compute_features`` of older exported folders.
+
+    Arguments
+    ---------
+    encoder : PETEncoder
+        Kept for ``PerUtteranceEmbedding``.
     """
 
     def __init__(self, encoder):
         super().__init__()
         self.encoder = encoder
-        self.frame_lengths = None
-
-    def forward(self, wavs, wav_lens=None):
-        """Features [B, T, D]; padded frames are zero."""
-        samples = nonzero_lengths(wavs)
-        rel = samples.to(torch.float64) / wavs.shape[1]
-        feats = self.encoder(wavs, rel)
-        mask = self.encoder.frame_mask(wavs, rel)
-        self.frame_lengths = mask.sum(dim=1)
-        return feats
 
 
-class UtteranceMeanNorm(nn.Module):
-    """Sentence mean normalisation over each utterance's valid frames
-    (SpeechBrain's ``InputNormalization(norm_type="sentence",
-    std_norm=False)`` applied to utterances one by one).
+class UtteranceMeanNorm(PassThrough):
+    """Pass-through ``mean_var_norm`` of older exported folders.
 
     Arguments
     ---------
     front_end : WaveformFrontEnd
-        Where the valid frame counts come from.
+        Unused.
     """
 
     def __init__(self, front_end):
         super().__init__()
-        self.front_end = front_end
-
-    def forward(self, feats, wav_lens=None):
-        """Mean-normalised features; padded frames stay zero."""
-        lengths = self.front_end.frame_lengths
-        steps = torch.arange(feats.shape[1], device=feats.device)
-        mask = (steps[None, :] < lengths[:, None]).unsqueeze(-1).to(feats.dtype)
-        mean = (feats * mask).sum(1, keepdim=True) / lengths[:, None, None].to(
-            feats.dtype
-        )
-        return (feats - mean) * mask
 
 
-class PerUtteranceEmbedding(nn.Module):
-    """Runs the speaker model on each utterance's valid frames separately.
+class PerUtteranceEmbedding(SpeakerEmbeddingModel):
+    """``embedding_model`` of older exported folders.
 
     Arguments
     ---------
     model : nn.Module
-        The embedding model (e.g. ECAPA-TDNN): [1, T, D] -> [1, 1, E].
+        The embedding model.
     front_end : WaveformFrontEnd
-        Where the valid frame counts come from.
+        Holds the encoder.
     """
 
     def __init__(self, model, front_end):
-        super().__init__()
-        self.model = model
-        self.front_end = front_end
-
-    def forward(self, feats, wav_lens=None):
-        """Embeddings [B, 1, E]."""
-        lengths = self.front_end.frame_lengths.tolist()
-        return torch.cat(
-            [
-                self.model(feats[i : i + 1, : int(n)])
-                for i, n in enumerate(lengths)
-            ]
-        )
+        super().__init__(front_end.encoder, model)

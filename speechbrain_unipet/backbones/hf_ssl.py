@@ -784,21 +784,21 @@ def _sublayer_hook(place, fn):
     """A torch forward hook calling ``fn(input, output)`` on plain tensors
     (HF's attention returns a tuple whose first item is the output)."""
 
-    def hook(module, args, output):
+    def _hook(module, args, output):
         if place == "attention":
             return (fn(args[0], output[0]),) + tuple(output[1:])
         return fn(args[0], output)
 
-    return hook
+    return _hook
 
 
 def _prefix_kv_hook(prefix_kv):
     """A forward pre-hook passing ``prefix_kv`` to our attention forward."""
 
-    def hook(module, args, kwargs):
+    def _hook(module, args, kwargs):
         return args, {**kwargs, "prefix_kv": prefix_kv}
 
-    return hook
+    return _hook
 
 
 def _scale_affine(y, bias, scale):

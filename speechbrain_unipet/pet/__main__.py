@@ -1,6 +1,6 @@
 """Prints the README's method and option tables from the registry:
 
-    python -m speechbrain_unipet.pet
+python -m speechbrain_unipet.pet
 """
 
 from speechbrain_unipet.pet.methods import method_tables
