@@ -332,3 +332,24 @@ def test_cpu_cnn_groups_give_the_batched_features(ssl_folder, variant, group):
         torch.testing.assert_close(grouped, batched, atol=1e-5, rtol=0)
         torch.testing.assert_close(enc(wav, lens), whole, atol=1e-5, rtol=0)
     assert calls == [group] * (5 // group) + ([5 % group] if 5 % group else [])
+
+
+def test_only_the_backbone_package_imports_transformers():
+    """HF calling conventions live in one package (``backbones/``)."""
+    import ast
+    import pathlib
+
+    package = pathlib.Path(__file__).parents[1] / "speechbrain_unipet"
+    offenders = []
+    for path in package.rglob("*.py"):
+        if "backbones" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if any(n.split(".")[0] == "transformers" for n in names):
+                offenders.append(f"{path.relative_to(package)}:{node.lineno}")
+    assert offenders == ["export.py:148"] or not offenders, offenders
