@@ -69,8 +69,15 @@ def make_step(folder, method, device, train, seconds, options=None):
 
     options = dict(options or {})
     merged = options.pop("merge_lora", False)
+    checkpointing = options.pop("gradient_checkpointing", False)
     torch.manual_seed(0)
-    enc = PETEncoder(folder, method=method, **options).to(device).train(train)
+    enc = PETEncoder(
+        folder,
+        method=method,
+        options=options,
+        gradient_checkpointing=checkpointing,
+    )
+    enc = enc.to(device).train(train)
     if merged:
         enc.merge_lora()
     wavs = torch.randn(BATCH, int(seconds * RATE), device=device)
