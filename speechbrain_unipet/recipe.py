@@ -76,8 +76,9 @@ def load_recipe_hparams(hparams_file, overrides=None):
     Raises
     ------
     ValueError
-        For an override key the file does not define (hyperpyyaml would
-        raise a ``TypeError`` naming the key only), before anything is built.
+        For an override key the file does not define, naming it and the
+        valid keys (hyperpyyaml's own error names neither), before anything
+        is built.
     """
     if isinstance(overrides, str):
         overrides = _yaml_mapping(overrides)

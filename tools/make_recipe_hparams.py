@@ -107,7 +107,7 @@ def yaml_value(value):
 
 
 def defaults(name):
-    """The method's options and their registry defaults, sorted by name."""
+    """The method's options and their registry defaults."""
     method = get_method(name)
     resolved = method.resolve({})
     # In the order of OPTIONS (adapters, prompts, LoRA, gates, layers).
@@ -178,7 +178,7 @@ def method_section(name):
         for k, v in opts.items()
     ]
     # Comments aligned, except after a long value (gated_branches).
-    width = max(len(text) for text, _ in rows if len(text) < 30) + 2
+    width = max((len(t) for t, _ in rows if len(t) < 30), default=0) + 2
     lines += [f"{text.ljust(width - 2)}  # {doc}" for text, doc in rows]
     return "\n".join(lines)
 
