@@ -36,6 +36,7 @@ from speechbrain_unipet.recipe import (
     dump_yaml,
     load_trained_model,
     num_speakers,
+    pet_options,
 )
 
 logger = get_logger(__name__)
@@ -172,7 +173,7 @@ def export(
     for name in HUB_FILES:
         (hub / name).unlink(missing_ok=True)
 
-    options = dict(hparams["pet_options"] or {})
+    options = pet_options(hparams)
     if merge_lora:
         encoder.merge_lora()
         dest = hub / "backbone"

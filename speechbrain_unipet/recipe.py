@@ -1,13 +1,12 @@
 """Shared pieces of the speaker-verification recipes (training, scoring,
 export): hparams loading, data pipelines, back-end construction, embedding.
 
-Recipe YAML layout: ``recipes/.../hparams/<method>.yaml`` names the PET
-method, includes its option fragment from the top-level ``hparams/pet/``
-and includes the shared recipe ``train_common.yaml`` under the key
-``recipe``, passing the method down. ``load_recipe_hparams`` applies the
-command-line overrides to the shared recipe (or to the method file for the
-keys it defines), so ``--data_folder=...`` works as in any SpeechBrain
-recipe, and rejects override keys that exist nowhere.
+Recipe YAML layout: one self-contained ``recipes/.../hparams/<method>.yaml``
+per PET method, as in SpeechBrain's own recipes. Its method options are
+top-level keys, passed to ``PETEncoder`` through ``options:``, so every key
+is a command-line override (``--data_folder=...``, ``--adapter_dim=64``).
+``load_recipe_hparams`` is ``load_hyperpyyaml`` with an error naming the
+valid keys for a misspelt override.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -21,7 +20,7 @@ import re
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml, resolve_references
+from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
 from speechbrain.utils.logger import get_logger
 
@@ -38,6 +37,7 @@ from speechbrain_unipet.data_prep import (
     DataPreparationError,
 )
 from speechbrain_unipet.metrics import eer, min_dcf
+from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.scoring import read_trials, score_trials
 
 logger = get_logger(__name__)
@@ -55,78 +55,59 @@ def _top_keys(path):
         return YAML().load(f) or {}
 
 
-def nest_overrides(hparams_file, overrides):
-    """Routes command-line overrides to the method file or the recipe.
+def load_recipe_hparams(hparams_file, overrides=None):
+    """Loads a recipe yaml with command-line overrides (``load_hyperpyyaml``).
 
     Arguments
     ---------
     hparams_file : str
-        The method YAML.
+        A recipe yaml, or the ``hyperparams.yaml`` saved in a training
+        output folder.
     overrides : str or dict
         Overrides as ``sb.parse_arguments`` returns them.
 
     Returns
     -------
-    dict
-        Overrides in the structure of the method YAML.
+    hparams : dict
+        The loaded hyperparameters.
+    overrides : dict
+        The overrides as a mapping.
 
     Raises
     ------
     ValueError
-        For an override key that neither file defines (a typo would
-        otherwise be silently ignored).
+        For an override key the file does not define, naming it and the
+        valid keys (hyperpyyaml's own error names neither), before anything
+        is built.
     """
     if isinstance(overrides, str):
         overrides = _yaml_mapping(overrides)
     overrides = dict(overrides or {})
-    top = _top_keys(hparams_file)
-    recipe_node = top.get("recipe")
-    tag = getattr(getattr(recipe_node, "tag", None), "value", None) or ""
-    known = set(top)
-    if tag.startswith("!include:"):
-        base = pathlib.Path(hparams_file).parent / tag[len("!include:") :]
-        known |= set(_top_keys(base))
+    known = set(_top_keys(hparams_file))
     unknown = sorted(k for k in overrides if k not in known)
     if unknown:
         raise ValueError(
             f"Unknown override(s) {unknown} for {hparams_file}. Valid keys: "
             f"{sorted(k for k in known if not k.startswith('_'))}"
         )
-    if "recipe" not in top:
-        return overrides  # a flat, self-contained hparams file
-    nested, recipe = {}, {}
-    for key, value in overrides.items():
-        if key in top and key != "recipe":
-            nested[key] = value
-        else:
-            recipe[key] = value
-    if recipe:
-        nested["recipe"] = recipe
-    return nested
-
-
-def load_recipe_hparams(hparams_file, overrides=None):
-    """Loads a recipe's hparams and applies overrides.
-
-    Returns
-    -------
-    hparams : dict
-        The recipe (the ``recipe`` entry of a method file, or the whole
-        file if it is flat), with the method keys available in it.
-    nested : dict
-        The overrides in the file's structure (for
-        ``create_experiment_directory``).
-    """
-    nested = nest_overrides(hparams_file, overrides)
     with open(hparams_file, encoding="utf-8") as f:
-        loaded = load_hyperpyyaml(f, nested, overrides_must_match=False)
-    return loaded.get("recipe", loaded), nested
+        hparams = load_hyperpyyaml(f, overrides)
+    # Runs saved before the recipes were self-contained have the recipe under
+    # a ``recipe`` key (and the method options as ``pet_options``); their
+    # hyperparams.yaml still loads for verification and export.
+    if "recipe" in hparams:
+        hparams = hparams["recipe"]
+    return hparams, overrides
 
 
-def resolved_yaml(hparams_file, nested_overrides):
-    """The fully resolved text of a recipe file (what gets saved)."""
-    with open(hparams_file, encoding="utf-8") as f:
-        return resolve_references(f, nested_overrides).getvalue()
+def pet_options(hparams):
+    """The PET options of a loaded recipe: the top-level keys its method
+    reads (or the ``pet_options`` mapping of runs saved before the recipes
+    were self-contained)."""
+    if "pet_options" in hparams:
+        return dict(hparams["pet_options"] or {})
+    names = get_method(hparams["pet_method"]).options()
+    return {k: hparams[k] for k in sorted(names) if k in hparams}
 
 
 def audio_pipeline(hparams, random_chunk):

@@ -89,7 +89,7 @@ class SpeakerBrain(sb.core.Brain):
         return loss
 
     def init_optimizers(self):
-        """One optimiser per parameter group (see train_common.yaml)."""
+        """One optimiser per parameter group (pet_opt_class, opt_class)."""
         pet = [
             p for p in self.modules.ssl_encoder.parameters() if p.requires_grad
         ]
@@ -251,7 +251,7 @@ def main(argv):
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
-        hparams, nested = load_recipe_hparams(hparams_file, overrides)
+        hparams, overrides = load_recipe_hparams(hparams_file, overrides)
     except ValueError as err:  # bad key, method or option: no traceback
         sys.exit(f"ERROR: {err}")
 
@@ -261,7 +261,7 @@ def main(argv):
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
-        overrides=nested,
+        overrides=overrides,
     )
     run_on_main(
         prepare_speaker_data,
@@ -292,6 +292,16 @@ def main(argv):
     validator = verification_validator(hparams)
     hparams["wav_augment"] = build_augmenter(hparams)
     train_data, valid_data, label_encoder = dataio_prep(hparams)
+    logger.info(
+        "Training on %d segments of %s (%s %.1f s crops), validating on %d "
+        "segments of %s",
+        len(train_data),
+        hparams["train_annotation"],
+        "random" if hparams["random_chunk"] else "fixed",
+        hparams["sentence_len"],
+        len(valid_data),
+        hparams["valid_annotation"],
+    )
     build_backend(hparams, len(label_encoder))
     if hparams["init_from"]:
         init_from_export(hparams, hparams["init_from"])

@@ -1,0 +1,260 @@
+"""Consistency of the recipe yamls: with their scripts, with the PET registry,
+with the recipe-test CSV, and that each one loads and builds.
+
+The yaml/script rule is the one of SpeechBrain's recipe consistency test,
+``tests/utils/check_yaml.py`` (``check_yaml_vs_script``, run by
+``tests/consistency/test_yaml.py``) in github.com/speechbrain/speechbrain:
+every top-level yaml key must be read by the script (``hparams["x"]``,
+``hparams.x``, ``self.hparams.x``, ``modules.x``, ``hparams.get("x"``) or
+``!ref``'d by a later yaml entry; run options (``--device`` ...) are exempt.
+It is reimplemented here with whole-name matches (SpeechBrain's substring
+matches accept e.g. ``lr`` because of ``hparams.lr_annealing``), so a file
+that passes here passes there.
+"""
+
+import csv
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml, resolve_references
+from ruamel.yaml import YAML
+from speechbrain.utils.run_opts import RunOptions
+
+from speechbrain_unipet.pet import OPTIONS, PET_METHODS, get_method
+from speechbrain_unipet.recipe import (
+    build_backend,
+    load_recipe_hparams,
+    pet_options,
+)
+from speechbrain_unipet.testing import tiny_ssl_folder
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
+HPARAMS = RECIPE / "hparams"
+RECIPE_CSV = REPO / "tests" / "recipes" / "VoxCeleb.csv"
+# The header of SpeechBrain's tests/recipes/<Dataset>.csv files.
+CSV_HEADER = [
+    "Task",
+    "Dataset",
+    "Script_file",
+    "Hparam_file",
+    "Data_prep_file",
+    "Readme_file",
+    "Result_url",
+    "HF_repo",
+    "test_debug_flags",
+    "test_debug_checks",
+    "performance",
+]
+
+
+def csv_rows():
+    with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f, skipinitialspace=True))
+
+
+# ------------------------------------------------ SpeechBrain's yaml rule
+def yaml_variables(path):
+    """Top-level keys that no later entry ``!ref``s (``get_yaml_var``)."""
+    declared = []
+    for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        key = re.match(r"(\w+):", line)
+        if key and "!apply" not in line and "!!" not in line:
+            declared.append(key.group(1))
+        if "!ref" in line:
+            for ref in re.findall(r"<(\w+)[^<>]*>", line):
+                if ref in declared:
+                    declared.remove(ref)
+    return declared
+
+
+def script_reads(script_text, var):
+    """Whether the script reads ``var`` in one of SpeechBrain's forms."""
+    name = re.escape(var)
+    return re.search(
+        rf'\["{name}"\]|\b(hparams|modules)\.{name}\b'
+        rf'|attr\(self\.hparams, "{name}"|hparams\.get\("{name}"',
+        script_text,
+    )
+
+
+@pytest.mark.parametrize(
+    "row", csv_rows(), ids=lambda r: pathlib.Path(r["Hparam_file"]).stem
+)
+def test_every_yaml_variable_is_used_by_its_script(row):
+    script = (REPO / row["Script_file"]).read_text(encoding="utf-8")
+    run_opts = set(RunOptions().as_dict())
+    unused = [
+        var
+        for var in yaml_variables(REPO / row["Hparam_file"])
+        if var not in run_opts and not script_reads(script, var)
+    ]
+    assert not unused, f"{row['Hparam_file']}: not used by the script"
+
+
+# ---------------------------------------------------------- the registry
+def registry_defaults(method):
+    resolved = get_method(method).resolve({})
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in resolved.items()
+        if k in get_method(method).options()
+    }
+
+
+def test_one_yaml_per_registered_method():
+    names = {p.stem for p in HPARAMS.glob("*.yaml")}
+    assert names == set(PET_METHODS) | {"verification"}
+
+
+@pytest.mark.parametrize("method", PET_METHODS)
+def test_method_yaml_writes_out_the_registry_options(method):
+    path = HPARAMS / f"{method}.yaml"
+    assert "!include" not in path.read_text(encoding="utf-8")
+    data = YAML().load(path)  # unresolved: tags kept
+    assert data["pet_method"] == method and "recipe" not in data
+    expected = registry_defaults(method)
+    # Exactly the method's options, with the registry defaults.
+    assert {k: data[k] for k in OPTIONS if k in data} == expected
+    # They reach the encoder only through options:, each as !ref <key>.
+    encoder = data["ssl_encoder"]
+    assert not set(OPTIONS) & set(encoder)
+    refs = {k: (v.tag.value, v.value) for k, v in encoder["options"].items()}
+    assert refs == {k: ("!ref", f"<{k}>") for k in expected}
+
+
+def test_method_yamls_share_every_other_key():
+    keys = {
+        m: set(YAML().load(HPARAMS / f"{m}.yaml")) - set(OPTIONS)
+        for m in PET_METHODS
+    }
+    assert all(k == keys["unipet"] for k in keys.values())
+
+
+# ------------------------------------------------------- load and build
+@pytest.fixture(scope="module")
+def tiny_ssl(tmp_path_factory):
+    return tiny_ssl_folder(tmp_path_factory.mktemp("ssl"), "wavlm")
+
+
+def base_overrides(tiny_ssl, tmp_path):
+    return {
+        "data_folder": str(tmp_path / "data"),
+        "ssl_hub": str(tiny_ssl),
+        "output_folder": str(tmp_path / "out"),
+    }
+
+
+@pytest.mark.parametrize("method", PET_METHODS)
+def test_method_yaml_loads_and_builds(method, tiny_ssl, tmp_path):
+    with open(HPARAMS / f"{method}.yaml", encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, base_overrides(tiny_ssl, tmp_path))
+    assert pet_options(hparams) == registry_defaults(method)
+    trainable, total = hparams["ssl_encoder"].count_parameters()
+    assert 0 < trainable < total
+    build_backend(hparams, num_speakers=4)
+    assert set(hparams["modules"]) == {
+        "ssl_encoder",
+        "mean_var_norm",
+        "embedding_model",
+        "classifier",
+    }
+
+
+def test_command_line_option_override(tiny_ssl, tmp_path):
+    trainable = {}
+    for dim in (64, 128):
+        path, _, overrides = sb.parse_arguments(
+            [
+                str(HPARAMS / "inner_adapter.yaml"),
+                f"--adapter_dim={dim}",
+                *(
+                    f"--{k}={v}"
+                    for k, v in base_overrides(tiny_ssl, tmp_path).items()
+                ),
+            ]
+        )
+        hparams, _ = load_recipe_hparams(path, overrides)
+        assert hparams["adapter_dim"] == dim
+        trainable[dim] = hparams["ssl_encoder"].count_parameters()[0]
+    assert trainable[64] < trainable[128]
+
+
+def test_unknown_override_names_the_valid_keys():
+    with pytest.raises(ValueError) as err:
+        load_recipe_hparams(HPARAMS / "unipet.yaml", {"adapter_dimm": 64})
+    message = str(err.value)
+    assert "Unknown override(s) ['adapter_dimm']" in message
+    assert "'adapter_dim'" in message and "'data_folder'" in message
+
+
+def test_hyperparams_of_runs_with_the_old_nested_layout_load(
+    tiny_ssl, tmp_path
+):
+    """Runs saved before the recipes were self-contained kept the recipe
+    under ``recipe:`` and the options as ``pet_options``."""
+    with open(HPARAMS / "unipet.yaml", encoding="utf-8") as f:
+        flat = resolve_references(f, base_overrides(tiny_ssl, tmp_path))
+    body = "".join(f"    {line}\n" for line in flat.getvalue().splitlines())
+    old = tmp_path / "hyperparams.yaml"
+    old.write_text(
+        "pet_method: unipet\npet_options:\n    adapter_dim: 64\nrecipe:\n"
+        f"    pet_options:\n        adapter_dim: 64\n{body}",
+        encoding="utf-8",
+    )
+    hparams, _ = load_recipe_hparams(old)
+    assert hparams["pet_method"] == "unipet" and "ssl_encoder" in hparams
+    assert pet_options(hparams) == {"adapter_dim": 64}
+
+
+# -------------------------------------------------- recipe-test CSV rows
+def test_recipe_csv_lists_every_yaml_and_existing_files():
+    with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
+        assert next(csv.reader(f)) == CSV_HEADER
+    rows = csv_rows()
+    for row in rows:
+        for field in ("Script_file", "Hparam_file", "Data_prep_file"):
+            assert (REPO / row[field]).is_file(), row[field]
+        assert (REPO / row["Readme_file"]).is_file()
+        for flag in row["test_debug_flags"].split():
+            value = flag.partition("=")[2]
+            if value.startswith(("samples/", "tests/data/")):
+                assert (REPO / value).exists(), flag
+    listed = {row["Hparam_file"] for row in rows}
+    assert listed == {str(p.relative_to(REPO)) for p in HPARAMS.glob("*.yaml")}
+
+
+def test_unipet_row_runs_like_speechbrains_recipe_runner(tmp_path):
+    """As ``tests/utils/recipe_tests.py`` runs a row: from the repository
+    root, with ``--output_folder`` and ``--debug --debug_persistently``
+    appended, then the ``file_exists`` checks."""
+    (row,) = [r for r in csv_rows() if r["Hparam_file"].endswith("unipet.yaml")]
+    out = tmp_path / "VoxCeleb_row_02"
+    done = subprocess.run(
+        [
+            sys.executable,
+            row["Script_file"],
+            row["Hparam_file"],
+            *row["test_debug_flags"].split(),
+            "--device=cpu",
+            f"--output_folder={out}",
+            "--debug",
+            "--debug_persistently",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    files = re.search(r"file_exists=\[(.*?)\]", row["test_debug_checks"])
+    for name in files.group(1).split(","):
+        assert (out / name.strip()).is_file(), name
