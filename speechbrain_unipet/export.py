@@ -32,11 +32,11 @@ import sys
 import torch
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_unipet.pet.state import save_pet_file
 from speechbrain_unipet.recipe import (
     dump_yaml,
     load_trained_model,
     num_speakers,
-    pet_options,
 )
 
 logger = get_logger(__name__)
@@ -67,17 +67,16 @@ ssl_encoder: !new:speechbrain_unipet.lobes.PETEncoder
     method: {method}
     options:
 {options}
-compute_features: !new:speechbrain_unipet.inference.WaveformFrontEnd
-    encoder: !ref <ssl_encoder>
-
-mean_var_norm: !new:speechbrain_unipet.inference.UtteranceMeanNorm
-    front_end: !ref <compute_features>
+# encode_batch gives compute_features no lengths: the waveforms pass through
+# and embedding_model runs the recipe's embedding path with the lengths.
+compute_features: !new:speechbrain_unipet.inference.PassThrough
+mean_var_norm: !new:speechbrain_unipet.inference.PassThrough
 
 ecapa: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
 {ecapa}
-embedding_model: !new:speechbrain_unipet.inference.PerUtteranceEmbedding
+embedding_model: !new:speechbrain_unipet.inference.SpeakerEmbeddingModel
+    encoder: !ref <ssl_encoder>
     model: !ref <ecapa>
-    front_end: !ref <compute_features>
 
 classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
     input_size: {emb_dim}
@@ -145,15 +144,7 @@ def copy_backbone(encoder, hparams, dest):
         ):
             shutil.copy2(path.resolve(), dest / path.name)
             copied.append(path.name)
-    if not (dest / "preprocessor_config.json").is_file():
-        from transformers import Wav2Vec2FeatureExtractor
-
-        Wav2Vec2FeatureExtractor(
-            feature_size=1,
-            sampling_rate=16000,
-            do_normalize=encoder.backbone.normalize_wav,
-            return_attention_mask=True,
-        ).save_pretrained(dest)
+    encoder.backbone.save_preprocessor_config(dest)
     return copied
 
 
@@ -173,7 +164,12 @@ def export(
     for name in HUB_FILES:
         (hub / name).unlink(missing_ok=True)
 
-    options = pet_options(hparams)
+    # The encoder's validated options: every option of the method, from the
+    # registry (whatever the run's yaml wrote out).
+    options = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in encoder.options.items()
+    }
     if merge_lora:
         encoder.merge_lora()
         dest = hub / "backbone"
@@ -184,7 +180,7 @@ def export(
             path.unlink()
         for path in dest.glob("*.bin"):
             path.unlink()
-        encoder.backbone.model.save_pretrained(dest)
+        encoder.backbone.save_pretrained(dest)
         method, options = "frozen", {}
         state = {"layer_weights": encoder.layer_weights.detach().cpu()}
         meta = dict(encoder.pet_metadata(), method="frozen")
@@ -196,7 +192,7 @@ def export(
             copy_backbone(encoder, hparams, dest)
         state = {k: v.cpu() for k, v in encoder.pet_state_dict().items()}
         meta = encoder.pet_metadata()
-    torch.save({"meta": meta, "state": state}, hub / "ssl_encoder.ckpt")
+    save_pet_file(hub / "ssl_encoder.ckpt", meta, state)
     torch.save(
         hparams["modules"]["embedding_model"].state_dict(),
         hub / "embedding_model.ckpt",
@@ -289,6 +285,7 @@ def write_card(hub, hparams, encoder, method, copied, merged, train_folder):
 
 
 def main(argv=None):
+    """Command line: ``python -m speechbrain_unipet.export TRAIN HUB``."""
     parser = argparse.ArgumentParser(
         description="Export a trained PET speaker model."
     )

@@ -36,6 +36,7 @@ from speechbrain_unipet.data_prep import (
     VALID_TRIALS_FILE,
     DataPreparationError,
 )
+from speechbrain_unipet.embedding import speaker_embeddings
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.scoring import read_trials, score_trials
@@ -124,6 +125,7 @@ def audio_pipeline(hparams, random_chunk):
     )
     @sb.utils.data_pipeline.provides("sig")
     def pipeline(wav, start, stop, utt_start, utt_stop):
+        """The (cropped) waveform of one CSV row."""
         start, stop = int(start), int(stop)
         if random_chunk:
             length, last = stop - start, int(utt_stop) - (stop - start)
@@ -159,6 +161,7 @@ def dataio_prep(hparams):
     @sb.utils.data_pipeline.takes("spk_id")
     @sb.utils.data_pipeline.provides("spk_id", "spk_id_encoded")
     def label_pipeline(spk_id):
+        """The speaker id and its class index."""
         yield spk_id
         yield label_encoder.encode_sequence_torch([spk_id])
 
@@ -488,6 +491,7 @@ def init_from_export(hparams, folder):
     theirs, mine = saved.get("meta", {}), encoder.pet_metadata()
 
     def describe(meta):
+        """One line naming a model's method and backbone."""
         return (
             f"method '{meta.get('method')}' on a {meta.get('model_type')} "
             f"backbone ({meta.get('num_layers')} layers, hidden size "
@@ -597,20 +601,29 @@ def load_trained_model(output_folder, device="cpu"):
 
 @torch.no_grad()
 def compute_embedding(modules, wavs, wav_lens=None):
-    """SSL encoder -> mean/var norm -> ECAPA: embeddings [B, 1, D].
+    """Embeddings [B, 1, E] of a trained model's modules, through the one
+    embedding path (``speechbrain_unipet.embedding.speaker_embeddings``).
 
-    A single waveform is cut after its last non-zero sample, as the exported
-    inference front-end does, so both give the same embedding.
+    Arguments
+    ---------
+    modules : dict or torch.nn.ModuleDict
+        ``ssl_encoder``, ``mean_var_norm`` and ``embedding_model``.
+    wavs : torch.Tensor
+        Waveforms [B, S].
+    wav_lens : torch.Tensor or None
+        Relative lengths (None: nothing padded).
+
+    Returns
+    -------
+    torch.Tensor
     """
-    if wavs.shape[0] == 1 and wav_lens is None:
-        from speechbrain_unipet.inference import nonzero_lengths
-
-        wavs = wavs[:, : int(nonzero_lengths(wavs)[0])]
-    if wav_lens is None:
-        wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
-    feats = modules["ssl_encoder"](wavs, wav_lens)
-    feats = modules["mean_var_norm"](feats, wav_lens)
-    return modules["embedding_model"](feats, wav_lens)
+    return speaker_embeddings(
+        modules["ssl_encoder"],
+        modules["mean_var_norm"],
+        modules["embedding_model"],
+        wavs,
+        wav_lens,
+    )[0]
 
 
 def dump_yaml(data):

@@ -88,6 +88,7 @@ def trial_rows(cfg, train_hparams):
 
 
 def main(argv):
+    """Scores the trial list of a trained run (see verification.yaml)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as f:
         cfg = load_hyperpyyaml(f, overrides)

@@ -37,6 +37,7 @@ from speechbrain_unipet.data_prep import (
     DataPreparationError,
     prepare_speaker_data,
 )
+from speechbrain_unipet.embedding import speaker_embeddings
 from speechbrain_unipet.recipe import (
     USER_ERRORS,
     build_backend,
@@ -59,13 +60,26 @@ class SpeakerBrain(sb.core.Brain):
     validator = None
 
     def compute_forward(self, batch, stage):
+        """Speaker logits of a batch, through the shared embedding path;
+        UniPET gate values are summed for the stage mean."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         if stage == sb.Stage.TRAIN and self.hparams.wav_augment is not None:
             wavs, lens = self.hparams.wav_augment(wavs, lens)
-        feats = self.modules.ssl_encoder(wavs, lens)
-        feats = self.modules.mean_var_norm(feats, lens)
-        embeddings = self.modules.embedding_model(feats, lens)
+        embeddings, gates = speaker_embeddings(
+            self.modules.ssl_encoder,
+            self.modules.mean_var_norm,
+            self.modules.embedding_model,
+            wavs,
+            lens,
+        )
+        for branch, values in gates.items():
+            total, count = self.gate_sums.get(branch, (0.0, 0))
+            per_utterance = values.float().mean(dim=1)
+            self.gate_sums[branch] = (
+                total + float(per_utterance.sum()),
+                count + len(per_utterance),
+            )
         return self.modules.classifier(embeddings), lens
 
     def verification_stats(self):
@@ -79,6 +93,7 @@ class SpeakerBrain(sb.core.Brain):
             )
 
     def compute_objectives(self, predictions, batch, stage):
+        """AAM-softmax loss (and the speaker-ID error outside training)."""
         predictions, lens = predictions
         spkid, _ = batch.spk_id_encoded
         if stage == sb.Stage.TRAIN and self.hparams.wav_augment is not None:
@@ -126,11 +141,22 @@ class SpeakerBrain(sb.core.Brain):
         super()._wrap_distributed()
 
     def on_stage_start(self, stage, epoch=None):
+        """Fresh error and gate statistics for the stage."""
+        self.gate_sums = {}
         if stage != sb.Stage.TRAIN:
             self.error_metrics = self.hparams.error_stats()
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the stage (loss, error, EER/minDCF, mean UniPET gates),
+        anneals the learning rates and keeps the best checkpoints."""
         stats = {"loss": stage_loss}
+        stats.update(
+            {
+                f"gate_{branch}": round(total / count, 3)
+                for branch, (total, count) in self.gate_sums.items()
+                if count
+            }
+        )
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
             return
@@ -142,15 +168,6 @@ class SpeakerBrain(sb.core.Brain):
             for key, opt in self.optimizers_dict.items():
                 lrs[f"lr_{key}"] = self.base_lrs[key] * factor
                 sb.nnet.schedulers.update_learning_rate(opt, lrs[f"lr_{key}"])
-            encoder = self.modules.ssl_encoder
-            encoder = getattr(encoder, "module", encoder)
-            if encoder.gate_values:
-                stats.update(
-                    {
-                        f"gate_{k}": round(float(v.mean()), 3)
-                        for k, v in encoder.gate_values.items()
-                    }
-                )
             for train_logger in self.train_loggers:
                 train_logger.log_stats(
                     stats_meta={"epoch": epoch, **lrs},
@@ -248,6 +265,8 @@ def build_augmenter(hparams):
 
 
 def main(argv):
+    """Prepares the data, builds the model and trains it (see the module
+    docstring)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     sb.utils.distributed.ddp_init_group(run_opts)
     try:
