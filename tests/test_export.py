@@ -197,3 +197,28 @@ def test_broken_hub_folders_give_clear_errors(recipe_env, tmp_path, model_root):
         PETEncoder(None, method="unipet").load_pet_file(tmp_path / "other.ckpt")
     with pytest.raises(FileNotFoundError, match="must be the output_folder"):
         export(tmp_path, tmp_path / "x")
+
+
+@pytest.mark.parametrize("method", ["unipet", "lora"])
+def test_folders_exported_before_the_redesign_still_load(method, tmp_path):
+    """``tests/data/legacy_export_*`` were written by the pre-component
+    code (see tests/data/README.md), with the embeddings it computed."""
+    import shutil
+
+    from speechbrain.inference.speaker import EncoderClassifier
+
+    data = pathlib.Path(__file__).parent / "data" / f"legacy_export_{method}"
+    hub = tmp_path / method
+    shutil.copytree(data, hub)
+    model = EncoderClassifier.from_hparams(
+        source=str(hub), savedir=str(hub), run_opts={"device": "cpu"}
+    )
+    reference = torch.load(hub / "reference_embeddings.pt")
+    wavs = reference["wavs"]
+    lens = torch.tensor([1.0, 11000 / 16000])
+    torch.testing.assert_close(
+        model.encode_batch(wavs, lens),
+        reference["embeddings"],
+        atol=1e-5,
+        rtol=0,
+    )
