@@ -26,7 +26,7 @@ from speechbrain_unipet.pet import (
     register_method,
     select_layers,
 )
-from speechbrain_unipet.pet.methods import _option_table
+from speechbrain_unipet.pet.methods import option_table
 
 
 class DepthwiseConvAdapter(PETComponent):
@@ -142,7 +142,7 @@ def test_the_new_component_keeps_the_padded_batch_guarantee(ssl_folder):
 
 
 def test_registered_options_are_validated_and_listed(ssl_folder):
-    assert "conv_kernel" in _option_table()
+    assert "conv_kernel" in option_table()
     assert "test_dwconv" in PET_METHODS
     with pytest.raises(ValueError, match="conv_kernel=0 must be an integer"):
         PETEncoder(

@@ -25,7 +25,7 @@ logger = get_logger(__name__)
 UNFREEZE_MODES = ("none", "biases", "transformer")
 
 
-def _option_table():
+def option_table():
     """Option name -> (default, help) over every registered component."""
     table = {}
     for component in PET_COMPONENTS.values():
@@ -132,7 +132,7 @@ class PETMethod:
             ``(component class, its Options instance)`` pairs.
         """
         given = dict(given or {})
-        known = _option_table()
+        known = option_table()
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise ValueError(
@@ -308,7 +308,7 @@ def method_tables():
         "| option | default | read by | meaning |",
         "|---|---|---|---|",
     ]
-    for name, (default, meaning) in sorted(_option_table().items()):
+    for name, (default, meaning) in sorted(option_table().items()):
         readers = ", ".join(
             f"`{c.name}`"
             for c in PET_COMPONENTS.values()
@@ -323,7 +323,7 @@ def __getattr__(name):
     # OPTIONS is computed on access, so that components registered later
     # (outside the package) appear in it too.
     if name == "OPTIONS":
-        return _option_table()
+        return option_table()
     raise AttributeError(name)
 
 
