@@ -25,6 +25,7 @@ class PassThrough(nn.Module):
 
     Example
     -------
+    >>> import torch
     >>> PassThrough()(torch.ones(1, 3), torch.ones(1)).shape
     torch.Size([1, 3])
     """

@@ -662,14 +662,17 @@ class SSLBackbone(HFTransformersInterface):
         Example
         -------
         >>> from speechbrain_unipet.testing import tiny_ssl_folder
-        >>> bb = SSLBackbone(tiny_ssl_folder(getfixture("tmp_path"), "hubert"))
+        >>> folder = tiny_ssl_folder(getfixture("tmp_path"), "hubert")
+        >>> bb = SSLBackbone(str(folder))
         >>> x = torch.randn(1, 5, bb.hidden_size)
         >>> ctx = bb.layer_context(x, None)
         >>> zero_ffn = ("feed_forward", lambda inp, out: out * 0)
         >>> with bb.layer_hooks(0, [zero_ffn]):
-        ...     hooked = bb.layers[0](x)[0]
+        ...     hooked = bb.run_layer(0, x, ctx)
         >>> torch.equal(hooked, bb.run_layer(0, x, ctx, hooks=[zero_ffn]))
         True
+        >>> torch.equal(hooked, bb.run_layer(0, x, ctx))  # hooks removed
+        False
         """
         handles = []
         try:
