@@ -8,9 +8,26 @@ Authors
 
 import torch
 
+#: Longer utterances are embedded in windows of this many seconds (eval
+#: mode), so that memory stays flat in the utterance length: WavLM's
+#: relative position bias and the attention scores grow with the square of
+#: the length (a 60 s file took 8.4 GB, a 10-minute one would ask 115 GB).
+MAX_CHUNK_SECONDS = 20.0
+#: Overlap of consecutive windows, in seconds.
+CHUNK_OVERLAP_SECONDS = 2.0
+#: Windows embedded together (memory grows with this, not with the length).
+CHUNKS_PER_BATCH = 4
+
 
 def speaker_embeddings(
-    encoder, normalizer, embedding_model, wavs, wav_lens=None
+    encoder,
+    normalizer,
+    embedding_model,
+    wavs,
+    wav_lens=None,
+    max_chunk_seconds=MAX_CHUNK_SECONDS,
+    chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
+    sample_rate=16000,
 ):
     """Speaker embeddings of a batch of waveforms, and the UniPET gates.
 
@@ -19,7 +36,11 @@ def speaker_embeddings(
     recipes do. In eval mode a padded batch runs them on each utterance's
     valid frames: ECAPA-TDNN's convolutions would otherwise see padding at
     the end of shorter utterances, so the batch would not give the
-    embeddings of its utterances one by one.
+    embeddings of its utterances one by one. In eval mode, an utterance
+    longer than ``max_chunk_seconds`` is cut into windows of that length
+    (consecutive windows overlap by ``chunk_overlap_seconds``, the last one
+    ends at the utterance's end) whose embeddings are averaged, so memory
+    does not grow with the length.
 
     Arguments
     ---------
@@ -34,6 +55,12 @@ def speaker_embeddings(
         Waveforms [B, S] (16 kHz).
     wav_lens : torch.Tensor or None
         Relative lengths in [0, 1] (None: nothing padded).
+    max_chunk_seconds : float or None
+        Window length for long utterances (None: never cut).
+    chunk_overlap_seconds : float
+        Overlap of consecutive windows.
+    sample_rate : int
+        Sample rate of ``wavs``.
 
     Returns
     -------
@@ -63,6 +90,24 @@ def speaker_embeddings(
     """
     if wav_lens is None:
         wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+    chunk = None
+    if max_chunk_seconds and not embedding_model.training:
+        chunk = int(round(max_chunk_seconds * sample_rate))
+    if chunk is not None and wavs.shape[1] > chunk:
+        hop = chunk - int(round(chunk_overlap_seconds * sample_rate))
+        if hop < 1:
+            raise ValueError(
+                f"chunk_overlap_seconds={chunk_overlap_seconds} must be "
+                f"shorter than max_chunk_seconds={max_chunk_seconds}"
+            )
+        return _windowed(
+            (encoder, normalizer, embedding_model), wavs, wav_lens, chunk, hop
+        )
+    return _embed(encoder, normalizer, embedding_model, wavs, wav_lens)
+
+
+def _embed(encoder, normalizer, embedding_model, wavs, wav_lens):
+    """``speaker_embeddings`` without windows."""
     feats, gates = encoder(wavs, wav_lens, return_gates=True)
     padded = bool((wav_lens < 1).any())
     if embedding_model.training or not padded:
@@ -76,3 +121,71 @@ def speaker_embeddings(
         for i, n in enumerate(frames)
     ]
     return torch.cat(embeddings), gates
+
+
+def window_starts(length, chunk, hop):
+    """Start samples of the windows covering ``length`` samples.
+
+    Arguments
+    ---------
+    length : int
+        Samples of the utterance.
+    chunk : int
+        Window length (samples).
+    hop : int
+        Distance between window starts (samples).
+
+    Returns
+    -------
+    list
+        Starts; the last window ends at ``length`` (one window at 0 if the
+        utterance is not longer than ``chunk``).
+
+    Example
+    -------
+    >>> window_starts(10, 4, 3), window_starts(3, 4, 3)
+    ([0, 3, 6], [0])
+    """
+    if length <= chunk:
+        return [0]
+    starts = list(range(0, length - chunk + 1, hop))
+    if starts[-1] + chunk < length:
+        starts.append(length - chunk)
+    return starts
+
+
+def _windowed(modules, wavs, wav_lens, chunk, hop):
+    """Each utterance's windows embedded ``CHUNKS_PER_BATCH`` at a time and
+    averaged (gates too)."""
+    lengths = torch.round(wav_lens.double() * wavs.shape[1]).long().tolist()
+    embeddings, gates = [], {}
+    for row, length in enumerate(lengths):
+        length = max(1, min(int(length), wavs.shape[1]))
+        if length <= chunk:
+            emb, row_gates = _embed(
+                *modules,
+                wavs[row : row + 1, :length],
+                torch.ones(1, device=wavs.device),
+            )
+        else:
+            windows = torch.stack(
+                [
+                    wavs[row, s : s + chunk]
+                    for s in window_starts(length, chunk, hop)
+                ]
+            )
+            parts = [
+                _embed(
+                    *modules, group, torch.ones(len(group), device=wavs.device)
+                )
+                for group in windows.split(CHUNKS_PER_BATCH)
+            ]
+            emb = torch.cat([p[0] for p in parts]).mean(dim=0, keepdim=True)
+            row_gates = {
+                k: torch.cat([p[1][k] for p in parts]).mean(dim=0, keepdim=True)
+                for k in parts[0][1]
+            }
+        embeddings.append(emb)
+        for key, value in row_gates.items():
+            gates.setdefault(key, []).append(value)
+    return torch.cat(embeddings), {k: torch.cat(v) for k, v in gates.items()}

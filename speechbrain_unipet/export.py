@@ -1,9 +1,11 @@
 """Export a trained PET speaker model as an offline pretrained folder.
 
-    python -m speechbrain_unipet.export TRAIN_FOLDER HUB_FOLDER [--copy-backbone] [--merge-lora]
+    python -m speechbrain_unipet.export TRAIN_FOLDER HUB_FOLDER [--copy-backbone] [--merge-lora] [--overwrite]
 
 ``TRAIN_FOLDER`` is the ``output_folder`` of ``train_speaker_embeddings.py``;
-its latest checkpoint is exported. ``HUB_FOLDER`` then loads with
+its best checkpoint (``ckpt_select``) is exported. ``HUB_FOLDER`` must not
+be the run or inside it, and must be empty unless ``--overwrite`` is given;
+it is written to a temporary folder first and renamed into place. It loads with
 ``EncoderClassifier.from_hparams(source=HUB_FOLDER, savedir=HUB_FOLDER)`` or
 ``SpeakerRecognition.from_hparams(...)``, offline and from any working
 directory. It holds:
@@ -28,10 +30,15 @@ import json
 import pathlib
 import shutil
 import sys
+import tempfile
 
 import torch
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_unipet.embedding import (
+    CHUNK_OVERLAP_SECONDS,
+    MAX_CHUNK_SECONDS,
+)
 from speechbrain_unipet.pet.state import save_pet_file
 from speechbrain_unipet.recipe import (
     dump_yaml,
@@ -40,13 +47,6 @@ from speechbrain_unipet.recipe import (
 )
 
 logger = get_logger(__name__)
-
-HUB_FILES = (
-    "ssl_encoder.ckpt",
-    "embedding_model.ckpt",
-    "classifier.ckpt",
-    "label_encoder.ckpt",
-)
 
 HUB_YAML = """\
 # ############################################################################
@@ -74,9 +74,14 @@ mean_var_norm: !new:speechbrain_unipet.inference.PassThrough
 
 ecapa: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
 {ecapa}
+# Utterances longer than max_chunk_seconds are embedded in overlapping
+# windows whose embeddings are averaged (memory flat in the length; null:
+# whole utterances), as the recipe's verification does.
 embedding_model: !new:speechbrain_unipet.inference.SpeakerEmbeddingModel
     encoder: !ref <ssl_encoder>
     model: !ref <ecapa>
+    max_chunk_seconds: {max_chunk_seconds}
+    chunk_overlap_seconds: {chunk_overlap_seconds}
 
 classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
     input_size: {emb_dim}
@@ -148,11 +153,71 @@ def copy_backbone(encoder, hparams, dest):
     return copied
 
 
+def check_destination(train_folder, hub_folder, overwrite=False):
+    """Refuses an export destination that would damage a run or a folder.
+
+    Arguments
+    ---------
+    train_folder : pathlib.Path
+        The training run.
+    hub_folder : pathlib.Path
+        The destination.
+    overwrite : bool
+        Whether a non-empty destination may be replaced.
+
+    Raises
+    ------
+    ExportError
+        If the destination is the run, inside it or contains it, or is a
+        non-empty folder (or a file) and ``overwrite`` is not set.
+    """
+    train, hub = train_folder.resolve(), hub_folder.resolve()
+    if hub == train or train in hub.parents or hub in train.parents:
+        raise ExportError(
+            f"Export destination '{hub_folder}' is the training folder "
+            f"'{train_folder}', inside it or contains it: exporting there "
+            "would overwrite the run. Choose a folder outside the run."
+        )
+    if hub.exists() and not hub.is_dir():
+        raise ExportError(f"Export destination '{hub_folder}' is a file.")
+    if hub.is_dir() and any(hub.iterdir()) and not overwrite:
+        raise ExportError(
+            f"Export destination '{hub_folder}' is not empty. Give "
+            "--overwrite to replace it, or choose an empty folder."
+        )
+
+
 def export(
-    train_folder, hub_folder, copy_backbone_files=False, merge_lora=False
+    train_folder,
+    hub_folder,
+    copy_backbone_files=False,
+    merge_lora=False,
+    overwrite=False,
 ):
-    """Writes the hub folder (see the module docstring). Returns its path."""
-    train_folder, hub = pathlib.Path(train_folder), pathlib.Path(hub_folder)
+    """Writes the hub folder (see the module docstring). Returns its path.
+
+    Everything is written to a temporary folder next to ``hub_folder``,
+    which then replaces it: a failed export leaves no half-written folder.
+
+    Arguments
+    ---------
+    train_folder : str or pathlib.Path
+        ``output_folder`` of the training run.
+    hub_folder : str or pathlib.Path
+        Destination (absent, empty, or replaced with ``overwrite``).
+    copy_backbone_files : bool
+        Copy the backbone into ``backbone/`` (self-contained folder).
+    merge_lora : bool
+        Fold LoRA into the copied backbone weights.
+    overwrite : bool
+        Replace a non-empty destination.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    train_folder, final = pathlib.Path(train_folder), pathlib.Path(hub_folder)
+    check_destination(train_folder, final, overwrite)
     hparams, _ = load_trained_model(train_folder)
     encoder = hparams["ssl_encoder"]
     method = encoder.method.name
@@ -160,9 +225,45 @@ def export(
         if "lora" not in encoder.method.components:
             raise ExportError(f"--merge-lora: method '{method}' has no LoRA")
         copy_backbone_files = True
-    hub.mkdir(parents=True, exist_ok=True)
-    for name in HUB_FILES:
-        (hub / name).unlink(missing_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    hub = pathlib.Path(
+        tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)
+    )
+    try:
+        _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora)
+        _replace_folder(hub, final)
+    except BaseException:
+        shutil.rmtree(hub, ignore_errors=True)
+        raise
+    if (
+        not copy_backbone_files
+        and pathlib.Path(str(hparams["ssl_hub"])).exists()
+    ):
+        logger.warning(
+            "The backbone is referenced by the local path %s; the folder only "
+            "works where that path exists. Use --copy-backbone to make it "
+            "self-contained.",
+            hparams["ssl_hub"],
+        )
+    return final
+
+
+def _replace_folder(new, final):
+    """Moves ``new`` to ``final``, replacing what was there."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    new.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora):
+    """Writes the exported files into the (empty) folder ``hub``."""
+    encoder = hparams["ssl_encoder"]
+    method = encoder.method.name
 
     # The encoder's validated options: every option of the method, from the
     # registry (whatever the run's yaml wrote out).
@@ -218,6 +319,8 @@ def export(
             ecapa=_indent(ecapa, 4),
             emb_dim=ecapa.get("lin_neurons", 192),
             num_speakers=num_speakers(hparams["save_folder"]),
+            max_chunk_seconds=MAX_CHUNK_SECONDS,
+            chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
         ),
         encoding="utf-8",
     )
@@ -230,17 +333,6 @@ def export(
         merge_lora,
         train_folder,
     )
-    if (
-        not copy_backbone_files
-        and pathlib.Path(str(hparams["ssl_hub"])).exists()
-    ):
-        logger.warning(
-            "The backbone is referenced by the local path %s; the folder only "
-            "works where that path exists. Use --copy-backbone to make it "
-            "self-contained.",
-            hparams["ssl_hub"],
-        )
-    return hub
 
 
 def write_card(hub, hparams, encoder, method, copied, merged, train_folder):
@@ -293,6 +385,11 @@ def main(argv=None):
     parser.add_argument("hub_folder")
     parser.add_argument("--copy-backbone", action="store_true")
     parser.add_argument("--merge-lora", action="store_true")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty HUB_FOLDER",
+    )
     args = parser.parse_args(argv)
     try:
         hub = export(
@@ -300,6 +397,7 @@ def main(argv=None):
             args.hub_folder,
             args.copy_backbone,
             args.merge_lora,
+            args.overwrite,
         )
     except (ExportError, FileNotFoundError) as err:
         sys.exit(f"ERROR: {err}")

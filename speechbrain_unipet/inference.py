@@ -16,7 +16,11 @@ Authors
 from speechbrain.processing.features import InputNormalization
 from torch import nn
 
-from speechbrain_unipet.embedding import speaker_embeddings
+from speechbrain_unipet.embedding import (
+    CHUNK_OVERLAP_SECONDS,
+    MAX_CHUNK_SECONDS,
+    speaker_embeddings,
+)
 
 
 class PassThrough(nn.Module):
@@ -49,12 +53,26 @@ class SpeakerEmbeddingModel(nn.Module):
         Sentence mean normalisation (None: SpeechBrain's
         ``InputNormalization(norm_type="sentence", std_norm=False)``, what
         the recipe trains with).
+    max_chunk_seconds : float or None
+        Longer utterances are embedded in windows (see
+        ``speaker_embeddings``); None: whole utterances.
+    chunk_overlap_seconds : float
+        Overlap of consecutive windows.
     """
 
-    def __init__(self, encoder, model, normalizer=None):
+    def __init__(
+        self,
+        encoder,
+        model,
+        normalizer=None,
+        max_chunk_seconds=MAX_CHUNK_SECONDS,
+        chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
+    ):
         super().__init__()
         self.encoder = encoder
         self.model = model
+        self.max_chunk_seconds = max_chunk_seconds
+        self.chunk_overlap_seconds = chunk_overlap_seconds
         if normalizer is None:
             normalizer = InputNormalization(
                 norm_type="sentence", std_norm=False
@@ -64,7 +82,13 @@ class SpeakerEmbeddingModel(nn.Module):
     def forward(self, wavs, wav_lens=None):
         """Embeddings [B, 1, E] of waveforms [B, S]."""
         return speaker_embeddings(
-            self.encoder, self.normalizer, self.model, wavs, wav_lens
+            self.encoder,
+            self.normalizer,
+            self.model,
+            wavs,
+            wav_lens,
+            self.max_chunk_seconds,
+            self.chunk_overlap_seconds,
         )[0]
 
 

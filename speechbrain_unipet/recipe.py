@@ -586,6 +586,12 @@ def load_trained_model(output_folder, device="cpu"):
             "train_speaker_embeddings.py"
         )
     hparams, _ = load_recipe_hparams(str(saved))
+    if "save_folder" not in hparams or "checkpointer" not in hparams:
+        raise FileNotFoundError(
+            f"{output_folder} is not a training run (its hyperparams.yaml has "
+            "no save_folder; is it an exported model folder?): the folder "
+            "must be the output_folder of train_speaker_embeddings.py"
+        )
     build_backend(hparams, num_speakers(hparams["save_folder"]))
     checkpoint = recover_best_checkpoint(
         hparams["checkpointer"], hparams.get("ckpt_select", "ErrorRate")
@@ -600,7 +606,7 @@ def load_trained_model(output_folder, device="cpu"):
 
 
 @torch.no_grad()
-def compute_embedding(modules, wavs, wav_lens=None):
+def compute_embedding(modules, wavs, wav_lens=None, **chunking):
     """Embeddings [B, 1, E] of a trained model's modules, through the one
     embedding path (``speechbrain_unipet.embedding.speaker_embeddings``).
 
@@ -612,6 +618,9 @@ def compute_embedding(modules, wavs, wav_lens=None):
         Waveforms [B, S].
     wav_lens : torch.Tensor or None
         Relative lengths (None: nothing padded).
+    **chunking
+        ``max_chunk_seconds`` / ``chunk_overlap_seconds`` of
+        ``speaker_embeddings`` (default: its module constants).
 
     Returns
     -------
@@ -623,6 +632,7 @@ def compute_embedding(modules, wavs, wav_lens=None):
         modules["embedding_model"],
         wavs,
         wav_lens,
+        **chunking,
     )[0]
 
 

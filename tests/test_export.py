@@ -146,6 +146,45 @@ def test_merge_lora_needs_lora(recipe_env, tmp_path):  # noqa: F811
         export(trained(recipe_env, "unipet"), tmp_path / "x", merge_lora=True)
 
 
+def test_export_never_damages_the_run_or_a_folder(
+    recipe_env,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Exporting into the run (or a folder inside it, or one that contains
+    it) is refused; a non-empty destination needs ``--overwrite``; a failed
+    export leaves nothing behind."""
+    from speechbrain_unipet.export import ExportError, main
+
+    run = trained(recipe_env, "unipet")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for dest in (run, run / "hub", run.parent):
+        with pytest.raises(ExportError, match="would overwrite the run"):
+            export(run, dest)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty. Give --overwrite"):
+        main([str(run), str(hub)])
+    assert (hub / "notes.txt").read_text() == "mine"
+    assert main([str(run), str(hub), "--overwrite"]) == 0
+    assert not (hub / "notes.txt").exists()
+    assert (hub / "ssl_encoder.ckpt").is_file()
+    import speechbrain_unipet.export as exporter
+
+    def disk_full(*args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(exporter, "write_card", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export(run, tmp_path / "failed")
+    with pytest.raises(OSError, match="No space left"):
+        export(run, hub, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub"]
+    assert (hub / "ssl_encoder.ckpt").is_file()  # the old export is intact
+
+
 def test_adapters_swap_on_one_backbone(recipe_env, tmp_path):  # noqa: F811
     from speechbrain_unipet.lobes import PETEncoder
 
@@ -196,7 +235,7 @@ def test_broken_hub_folders_give_clear_errors(recipe_env, tmp_path, model_root):
     with pytest.raises(ValueError, match="no backbone folder next to"):
         PETEncoder(None, method="unipet").load_pet_file(tmp_path / "other.ckpt")
     with pytest.raises(FileNotFoundError, match="must be the output_folder"):
-        export(tmp_path, tmp_path / "x")
+        export(tmp_path / "hub", tmp_path / "x")
 
 
 @pytest.mark.parametrize("method", ["unipet", "lora"])

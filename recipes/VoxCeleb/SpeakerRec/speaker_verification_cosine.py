@@ -44,14 +44,16 @@ from speechbrain_unipet.scoring import read_trials, score_trials, speaker_cohort
 logger = get_logger(__name__)
 
 
-def embed_rows(modules, rows, sample_rate, device, desc):
-    """id -> embedding [D] of prepared CSV rows (each region alone)."""
+def embed_rows(modules, rows, sample_rate, device, desc, chunking):
+    """id -> embedding [D] of prepared CSV rows (each region alone; long
+    regions in windows, as ``chunking`` says)."""
     embeddings = {}
     for uid, row in tqdm(sorted(rows.items()), desc=desc, dynamic_ncols=True):
         wav = load_audio(
             row["wav"], sample_rate, int(row["start"]), int(row["stop"])
         ).to(device)
-        embeddings[uid] = compute_embedding(modules, wav[None])[0, 0].cpu()
+        embeddings[uid] = compute_embedding(modules, wav[None], **chunking)
+        embeddings[uid] = embeddings[uid][0, 0].cpu()
     return embeddings
 
 
@@ -98,7 +100,11 @@ def main(argv):
     train_hparams, modules = load_trained_model(cfg["output_folder"], device)
     rate = train_hparams["sample_rate"]
     trials, trials_file, rows = trial_rows(cfg, train_hparams)
-    test = embed_rows(modules, rows, rate, device, "embedding")
+    chunking = {
+        "max_chunk_seconds": cfg["max_chunk_seconds"],
+        "chunk_overlap_seconds": cfg["chunk_overlap_seconds"],
+    }
+    test = embed_rows(modules, rows, rate, device, "embedding", chunking)
 
     cohort = mean = None
     if cfg["score_norm"] == "as-norm":
@@ -109,7 +115,9 @@ def main(argv):
             regions.setdefault(uid, region)
             speakers[uid] = row["spk_id"]
         chosen = dict(sorted(regions.items())[: cfg["cohort_max_files"]])
-        cohort_emb = embed_rows(modules, chosen, rate, device, "cohort")
+        cohort_emb = embed_rows(
+            modules, chosen, rate, device, "cohort", chunking
+        )
         cohort, mean = speaker_cohort(cohort_emb, speakers)
     elif cfg["score_norm"] not in (None, "none"):
         raise ValueError(
