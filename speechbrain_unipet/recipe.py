@@ -13,6 +13,7 @@ Authors
 """
 
 import csv
+import difflib
 import io
 import os
 import pathlib
@@ -39,7 +40,8 @@ from speechbrain_unipet.data_prep import (
 from speechbrain_unipet.embedding import speaker_embeddings
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.pet import get_method
-from speechbrain_unipet.scoring import read_trials, score_trials
+from speechbrain_unipet.pet.component import check_option
+from speechbrain_unipet.scoring import TrialListError, read_trials, score_trials
 
 logger = get_logger(__name__)
 
@@ -54,6 +56,96 @@ def _yaml_mapping(text):
 def _top_keys(path):
     with open(path, encoding="utf-8") as f:
         return YAML().load(f) or {}
+
+
+def _settable_keys(top):
+    """Top-level keys holding values (not objects) a user would override."""
+    keys = []
+    for key, value in top.items():
+        tag = getattr(getattr(value, "tag", None), "value", None) or ""
+        if not key.startswith("_") and not tag.startswith(
+            ("!new:", "!name:", "!apply:")
+        ):
+            keys.append(key)
+    return sorted(keys)
+
+
+def _value(kind, help, minimum=None, maximum=None):
+    return {
+        "kind": kind,
+        "help": help,
+        "choices": None,
+        "minimum": minimum,
+        "maximum": maximum,
+    }
+
+
+#: Recipe keys whose values are checked before anything is built or
+#: prepared (SpeechBrain would otherwise fail with an error naming no key,
+#: or part-way through training). Same rules as the PET options.
+RECIPE_VALUES = {
+    "batch_size": _value("int", "ECAPA-TDNN's BatchNorm needs 2", 2),
+    "number_of_epochs": _value("int", "training epochs", 1),
+    "sentence_len": _value("float", "training crop in seconds", 0.1),
+    "lr": _value("float", "back-end learning rate", 0.0),
+    "lr_pet": _value("float", "PET learning rate", 0.0),
+    "lr_final_ratio": _value("float", "final / initial learning rate", 0.0),
+    "weight_decay": _value("float", "back-end weight decay", 0.0),
+    "num_workers": _value("int", "data loading processes", 0),
+    "ckpt_interval_minutes": _value("float", "minutes between saves", 0.0),
+    "num_test_speakers": _value("int", "held-out test speakers", 0),
+    "num_valid_speakers": _value("int", "held-out validation speakers", 0),
+    "test_segment_len": _value("float", "trial segment in seconds", 0.1),
+    "trial_utts_per_speaker": _value("int", "trial utterances per speaker", 1),
+    "sample_rate": _value("int", "model sample rate", 8000),
+    "emb_dim": _value("int", "embedding size", 1),
+    "seed": _value("int", "random seed"),
+    "amp_th": _value("float", "silence threshold", 0.0),
+    "ckpt_keep_best": _value("int", "best checkpoints kept", 1),
+    "noise_snr_low": _value("float", "lowest SNR of added noise (dB)"),
+    "noise_snr_high": _value("float", "highest SNR of added noise (dB)"),
+    "max_chunk_seconds": _value("float", "window for long utterances", 0.5),
+    "chunk_overlap_seconds": _value("float", "window overlap", 0.0),
+    "cohort_top_n": _value("int", "AS-norm top cohort scores", 1),
+    "cohort_max_files": _value("int", "AS-norm cohort files", 1),
+}
+
+
+#: Keys of ``RECIPE_VALUES`` for which null means something.
+NULLABLE = {"max_chunk_seconds"}
+
+
+def check_recipe_values(values, source="--"):
+    """Checks the recipe keys of ``RECIPE_VALUES`` found in ``values``.
+
+    Arguments
+    ---------
+    values : dict
+        Overrides or loaded hyperparameters.
+    source : str
+        How the keys are written, for the message (``--`` for the command
+        line).
+
+    Raises
+    ------
+    RecipeError
+        Naming the key, the value and what is allowed.
+
+    Example
+    -------
+    >>> check_recipe_values({"batch_size": 8, "lr": 0.001})
+    >>> check_recipe_values({"batch_size": "abc"})
+    Traceback (most recent call last):
+    ...
+    speechbrain_unipet.recipe.RecipeError: --batch_size='abc' must be an integer >= 2 (ECAPA-TDNN's BatchNorm needs 2).
+    """
+    for key, meta in RECIPE_VALUES.items():
+        if key not in values or (values[key] is None and key in NULLABLE):
+            continue
+        try:
+            check_option(f"{source}{key}", values[key], meta, label="")
+        except ValueError as err:
+            raise RecipeError(str(err).strip()) from None
 
 
 def load_recipe_hparams(hparams_file, overrides=None):
@@ -84,15 +176,29 @@ def load_recipe_hparams(hparams_file, overrides=None):
     if isinstance(overrides, str):
         overrides = _yaml_mapping(overrides)
     overrides = dict(overrides or {})
-    known = set(_top_keys(hparams_file))
-    unknown = sorted(k for k in overrides if k not in known)
+    top = _top_keys(hparams_file)
+    unknown = sorted(k for k in overrides if k not in top)
     if unknown:
-        raise ValueError(
-            f"Unknown override(s) {unknown} for {hparams_file}. Valid keys: "
-            f"{sorted(k for k in known if not k.startswith('_'))}"
+        settable = _settable_keys(top)
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, settable, n=2)
+            if close:
+                guesses = " or ".join(f"--{m}" for m in close)
+                hints.append(f"--{key}: did you mean {guesses}?")
+            else:
+                hints.append(f"--{key} is not a key of this yaml")
+        guessed = all("did you mean" in h for h in hints)
+        listed = "" if guessed else f". Settable keys: {settable}"
+        raise RecipeError(
+            f"Unknown override(s) for {hparams_file}: "
+            + "; ".join(hints)
+            + listed
         )
+    check_recipe_values(overrides)
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
+    check_recipe_values(hparams, source="")  # values written in the yaml
     # Runs saved before the recipes were self-contained have the recipe under
     # a ``recipe`` key (and the method options as ``pet_options``); their
     # hyperparams.yaml still loads for verification and export.
@@ -285,6 +391,7 @@ class RecipeError(ValueError):
 #: Errors whose message says what to fix: the recipe scripts print them
 #: without a traceback.
 USER_ERRORS = (
+    TrialListError,
     AudioError,
     DataPreparationError,
     RecipeError,
@@ -634,6 +741,30 @@ def compute_embedding(modules, wavs, wav_lens=None, **chunking):
         wav_lens,
         **chunking,
     )[0]
+
+
+def atomic_write(path, text):
+    """Writes ``text`` to ``path`` through a temporary file in the same
+    folder and a rename, so readers never see a partial file.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        Destination.
+    text : str
+        Content (UTF-8).
+
+    Example
+    -------
+    >>> p = getfixture("tmp_path") / "r.json"
+    >>> atomic_write(p, "{}")
+    >>> p.read_text()
+    '{}'
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def dump_yaml(data):

@@ -56,12 +56,17 @@ def utterance_id(path):
     return path
 
 
+class TrialListError(ValueError):
+    """A malformed trial list, with the file and line."""
+
+
 def read_trials(path):
     """Reads a VoxCeleb trial list: ``label enrol_path test_path`` per line.
 
     Paths are relative to ``wav/`` (``id10270/x6uYqmx31kE/00001.wav``);
     returned ids drop the ``.wav``. Blank lines are skipped; anything else
-    malformed raises a ``ValueError`` naming the file and line.
+    malformed, and a trial listed twice (which would count twice in the
+    EER), raises a ``TrialListError`` naming the file and lines.
 
     Arguments
     ---------
@@ -81,26 +86,31 @@ def read_trials(path):
     >>> read_trials(p)
     [Trial(1, 'a/x/1', 'a/y/2'), Trial(0, 'a/x/1', 'b/z/3')]
     """
-    trials = []
+    trials, seen = [], {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             parts = line.split()
             if len(parts) != 3 or parts[0] not in ("0", "1"):
-                raise ValueError(
+                raise TrialListError(
                     f"{path}:{lineno}: expected 'label enrol test' with label "
                     f"0 or 1 (VoxCeleb trial format), got {line.strip()!r}"
                 )
-            trials.append(
-                Trial(
-                    int(parts[0]),
-                    utterance_id(parts[1]),
-                    utterance_id(parts[2]),
-                )
+            trial = Trial(
+                int(parts[0]), utterance_id(parts[1]), utterance_id(parts[2])
             )
+            pair = (trial.enrol, trial.test)
+            if pair in seen:
+                raise TrialListError(
+                    f"{path}:{lineno}: the trial {parts[1]} {parts[2]} is "
+                    f"already on line {seen[pair]}; remove the repeat (it "
+                    "would count twice in the EER)."
+                )
+            seen[pair] = lineno
+            trials.append(trial)
     if not trials:
-        raise ValueError(f"Trial list {path} holds no trials")
+        raise TrialListError(f"Trial list {path} holds no trials")
     return trials
 
 

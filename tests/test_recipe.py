@@ -303,7 +303,7 @@ def test_unknown_override_is_rejected(recipe_env):
     )
     assert (
         done.returncode != 0
-        and "Unknown override(s) ['data_foldr']" in done.stderr
+        and "--data_foldr: did you mean --data_folder?" in done.stderr
     )
 
 
@@ -389,7 +389,51 @@ def test_batch_size_one_is_refused_up_front(recipe_env, tmp_path):
     done = train(
         recipe_env, "frozen", tmp_path / "o", "--batch_size=1", check=False
     )
-    assert done.returncode != 0 and "batch_size must be >= 2" in done.stderr
+    assert done.returncode != 0
+    assert "--batch_size=1 must be an integer >= 2" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_train_log_shows_the_rates_each_epoch_used(recipe_env, tmp_path):
+    out = tmp_path / "lr"
+    train(recipe_env, "frozen", out, "--number_of_epochs=2")
+    text = (out / "train_log.txt").read_text()
+    rates = re.findall(r"lr_backend: ([0-9.e+-]+)", text)
+    # lr 0.001 and lr_final_ratio 0.1, linear over 2 epochs.
+    assert [float(r) for r in rates] == [0.001, 0.0001]
+
+
+def test_verification_logs_and_names_bad_trial_lists(recipe_env, tmp_path):
+    out = recipe_env["root"] / "run_frozen"
+    if not (out / "hyperparams.yaml").is_file():
+        train(recipe_env, "frozen", out)
+    verify(out)
+    log = (out / "verification_log.txt").read_text()
+    assert "EER" in log and "results.json" in log
+    trials = tmp_path / "dup.txt"
+    line = "1 id4/vid0/00001.wav id4/vid1/00001.wav\n"
+    trials.write_text(line + "0 id4/vid0/00001.wav id5/vid0/00001.wav\n" + line)
+    done = run_script(
+        "speaker_verification_cosine.py",
+        "hparams/verification.yaml",
+        f"--output_folder={out}",
+        f"--verification_file={trials}",
+        "--device=cpu",
+        check=False,
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"{trials}:3: the trial" in done.stderr
+    assert "already on line 1" in done.stderr
+    done = run_script(
+        "speaker_verification_cosine.py",
+        "hparams/verification.yaml",
+        f"--output_folder={out}",
+        "--max_chunk_secs=5",
+        "--device=cpu",
+        check=False,
+    )
+    assert "did you mean --max_chunk_seconds?" in done.stderr
 
 
 def test_noise_and_reverb_augmentation_from_local_folders(recipe_env, tmp_path):

@@ -187,12 +187,37 @@ def test_command_line_option_override(tiny_ssl, tmp_path):
     assert trainable[64] < trainable[128]
 
 
-def test_unknown_override_names_the_valid_keys():
+def test_unknown_override_suggests_the_key():
     with pytest.raises(ValueError) as err:
         load_recipe_hparams(HPARAMS / "unipet.yaml", {"adapter_dimm": 64})
     message = str(err.value)
-    assert "Unknown override(s) ['adapter_dimm']" in message
-    assert "'adapter_dim'" in message and "'data_folder'" in message
+    assert "--adapter_dimm: did you mean --adapter_dim" in message
+    assert "Settable keys" not in message  # no list of 60 keys
+    with pytest.raises(ValueError) as err:
+        load_recipe_hparams(HPARAMS / "unipet.yaml", {"zzz": 1})
+    message = str(err.value)
+    assert "--zzz is not a key of this yaml. Settable keys" in message
+    assert "'data_folder'" in message and "'adapter_dim'" in message
+    assert "'ssl_encoder'" not in message  # objects are not settable
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("batch_size", "abc", "--batch_size='abc' must be an integer >= 2"),
+        ("number_of_epochs", -1, "--number_of_epochs=-1 must be an integer"),
+        ("sentence_len", 0, "--sentence_len=0 must be a number >= 0.1"),
+        ("lr", float("nan"), "--lr=nan must be a finite number"),
+        ("adapter_dim", 2.5, "PET option adapter_dim=2.5 must be an integer"),
+        ("adapter_scale", float("nan"), "PET option adapter_scale=nan"),
+    ],
+)
+def test_bad_override_values_name_the_key(key, value, expected, tmp_path):
+    """Checked before anything is built or prepared."""
+    folder = tiny_ssl_folder(tmp_path, "wavlm")
+    overrides = {"data_folder": str(tmp_path), "ssl_hub": str(folder)}
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_recipe_hparams(HPARAMS / "unipet.yaml", {**overrides, key: value})
 
 
 def test_hyperparams_of_runs_with_the_old_nested_layout_load(

@@ -93,3 +93,14 @@ def test_missing_matplotlib_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ImportError, match=r"speechbrain-unipet\[plot\]"):
         plotting.plot_det([1.0, 2.0], [0.0, 0.5], tmp_path / "x.png")
+
+
+def test_repeated_trials_are_refused(tmp_path):
+    from speechbrain_unipet.scoring import TrialListError, read_trials
+
+    trials = tmp_path / "t.txt"
+    trials.write_text(
+        "1 a/x/1.wav a/y/2.wav\n0 a/x/1.wav b/z/3.wav\n\n1 a/x/1.wav a/y/2.wav\n"
+    )
+    with pytest.raises(TrialListError, match=r"t.txt:4: .* already on line 1"):
+        read_trials(trials)

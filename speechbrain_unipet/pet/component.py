@@ -99,7 +99,7 @@ def _choices(meta):
     return tuple(choices() if callable(choices) else choices or ())
 
 
-def check_option(name, value, meta):
+def check_option(name, value, meta, label="PET option"):
     """Validates and normalises one option value (see ``option``).
 
     Arguments
@@ -110,6 +110,8 @@ def check_option(name, value, meta):
         The given value.
     meta : dict
         The field metadata written by ``option``.
+    label : str
+        What the value is, for the error message.
 
     Returns
     -------
@@ -122,7 +124,7 @@ def check_option(name, value, meta):
         Naming the option, the value and what is expected.
     """
     kind = meta["kind"]
-    what = f"PET option {name}={value!r} must be"
+    what = f"{label} {name}={value!r} must be"
     hint = f" ({meta['help']})."
     low, high = meta["minimum"], meta["maximum"]
     if kind in ("int", "float"):

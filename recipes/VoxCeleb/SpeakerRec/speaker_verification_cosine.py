@@ -22,7 +22,6 @@ import sys
 
 import speechbrain as sb
 import torch
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
@@ -35,7 +34,10 @@ from speechbrain_unipet.data_prep import (
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.recipe import (
     USER_ERRORS,
+    RecipeError,
+    atomic_write,
     compute_embedding,
+    load_recipe_hparams,
     load_trained_model,
     read_csv_rows,
 )
@@ -92,8 +94,13 @@ def trial_rows(cfg, train_hparams):
 def main(argv):
     """Scores the trial list of a trained run (see verification.yaml)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as f:
-        cfg = load_hyperpyyaml(f, overrides)
+    cfg, _ = load_recipe_hparams(hparams_file, overrides)
+    # SpeechBrain's logging setup (screen + a log file in the run folder),
+    # which create_experiment_directory does for training.
+    sb.utils.logger.setup_logging(
+        sb.core.DEFAULT_LOG_CONFIG,
+        {"handlers": {"file_handler": {"filename": cfg["verification_log"]}}},
+    )
     device = run_opts["device"] or (
         "cuda:0" if torch.cuda.is_available() else "cpu"
     )
@@ -120,7 +127,7 @@ def main(argv):
         )
         cohort, mean = speaker_cohort(cohort_emb, speakers)
     elif cfg["score_norm"] not in (None, "none"):
-        raise ValueError(
+        raise RecipeError(
             f"score_norm must be null or as-norm, got {cfg['score_norm']!r}"
         )
 
@@ -129,7 +136,7 @@ def main(argv):
     )
     labels = torch.tensor([t.label for t in trials], dtype=torch.bool)
     if labels.all() or not labels.any():
-        raise ValueError(
+        raise RecipeError(
             f"{trials_file} needs both target (1) and non-target (0) trials"
         )
     pos, neg = scores[labels], scores[~labels]
@@ -144,11 +151,16 @@ def main(argv):
         "ssl_hub": str(train_hparams["ssl_hub"]),
         "verification_file": str(trials_file),
     }
-    with open(cfg["scores_file"], "w", encoding="utf-8") as f:
-        for t, s in zip(trials, scores.tolist(), strict=True):
-            f.write(f"{t.enrol} {t.test} {t.label} {s:.6f}\n")
-    with open(cfg["results_file"], "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    # Written whole, then renamed: a concurrent or killed verification never
+    # leaves a mixed or truncated file.
+    atomic_write(
+        cfg["scores_file"],
+        "".join(
+            f"{t.enrol} {t.test} {t.label} {s:.6f}\n"
+            for t, s in zip(trials, scores.tolist(), strict=True)
+        ),
+    )
+    atomic_write(cfg["results_file"], json.dumps(result, indent=2))
     try:
         from speechbrain_unipet.plotting import plot_det, plot_score_histogram
 

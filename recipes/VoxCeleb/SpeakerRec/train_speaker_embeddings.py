@@ -163,11 +163,14 @@ class SpeakerBrain(sb.core.Brain):
         stats["ErrorRate"] = self.error_metrics.summarize("average")
         stats.update(self.verification_stats())
         if stage == sb.Stage.VALID:
-            _, factor = self.hparams.lr_annealing(epoch)
+            # Logged: the rates this epoch trained with; set: the next's.
+            used, factor = self.hparams.lr_annealing(epoch)
             lrs = {}
             for key, opt in self.optimizers_dict.items():
-                lrs[f"lr_{key}"] = self.base_lrs[key] * factor
-                sb.nnet.schedulers.update_learning_rate(opt, lrs[f"lr_{key}"])
+                lrs[f"lr_{key}"] = self.base_lrs[key] * used
+                sb.nnet.schedulers.update_learning_rate(
+                    opt, self.base_lrs[key] * factor
+                )
             for train_logger in self.train_loggers:
                 train_logger.log_stats(
                     stats_meta={"epoch": epoch, **lrs},
@@ -274,8 +277,6 @@ def main(argv):
     except ValueError as err:  # bad key, method or option: no traceback
         sys.exit(f"ERROR: {err}")
 
-    if hparams["batch_size"] < 2:
-        sys.exit("ERROR: batch_size must be >= 2 (ECAPA-TDNN uses BatchNorm)")
     # First, so that the preparation's messages reach log.txt and the screen.
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
