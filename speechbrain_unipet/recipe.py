@@ -32,6 +32,7 @@ from speechbrain_unipet.audio import (
     load_audio,
 )
 from speechbrain_unipet.backbones import SSLBackboneError
+from speechbrain_unipet.checkpoints import CheckpointError
 from speechbrain_unipet.data_prep import (
     CSV_HEADER,
     VALID_TRIALS_FILE,
@@ -391,6 +392,7 @@ class RecipeError(ValueError):
 #: Errors whose message says what to fix: the recipe scripts print them
 #: without a traceback.
 USER_ERRORS = (
+    CheckpointError,
     TrialListError,
     AudioError,
     DataPreparationError,

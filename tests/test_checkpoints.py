@@ -1,0 +1,52 @@
+"""Checkpoints that explain themselves: damaged or missing files are named,
+recovery falls back to the next complete checkpoint, and folders of saves
+that never completed are removed and logged."""
+
+import logging
+
+import pytest
+import torch
+
+from speechbrain_unipet.checkpoints import AtomicCheckpointer, CheckpointError
+
+
+def three_checkpoints(folder):
+    model = torch.nn.Linear(2, 2)
+    checkpointer = AtomicCheckpointer(folder, {"model": model})
+    saved = []
+    for value in (1.0, 2.0, 3.0):  # EER: the first is the best
+        with torch.no_grad():
+            model.weight.fill_(value)
+        saved.append(checkpointer.save_checkpoint(meta={"EER": value}))
+    return model, checkpointer, saved
+
+
+def test_damaged_best_checkpoint_falls_back_to_the_next(tmp_path, caplog):
+    model, checkpointer, saved = three_checkpoints(tmp_path)
+    best = saved[0].path / "model.ckpt"
+    best.write_bytes(best.read_bytes()[:100])  # a save killed half-way
+    (saved[1].path / "model.ckpt").unlink()  # a deleted file
+    with caplog.at_level(logging.WARNING):
+        loaded = checkpointer.recover_if_possible(min_key="EER")
+    assert loaded.path == saved[2].path
+    assert float(model.weight.detach()[0, 0]) == 3.0
+    assert str(saved[0].path) in caplog.text
+    assert "truncated file(s) ['model.ckpt']" in caplog.text
+    assert "the file model.ckpt is missing" in caplog.text
+    (saved[2].path / "model.ckpt").write_bytes(b"PK\x03\x04broken")
+    with pytest.raises(CheckpointError) as err:
+        checkpointer.recover_if_possible(min_key="EER")
+    for checkpoint in saved:
+        assert str(checkpoint.path) in str(err.value)
+
+
+def test_incomplete_saves_are_removed_and_logged(tmp_path, caplog):
+    _, _, saved = three_checkpoints(tmp_path)
+    (saved[1].path / "CKPT.yaml").rename(saved[1].path / "CKPT.yaml.pending")
+    with caplog.at_level(logging.WARNING):
+        checkpointer = AtomicCheckpointer(
+            tmp_path, {"m": torch.nn.Linear(2, 2)}
+        )
+    assert not saved[1].path.exists() and saved[0].path.exists()
+    assert f"Removed {saved[1].path}" in caplog.text
+    assert len(checkpointer.list_checkpoints()) == 2
