@@ -676,6 +676,46 @@ def num_speakers(save_folder):
     return len(encoder)
 
 
+def relocate_run_paths(text, output_folder):
+    """Points the paths of a saved ``hyperparams.yaml`` at the folder it is
+    read from, so that a copied or moved run uses its own files.
+
+    SpeechBrain saves the resolved yaml: every path under the run is
+    written out from the ``output_folder`` the run was trained with.
+
+    Arguments
+    ---------
+    text : str
+        The saved yaml.
+    output_folder : str or pathlib.Path
+        Where the run is now.
+
+    Returns
+    -------
+    text : str
+        The yaml with the stored output folder replaced where it starts a
+        path.
+    moved_from : str or None
+        The stored output folder, if it was not this one.
+
+    Example
+    -------
+    >>> yaml = "output_folder: /old/run\\nsave_folder: /old/run/save\\n"
+    >>> new, was = relocate_run_paths(yaml, "/new/run")
+    >>> new.splitlines(), was
+    (['output_folder: /new/run', 'save_folder: /new/run/save'], '/old/run')
+    """
+    found = re.search(r"^\s*output_folder:\s*(\S+)\s*$", text, flags=re.M)
+    if not found:
+        return text, None
+    stored = found.group(1).strip("'\"").rstrip("/")
+    here = pathlib.Path(output_folder).resolve()
+    if pathlib.Path(stored).resolve() == here:
+        return text, None
+    pattern = r"(?<![\w./-])" + re.escape(stored) + r"(?=/|\s|$|['\"])"
+    return re.sub(pattern, lambda _: str(here), text), stored
+
+
 def load_trained_model(output_folder, device="cpu"):
     """Rebuilds a training run from its saved ``hyperparams.yaml`` and loads
     its best checkpoint by the run's ``ckpt_select`` (lowest EER by
@@ -694,7 +734,19 @@ def load_trained_model(output_folder, device="cpu"):
             f"{saved} not found: the folder must be the output_folder of "
             "train_speaker_embeddings.py"
         )
-    hparams, _ = load_recipe_hparams(str(saved))
+    text, moved_from = relocate_run_paths(
+        saved.read_text(encoding="utf-8"), output_folder
+    )
+    if moved_from is not None:
+        logger.warning(
+            "%s was trained as %s: reading its files (checkpoints, CSVs, "
+            "label encoder) from %s (a copied or moved run).",
+            output_folder,
+            moved_from,
+            pathlib.Path(output_folder).resolve(),
+        )
+    hparams = load_hyperpyyaml(text)
+    hparams = hparams.get("recipe", hparams)  # runs of the nested layout
     if "save_folder" not in hparams or "checkpointer" not in hparams:
         raise FileNotFoundError(
             f"{output_folder} is not a training run (its hyperparams.yaml has "

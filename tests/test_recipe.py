@@ -474,3 +474,25 @@ def test_tensorboard_logging(recipe_env, tmp_path):
 
     tags = EventAccumulator(str(events[0])).Reload().Tags()["scalars"]
     assert {"EER/valid", "minDCF/valid", "ErrorRate/valid"} <= set(tags)
+
+
+def test_a_copied_run_uses_its_own_files(recipe_env, tmp_path):
+    """``cp -r run copy`` then verify/export ``copy``: the copy's checkpoint
+    and CSVs are read, even when the original is gone."""
+    import shutil
+
+    from speechbrain_unipet.recipe import load_trained_model
+
+    out = recipe_env["root"] / "run_frozen"
+    if not (out / "hyperparams.yaml").is_file():
+        train(recipe_env, "frozen", out)
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(out, first)
+    shutil.copytree(first, second)
+    shutil.rmtree(first)
+    hparams, _ = load_trained_model(second)
+    assert hparams["save_folder"] == str(second / "save")
+    assert str(out) not in str(hparams["train_annotation"])
+    result = verify(second)
+    assert result["num_trials"] == 6
+    assert (second / "results.json").is_file()
