@@ -81,6 +81,7 @@ import os
 import pathlib
 import random
 import re
+import time
 
 from speechbrain.utils.logger import get_logger
 
@@ -956,6 +957,120 @@ def prepare_trial_manifest(
 
 
 # ------------------------------------------------------------------- main
+def preparation_options(
+    data_folder,
+    data_format,
+    verification_file,
+    num_test_speakers,
+    num_valid_speakers,
+    test_segment_len,
+    trial_utts_per_speaker,
+    split_ratio,
+    seg_dur,
+    amp_th,
+    seed,
+):
+    """What a preparation depends on (stored in ``prepare_options.json``).
+
+    Arguments
+    ---------
+    data_folder, data_format, verification_file, num_test_speakers,
+    num_valid_speakers, test_segment_len, trial_utts_per_speaker,
+    split_ratio, seg_dur, amp_th, seed
+        As for ``prepare_speaker_data``.
+
+    Returns
+    -------
+    dict
+    """
+    return {
+        "version": 2,
+        "data_folder": str(data_folder),
+        "data_format": data_format,
+        "verification_file": None
+        if verification_file is None
+        else str(verification_file),
+        "num_test_speakers": num_test_speakers,
+        "num_valid_speakers": num_valid_speakers,
+        "test_segment_len": test_segment_len,
+        "trial_utts_per_speaker": trial_utts_per_speaker,
+        "split_ratio": list(split_ratio),
+        "seg_dur": seg_dur,
+        "amp_th": amp_th,
+        "seed": seed,
+    }
+
+
+def check_rerun(save_folder, options, overwrite_prep=False):
+    """Checks, before anything is written, that a re-run of an output
+    folder prepares the data it was trained on.
+
+    A run whose checkpoints were trained on other data (another data
+    folder, trial list or split) would resume with a label encoder and
+    weights that do not fit. That is an error naming both settings, unless
+    ``overwrite_prep``: then the old ``save`` folder (preparation and
+    checkpoints) is moved aside, never deleted, and the run starts fresh.
+    Without checkpoints, only the stale label encoder is removed (the
+    preparation re-runs by itself).
+
+    Arguments
+    ---------
+    save_folder : str or pathlib.Path
+        The run's ``save_folder``.
+    options : dict
+        ``preparation_options`` of this run.
+    overwrite_prep : bool
+        Start fresh when the data changed.
+
+    Returns
+    -------
+    pathlib.Path or None
+        Where the old save folder was moved, if it was.
+
+    Raises
+    ------
+    DataPreparationError
+        Naming the settings that differ.
+    """
+    save = pathlib.Path(save_folder)
+    done = save / OPTIONS_FILE
+    if not done.is_file():
+        return None
+    with open(done, encoding="utf-8") as f:
+        previous = json.load(f).get("options", {})
+    changed = {
+        k: (previous.get(k), v)
+        for k, v in options.items()
+        if k != "version" and previous.get(k) != v
+    }
+    if not changed:
+        return None
+    described = ", ".join(
+        f"{k}: prepared {a!r}, now {b!r}" for k, (a, b) in changed.items()
+    )
+    if not any(save.glob("CKPT+*")):
+        (save / "label_encoder.txt").unlink(missing_ok=True)
+        logger.info("Data settings changed (%s): preparing again", described)
+        return None
+    if not overwrite_prep:
+        raise DataPreparationError(
+            f"{save} holds checkpoints trained on other data ({described}). "
+            "Use another output_folder, or give --overwrite_prep=True to move "
+            "the old preparation and checkpoints aside and start fresh."
+        )
+    aside = save.with_name(
+        f"{save.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    save.rename(aside)
+    logger.warning(
+        "Data settings changed (%s): moved the old preparation and "
+        "checkpoints to %s; training starts fresh.",
+        described,
+        aside,
+    )
+    return aside
+
+
 def prepare_speaker_data(
     data_folder,
     save_folder,
@@ -1054,22 +1169,19 @@ def prepare_speaker_data(
             f"split_ratio {list(split_ratio)} must give both train and dev a "
             "share (dev measures the speaker-ID error)"
         )
-    options = {
-        "version": 2,
-        "data_folder": str(data_folder),
-        "data_format": data_format,
-        "verification_file": None
-        if verification_file is None
-        else str(verification_file),
-        "num_test_speakers": num_test_speakers,
-        "num_valid_speakers": num_valid_speakers,
-        "test_segment_len": test_segment_len,
-        "trial_utts_per_speaker": trial_utts_per_speaker,
-        "split_ratio": list(split_ratio),
-        "seg_dur": seg_dur,
-        "amp_th": amp_th,
-        "seed": seed,
-    }
+    options = preparation_options(
+        data_folder,
+        data_format,
+        verification_file,
+        num_test_speakers,
+        num_valid_speakers,
+        test_segment_len,
+        trial_utts_per_speaker,
+        split_ratio,
+        seg_dur,
+        amp_th,
+        seed,
+    )
     done = save / OPTIONS_FILE
     if done.is_file():
         with open(done, encoding="utf-8") as f:

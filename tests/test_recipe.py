@@ -496,3 +496,30 @@ def test_a_copied_run_uses_its_own_files(recipe_env, tmp_path):
     result = verify(second)
     assert result["num_trials"] == 6
     assert (second / "results.json").is_file()
+
+
+def test_rerun_on_other_data_is_refused_before_anything_is_written(
+    recipe_env, tmp_path
+):
+    out = tmp_path / "rerun"
+    train(recipe_env, "frozen", out)
+    saved = (out / "hyperparams.yaml").read_text()
+    checkpoints = sorted(p.name for p in (out / "save").glob("CKPT+*"))
+    done = train(
+        recipe_env, "frozen", out, "--num_valid_speakers=3", check=False
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "num_valid_speakers: prepared 2, now 3" in done.stderr
+    assert "--overwrite_prep=True" in done.stderr
+    assert (out / "hyperparams.yaml").read_text() == saved
+    assert sorted(p.name for p in (out / "save").glob("CKPT+*")) == checkpoints
+    train(
+        recipe_env,
+        "frozen",
+        out,
+        "--num_valid_speakers=3",
+        "--overwrite_prep=True",
+    )
+    (aside,) = out.glob("save.replaced-*")
+    assert sorted(p.name for p in aside.glob("CKPT+*")) == checkpoints
+    assert epochs_logged(out)[-1] == 1  # a fresh run

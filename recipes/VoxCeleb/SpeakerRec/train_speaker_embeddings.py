@@ -35,6 +35,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from speechbrain_unipet.data_prep import (
     DataPreparationError,
+    check_rerun,
+    preparation_options,
     prepare_speaker_data,
 )
 from speechbrain_unipet.embedding import speaker_embeddings
@@ -277,7 +279,28 @@ def main(argv):
     except ValueError as err:  # bad key, method or option: no traceback
         sys.exit(f"ERROR: {err}")
 
-    # First, so that the preparation's messages reach log.txt and the screen.
+    prep = {
+        "data_folder": hparams["data_folder"],
+        "data_format": hparams["data_format"],
+        "verification_file": hparams["verification_file"],
+        "num_test_speakers": hparams["num_test_speakers"],
+        "num_valid_speakers": hparams["num_valid_speakers"],
+        "test_segment_len": hparams["test_segment_len"],
+        "trial_utts_per_speaker": hparams["trial_utts_per_speaker"],
+        "split_ratio": hparams["split_ratio"],
+        "seg_dur": hparams["sentence_len"],
+        "amp_th": hparams["amp_th"],
+        "seed": hparams["seed"],
+    }
+    # Before anything is written: a re-run on other data must not reuse
+    # (or damage) checkpoints trained on the old data.
+    run_on_main(
+        check_rerun,
+        args=[hparams["save_folder"], preparation_options(**prep)],
+        kwargs={"overwrite_prep": hparams["overwrite_prep"]},
+    )
+    # Then the experiment folder, so that the preparation's messages reach
+    # log.txt and the screen.
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -286,19 +309,9 @@ def main(argv):
     run_on_main(
         prepare_speaker_data,
         kwargs={
-            "data_folder": hparams["data_folder"],
+            **prep,
             "save_folder": hparams["save_folder"],
-            "data_format": hparams["data_format"],
-            "verification_file": hparams["verification_file"],
-            "num_test_speakers": hparams["num_test_speakers"],
-            "num_valid_speakers": hparams["num_valid_speakers"],
-            "test_segment_len": hparams["test_segment_len"],
-            "trial_utts_per_speaker": hparams["trial_utts_per_speaker"],
-            "split_ratio": hparams["split_ratio"],
-            "seg_dur": hparams["sentence_len"],
-            "amp_th": hparams["amp_th"],
             "sample_rate": hparams["sample_rate"],
-            "seed": hparams["seed"],
             "num_workers": hparams["prep_workers"],
             "skip_prep": hparams["skip_prep"],
         },
