@@ -55,3 +55,22 @@ def test_mismatched_pet_state_is_rejected(ssl_folder, model_root, tmp_path):
     small.save_pet_file(tmp_path / "u.ckpt")
     with pytest.raises(ValueError, match="method saved='unipet' here='lora'"):
         lora.load_pet_file(tmp_path / "u.ckpt")
+
+
+def test_a_state_saved_on_other_backbone_weights_is_refused(
+    ssl_folder, model_root, tmp_path
+):
+    """Same type and size, other pretrained weights: refused by the
+    backbone fingerprint (architecture + CNN weights)."""
+    from speechbrain_unipet.testing import tiny_ssl_folder
+
+    mine = PETEncoder(ssl_folder("wavlm"), method="lora")
+    other = PETEncoder(
+        str(tiny_ssl_folder(model_root, "wavlm", seed=11)), method="lora"
+    )
+    assert mine.backbone.fingerprint() != other.backbone.fingerprint()
+    mine.save_pet_file(tmp_path / "lora.ckpt")
+    with pytest.raises(ValueError, match="other weights or layout"):
+        other.load_pet_file(tmp_path / "lora.ckpt")
+    again = PETEncoder(ssl_folder("wavlm"), method="lora")
+    again.load_pet_file(tmp_path / "lora.ckpt")  # the same backbone loads

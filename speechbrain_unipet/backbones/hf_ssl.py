@@ -20,6 +20,7 @@ Authors
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -347,6 +348,54 @@ class SSLBackbone(HFTransformersInterface):
         if self.pre_ln:
             return list(self.model.encoder.layer_norm.parameters())
         return []
+
+    #: Config fields that define the architecture (what a PET state's
+    #: shapes and placement depend on).
+    ARCHITECTURE_FIELDS = (
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "conv_dim",
+        "conv_kernel",
+        "conv_stride",
+        "feat_extract_norm",
+        "do_stable_layer_norm",
+        "num_conv_pos_embeddings",
+        "num_conv_pos_embedding_groups",
+        "num_buckets",
+        "max_bucket_distance",
+    )
+
+    def fingerprint(self):
+        """A short hash of the architecture and of the CNN weights.
+
+        The CNN feature encoder is frozen in every method (and untouched by
+        a LoRA merge), so its weights identify the pretrained checkpoint: a
+        PET state saved on one backbone can be refused on another of the
+        same type and size.
+
+        Returns
+        -------
+        str
+            16 hex digits.
+        """
+        if getattr(self, "_fingerprint", None) is None:
+            arch = {
+                k: getattr(self.config, k, None)
+                for k in self.ARCHITECTURE_FIELDS
+            }
+            digest = hashlib.sha256(
+                json.dumps(arch, sort_keys=True, default=list).encode()
+            )
+            cnn = self.model.feature_extractor.state_dict()
+            for name, tensor in sorted(cnn.items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
 
     # -------------------------------------------------------------- lengths
     def frame_lengths(self, sample_lengths):

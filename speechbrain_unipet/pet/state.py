@@ -21,7 +21,13 @@ from speechbrain.utils.checkpoints import (
 )
 
 #: Metadata entries that must agree between a file and the encoder.
-CHECKED_METADATA = ("method", "model_type", "hidden_size", "num_layers")
+CHECKED_METADATA = (
+    "method",
+    "model_type",
+    "hidden_size",
+    "num_layers",
+    "backbone_fingerprint",
+)
 
 
 def trainable_state(module, buffers_of=None):
@@ -158,11 +164,19 @@ def read_pet_file(path, expected_meta):
         if k in meta and k in expected_meta and meta[k] != expected_meta[k]
     }
     if diff:
+        hint = ""
+        if list(diff) == ["backbone_fingerprint"]:
+            hint = (
+                " (a backbone of the same type and size but other weights "
+                "or layout: load the one it was trained on, ssl_source / "
+                "ssl_hub)"
+            )
         raise ValueError(
             f"PET checkpoint '{path}' was saved for another model: "
             + ", ".join(
                 f"{k} saved={a!r} here={b!r}" for k, (a, b) in diff.items()
             )
+            + hint
         )
     return saved["state"]
 
@@ -216,6 +230,7 @@ class PETStateMixin:
             "hidden_size": self.hidden_size,
             "num_layers": self.num_layers,
             "output_all_hiddens": self.output_all_hiddens,
+            "backbone_fingerprint": self.backbone.fingerprint(),
         }
 
     def save_pet_file(self, path):
