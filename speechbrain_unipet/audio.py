@@ -367,4 +367,11 @@ def load_audio(path, sample_rate=16000, start=0, stop=None):
             f"Audio file '{path}' holds no samples"
             + (f" in [{start}, {stop})" if start or stop is not None else "")
         )
+    if not np.isfinite(signal).all():
+        bad = int(np.flatnonzero(~np.isfinite(signal))[0])
+        raise AudioError(
+            f"Audio file '{path}' holds NaN or infinite samples (the first at "
+            f"sample {start + bad}): the file is damaged; re-encode or "
+            "remove it."
+        )
     return resample(torch.from_numpy(signal), rate, sample_rate)

@@ -17,6 +17,71 @@ MAX_CHUNK_SECONDS = 20.0
 CHUNK_OVERLAP_SECONDS = 2.0
 #: Windows embedded together (memory grows with this, not with the length).
 CHUNKS_PER_BATCH = 4
+#: Fewer samples (16 kHz) give no frame: the SSL CNN's receptive field.
+MIN_SAMPLES = 400
+
+
+class InvalidAudioError(ValueError):
+    """Rows of a batch that cannot give an embedding (no samples to speak
+    of, NaN/inf, digital silence). The other rows were embedded.
+
+    Arguments
+    ---------
+    problems : dict
+        Row index -> what is wrong with it.
+    embeddings : torch.Tensor
+        [B, 1, E]: the other rows' embeddings, NaN for these rows.
+    """
+
+    def __init__(self, problems, embeddings):
+        self.problems = problems
+        self.embeddings = embeddings
+        super().__init__(
+            "cannot embed "
+            + "; ".join(f"row {row}: {why}" for row, why in problems.items())
+            + " (the other rows are embedded: see .embeddings)"
+        )
+
+
+def row_problems(wavs, wav_lens, min_samples=MIN_SAMPLES):
+    """What makes each row of a batch unusable, if anything.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        Waveforms [B, S].
+    wav_lens : torch.Tensor
+        Relative lengths.
+    min_samples : int
+        Fewest valid samples that give a frame.
+
+    Returns
+    -------
+    dict
+        Row index -> reason, for the unusable rows only.
+
+    Example
+    -------
+    >>> wavs = torch.randn(3, 800)
+    >>> wavs[1] = 0.0
+    >>> wavs[2, 5] = float("nan")
+    >>> row_problems(wavs, torch.ones(3))
+    {1: 'digital silence (all samples are 0)', 2: 'NaN or infinite samples'}
+    """
+    problems = {}
+    lengths = torch.round(wav_lens.double() * wavs.shape[1]).long().tolist()
+    for row, length in enumerate(lengths):
+        valid = wavs[row, : max(int(length), 0)]
+        if valid.numel() < min_samples:
+            problems[row] = (
+                f"{valid.numel()} samples, fewer than the {min_samples} "
+                "(25 ms at 16 kHz) that give one frame"
+            )
+        elif not bool(torch.isfinite(valid).all()):
+            problems[row] = "NaN or infinite samples"
+        elif not bool(valid.abs().gt(0).any()):
+            problems[row] = "digital silence (all samples are 0)"
+    return problems
 
 
 def speaker_embeddings(
@@ -69,6 +134,13 @@ def speaker_embeddings(
     gates : dict
         The encoder's UniPET gate values (branch -> [B, ...]), detached.
 
+    Raises
+    ------
+    InvalidAudioError
+        In eval mode, for rows with fewer than ``MIN_SAMPLES`` valid
+        samples, NaN/inf samples or only zeros; it names the rows and holds
+        the other rows' embeddings.
+
     Example
     -------
     >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
@@ -90,6 +162,16 @@ def speaker_embeddings(
     """
     if wav_lens is None:
         wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+    if not embedding_model.training:
+        problems = row_problems(wavs, wav_lens)
+        if problems:
+            _embed_others_and_raise(
+                problems,
+                (encoder, normalizer, embedding_model),
+                wavs,
+                wav_lens,
+                (max_chunk_seconds, chunk_overlap_seconds, sample_rate),
+            )
     chunk = None
     if max_chunk_seconds and not embedding_model.training:
         chunk = int(round(max_chunk_seconds * sample_rate))
@@ -104,6 +186,22 @@ def speaker_embeddings(
             (encoder, normalizer, embedding_model), wavs, wav_lens, chunk, hop
         )
     return _embed(encoder, normalizer, embedding_model, wavs, wav_lens)
+
+
+def _embed_others_and_raise(problems, modules, wavs, wav_lens, chunking):
+    """Embeds the usable rows, then raises ``InvalidAudioError``."""
+    good = [r for r in range(wavs.shape[0]) if r not in problems]
+    embeddings = None
+    if good:
+        index = torch.tensor(good, device=wavs.device)
+        done, _ = speaker_embeddings(
+            *modules, wavs[index], wav_lens[index], *chunking
+        )
+        embeddings = done.new_full(
+            (wavs.shape[0], *done.shape[1:]), float("nan")
+        )
+        embeddings[index] = done
+    raise InvalidAudioError(problems, embeddings)
 
 
 def _embed(encoder, normalizer, embedding_model, wavs, wav_lens):

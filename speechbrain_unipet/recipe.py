@@ -38,7 +38,7 @@ from speechbrain_unipet.data_prep import (
     VALID_TRIALS_FILE,
     DataPreparationError,
 )
-from speechbrain_unipet.embedding import speaker_embeddings
+from speechbrain_unipet.embedding import InvalidAudioError, speaker_embeddings
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.pet.component import check_option
@@ -461,6 +461,20 @@ class VerificationValidator:
         self.sample_rate = sample_rate
         self.batch_size = batch_size
         self._audio = {}
+        self.skipped = set()
+
+    def _skip(self, problems):
+        """Leaves segments that cannot be embedded out of the trials (once
+        logged, naming each)."""
+        for uid, why in problems.items():
+            if uid not in self.skipped:
+                self.skipped.add(uid)
+                logger.warning(
+                    "EER validation leaves out %s (%s): %s",
+                    uid,
+                    self.rows[uid]["wav"],
+                    why,
+                )
 
     def _signal(self, uid):
         if uid not in self._audio:
@@ -492,16 +506,30 @@ class VerificationValidator:
         for i in range(0, len(mine), self.batch_size):
             chunk = mine[i : i + self.batch_size]
             wavs, lens = batch_pad_right([self._signal(u) for u in chunk])
-            out = embed(wavs.to(device), lens.to(device))
+            try:
+                out = embed(wavs.to(device), lens.to(device))
+            except InvalidAudioError as err:
+                self._skip({chunk[r]: why for r, why in err.problems.items()})
+                out = err.embeddings
+                if out is None:
+                    continue
             for uid, emb in zip(chunk, out, strict=True):
-                embeddings[uid] = emb.reshape(-1).float().cpu()
+                if uid not in self.skipped:
+                    embeddings[uid] = emb.reshape(-1).float().cpu()
         if world > 1:
             gathered = [None] * world
             torch.distributed.all_gather_object(gathered, embeddings)
             for part in gathered:
                 embeddings.update(part)
-        scores = score_trials(self.trials, embeddings)
-        labels = torch.tensor([t.label for t in self.trials], dtype=torch.bool)
+        trials = [
+            t
+            for t in self.trials
+            if t.enrol in embeddings and t.test in embeddings
+        ]
+        if {t.label for t in trials} != {0, 1}:
+            return {}
+        scores = score_trials(trials, embeddings)
+        labels = torch.tensor([t.label for t in trials], dtype=torch.bool)
         pos, neg = scores[labels], scores[~labels]
         return {
             "EER": eer(pos, neg)[0],

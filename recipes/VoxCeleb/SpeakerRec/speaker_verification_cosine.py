@@ -25,12 +25,13 @@ import torch
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
-from speechbrain_unipet.audio import load_audio
+from speechbrain_unipet.audio import AudioError, load_audio
 from speechbrain_unipet.data_prep import (
     TRIALS_FILE,
     DataPreparationError,
     prepare_trial_manifest,
 )
+from speechbrain_unipet.embedding import InvalidAudioError
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.recipe import (
     USER_ERRORS,
@@ -54,8 +55,13 @@ def embed_rows(modules, rows, sample_rate, device, desc, chunking):
         wav = load_audio(
             row["wav"], sample_rate, int(row["start"]), int(row["stop"])
         ).to(device)
-        embeddings[uid] = compute_embedding(modules, wav[None], **chunking)
-        embeddings[uid] = embeddings[uid][0, 0].cpu()
+        try:
+            embedding = compute_embedding(modules, wav[None], **chunking)
+        except InvalidAudioError as err:
+            raise AudioError(
+                f"Cannot embed '{row['wav']}' ({uid}): {err.problems[0]}"
+            ) from None
+        embeddings[uid] = embedding[0, 0].cpu()
     return embeddings
 
 
