@@ -1,12 +1,25 @@
 """speechbrain-unipet: parameter-efficient tuning of SSL speech encoders for
 speaker verification, as SpeechBrain lobes and recipes."""
 
+import logging
 import warnings
 from importlib import metadata
 
 from packaging.specifiers import SpecifierSet
 
 __version__ = "0.1.0"
+
+
+def _not_torchvision_notice(record):
+    """False for SpeechBrain's import-time notice that torchvision (an
+    optional dependency for saving image samples, which no recipe here
+    does) is missing: nobody can act on it, and it shows on every run."""
+    return "torchvision is not available" not in record.getMessage()
+
+
+logging.getLogger("speechbrain.utils.train_logger").addFilter(
+    _not_torchvision_notice
+)
 
 # The versions CI installs and the tests pass with: the backbone code relies
 # on HF's calling conventions (layer outputs, attention masks, feature

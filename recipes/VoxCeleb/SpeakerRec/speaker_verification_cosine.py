@@ -20,6 +20,8 @@ import json
 import pathlib
 import sys
 
+# First: it silences a SpeechBrain import-time notice nobody can act on.
+import speechbrain_unipet  # noqa: F401  # isort: skip
 import speechbrain as sb
 import torch
 from speechbrain.utils.logger import get_logger
@@ -157,6 +159,14 @@ def main(argv):
         "ssl_hub": str(train_hparams["ssl_hub"]),
         "verification_file": str(trials_file),
     }
+    previous = pathlib.Path(cfg["results_file"])
+    if previous.is_file():
+        logger.warning(
+            "Replacing %s and %s, written by a previous verification (keep "
+            "both with another --results_file / --scores_file).",
+            previous,
+            cfg["scores_file"],
+        )
     # Written whole, then renamed: a concurrent or killed verification never
     # leaves a mixed or truncated file.
     atomic_write(

@@ -28,6 +28,8 @@ import csv
 import pathlib
 import sys
 
+# First: it silences a SpeechBrain import-time notice nobody can act on.
+import speechbrain_unipet  # noqa: F401  # isort: skip
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
