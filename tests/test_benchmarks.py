@@ -90,3 +90,23 @@ def test_flop_count_of_a_grouped_conv_step():
     assert bench.count_flops(step) == 3 * forward
     x.requires_grad_(False)
     assert bench.count_flops(step) == 2 * forward
+
+
+def test_long_audio_benchmark_prints_its_table():
+    script = SCRIPT.with_name("long_audio.py")
+    out = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--seconds", "1,3"]
+        + ["--whole-up-to", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = re.findall(r"^\| (\d+) s \| (\w+) \|", out.stdout, flags=re.M)
+    assert rows == [
+        ("1", "windowed"),
+        ("1", "whole"),
+        ("3", "windowed"),
+        ("3", "whole"),
+    ]
+    assert "| 3 s | whole | not run |" in out.stdout
