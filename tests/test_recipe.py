@@ -303,7 +303,7 @@ def test_unknown_override_is_rejected(recipe_env):
     )
     assert (
         done.returncode != 0
-        and "--data_foldr: did you mean --data_folder?" in done.stderr
+        and "--data_foldr: did you mean --data_folder" in done.stderr
     )
 
 
