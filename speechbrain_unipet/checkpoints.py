@@ -7,8 +7,10 @@ checkpoint) *before* the parameter files, so a run killed while saving
 truncated files, and resuming fails with ``EOFError``. Here the meta file is
 written under a temporary name and renamed into place only after every
 parameter file is on disk; an interrupted save is simply not a checkpoint,
-and its folder is removed (and the removal logged) when the next
-checkpointer opens the folder. A checkpoint whose files are missing or
+and its folder is removed (and the removal logged) by ``remove_incomplete``,
+which the training script calls before training (not at construction: a
+verification or export beside a running training must not remove a save in
+progress). A checkpoint whose files are missing or
 unreadable (a deleted or truncated file) is skipped with a warning naming
 it and the file, and the next one in order is loaded instead.
 
@@ -18,6 +20,7 @@ Authors
 
 import os
 import pathlib
+import pickle
 import shutil
 import zipfile
 
@@ -49,10 +52,6 @@ class AtomicCheckpointer(Checkpointer):
     >>> sorted(p.name for p in saved.path.iterdir())
     ['CKPT.yaml', 'model.ckpt']
     """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.remove_incomplete()
 
     def remove_incomplete(self):
         """Deletes checkpoint folders whose save never completed (no
@@ -111,13 +110,22 @@ class AtomicCheckpointer(Checkpointer):
             try:
                 self._check_files(checkpoint)
                 self.load_checkpoint(checkpoint)
-            except Exception as err:  # noqa: BLE001 -- any damage counts
-                err = damaged_files(checkpoint) or err
-                problems.append(f"{checkpoint.path}: {err}")
+            except Exception as err:
+                damage = damaged_files(checkpoint)
+                # Only damage falls back; anything else (a checkpoint of
+                # other options or another backbone) is the user's to see.
+                if not (
+                    damage
+                    or isinstance(
+                        err, (CheckpointError, EOFError, pickle.UnpicklingError)
+                    )
+                ):
+                    raise
+                problems.append(f"{checkpoint.path}: {damage or err}")
                 logger.warning(
                     "Skipping checkpoint %s, which cannot be loaded: %s",
                     checkpoint.path,
-                    err,
+                    damage or err,
                 )
                 continue
             if problems:

@@ -27,6 +27,7 @@ Authors
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -102,6 +103,10 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
         classifier: !ref <classifier>
         label_encoder: !ref <label_encoder>
 """
+
+
+#: Files that make a folder an earlier export (what --overwrite replaces).
+EXPORT_MARKERS = ("hyperparams.yaml", "ssl_encoder.ckpt")
 
 
 class ExportError(ValueError):
@@ -180,11 +185,18 @@ def check_destination(train_folder, hub_folder, overwrite=False):
         )
     if hub.exists() and not hub.is_dir():
         raise ExportError(f"Export destination '{hub_folder}' is a file.")
-    if hub.is_dir() and any(hub.iterdir()) and not overwrite:
-        raise ExportError(
-            f"Export destination '{hub_folder}' is not empty. Give "
-            "--overwrite to replace it, or choose an empty folder."
-        )
+    if hub.is_dir() and any(hub.iterdir()):
+        if not overwrite:
+            raise ExportError(
+                f"Export destination '{hub_folder}' is not empty. Give "
+                "--overwrite to replace it, or choose an empty folder."
+            )
+        if not all((hub / n).is_file() for n in EXPORT_MARKERS):
+            raise ExportError(
+                f"Export destination '{hub_folder}' is not an exported model "
+                f"folder (no {' / '.join(EXPORT_MARKERS)}): --overwrite only "
+                "replaces an earlier export. Choose an empty folder."
+            )
 
 
 def export(
@@ -216,7 +228,8 @@ def export(
     -------
     pathlib.Path
     """
-    train_folder, final = pathlib.Path(train_folder), pathlib.Path(hub_folder)
+    train_folder = pathlib.Path(train_folder)
+    final = pathlib.Path(hub_folder).resolve()
     check_destination(train_folder, final, overwrite)
     hparams, _ = load_trained_model(train_folder)
     encoder = hparams["ssl_encoder"]
@@ -229,6 +242,9 @@ def export(
     hub = pathlib.Path(
         tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent)
     )
+    umask = os.umask(0)
+    os.umask(umask)
+    hub.chmod(0o777 & ~umask)  # mkdtemp's 0700 would lock other users out
     try:
         _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora)
         _replace_folder(hub, final)

@@ -147,6 +147,13 @@ def check_recipe_values(values, source="--"):
             check_option(f"{source}{key}", values[key], meta, label="")
         except ValueError as err:
             raise RecipeError(str(err).strip()) from None
+    chunk = values.get("max_chunk_seconds")
+    overlap = values.get("chunk_overlap_seconds")
+    if chunk is not None and overlap is not None and overlap >= chunk:
+        raise RecipeError(
+            f"{source}chunk_overlap_seconds={overlap} must be shorter than "
+            f"{source}max_chunk_seconds={chunk}"
+        )
 
 
 def load_recipe_hparams(hparams_file, overrides=None):

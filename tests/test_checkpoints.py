@@ -43,10 +43,19 @@ def test_damaged_best_checkpoint_falls_back_to_the_next(tmp_path, caplog):
 def test_incomplete_saves_are_removed_and_logged(tmp_path, caplog):
     _, _, saved = three_checkpoints(tmp_path)
     (saved[1].path / "CKPT.yaml").rename(saved[1].path / "CKPT.yaml.pending")
+    checkpointer = AtomicCheckpointer(tmp_path, {"m": torch.nn.Linear(2, 2)})
+    assert saved[1].path.exists()  # opening the folder removes nothing
     with caplog.at_level(logging.WARNING):
-        checkpointer = AtomicCheckpointer(
-            tmp_path, {"m": torch.nn.Linear(2, 2)}
-        )
+        checkpointer.remove_incomplete()
     assert not saved[1].path.exists() and saved[0].path.exists()
     assert f"Removed {saved[1].path}" in caplog.text
     assert len(checkpointer.list_checkpoints()) == 2
+
+
+def test_a_checkpoint_of_other_options_is_not_called_damaged(tmp_path):
+    """Only damage falls back to older checkpoints; a mismatch (another
+    size, here) is raised as it is, so good checkpoints are never blamed."""
+    _, _, saved = three_checkpoints(tmp_path)
+    wider = AtomicCheckpointer(tmp_path, {"model": torch.nn.Linear(3, 3)})
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        wider.recover_if_possible(min_key="EER")

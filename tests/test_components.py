@@ -152,6 +152,8 @@ def test_registered_options_are_validated_and_listed(ssl_folder):
         register_component(DepthwiseConvAdapter)
     with pytest.raises(ValueError, match="unknown component"):
         PETMethod("broken", "x", components=("no_such_component",))
+    with pytest.raises(ValueError, match="'gates' must come last"):
+        PETMethod("broken", "x", components=("gates", "inner_adapter"))
     with pytest.raises(ValueError, match="do not have"):
         PETMethod("broken", "x", components=("lora",), defaults={"x": 1})
 

@@ -162,15 +162,27 @@ def test_export_never_damages_the_run_or_a_folder(
         with pytest.raises(ExportError, match="would overwrite the run"):
             export(run, dest)
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty. Give --overwrite"):
+        main([str(run), str(mine)])
+    with pytest.raises(SystemExit, match="not an exported model folder"):
+        main([str(run), str(mine), "--overwrite"])
+    assert (mine / "notes.txt").read_text() == "mine"
+    mine.joinpath("notes.txt").unlink()
+    mine.rmdir()
     hub = tmp_path / "hub"
-    hub.mkdir()
-    (hub / "notes.txt").write_text("mine")
+    assert main([str(run), str(hub)]) == 0
+    (hub / "notes.txt").write_text("stale")
     with pytest.raises(SystemExit, match="not empty. Give --overwrite"):
         main([str(run), str(hub)])
-    assert (hub / "notes.txt").read_text() == "mine"
     assert main([str(run), str(hub), "--overwrite"]) == 0
     assert not (hub / "notes.txt").exists()
     assert (hub / "ssl_encoder.ckpt").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert hub.stat().st_mode & 0o777 == 0o777 & ~umask
     import speechbrain_unipet.export as exporter
 
     def disk_full(*args):

@@ -94,3 +94,22 @@ def test_validation_leaves_out_a_silent_segment(ssl_folder, tmp_path, caplog):
         )
     assert set(stats) == {"EER", "minDCF"}
     assert "leaves out b/4" in caplog.text and "digital silence" in caplog.text
+
+
+def test_dev_loss_path_does_not_refuse_rows(ssl_folder):
+    """The training script's dev loss passes ``check_rows=False``: a silent
+    dev crop gives a finite embedding instead of ending the run."""
+    from speechbrain_unipet.embedding import speaker_embeddings
+
+    modules = small_model(ssl_folder("wavlm"))
+    batch = torch.randn(2, 6000)
+    batch[1] = 0.0
+    with torch.no_grad():
+        emb, _ = speaker_embeddings(
+            modules["ssl_encoder"],
+            modules["mean_var_norm"],
+            modules["embedding_model"],
+            batch,
+            check_rows=False,
+        )
+    assert torch.isfinite(emb).all()

@@ -283,3 +283,16 @@ def test_unipet_row_runs_like_speechbrains_recipe_runner(tmp_path):
     files = re.search(r"file_exists=\[(.*?)\]", row["test_debug_checks"])
     for name in files.group(1).split(","):
         assert (out / name.strip()).is_file(), name
+
+
+def test_window_overlap_must_be_shorter_than_the_window():
+    from speechbrain_unipet.recipe import check_recipe_values
+
+    assert "max_chunk_seconds" in (HPARAMS / "verification.yaml").read_text()
+    check_recipe_values(
+        {"max_chunk_seconds": 20.0, "chunk_overlap_seconds": 2.0}
+    )
+    with pytest.raises(ValueError, match="--chunk_overlap_seconds=2.0 must be"):
+        check_recipe_values(
+            {"max_chunk_seconds": 1.0, "chunk_overlap_seconds": 2.0}
+        )

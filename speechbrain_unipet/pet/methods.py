@@ -70,6 +70,11 @@ class PETMethod:
                 f"method '{self.name}': unknown component(s) {unknown}; "
                 f"registered: {sorted(PET_COMPONENTS)}"
             )
+        if "gates" in self.components[:-1]:
+            raise ValueError(
+                f"method '{self.name}': 'gates' must come last in components "
+                "(it gates the branches built before it)"
+            )
         if self.unfreeze not in UNFREEZE_MODES:
             raise ValueError(
                 f"method '{self.name}': unfreeze must be one of "

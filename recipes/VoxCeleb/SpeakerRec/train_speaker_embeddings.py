@@ -76,6 +76,7 @@ class SpeakerBrain(sb.core.Brain):
             self.modules.embedding_model,
             wavs,
             lens,
+            check_rows=False,  # a silent dev crop must not end the run
         )
         for branch, values in gates.items():
             total, count = self.gate_sums.get(branch, (0.0, 0))
@@ -359,6 +360,9 @@ def main(argv):
     )
     brain.train_loggers = loggers
     brain.validator = validator
+    # Only training removes folders of saves that never completed (a
+    # verification or export running beside it must not).
+    run_on_main(hparams["checkpointer"].remove_incomplete)
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
