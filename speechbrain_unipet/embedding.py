@@ -8,6 +8,8 @@ Authors
 
 import torch
 
+from speechbrain_unipet.lobes.pet_encoder import sample_lengths
+
 #: Longer utterances are embedded in windows of this many seconds (eval
 #: mode), so that memory stays flat in the utterance length: WavLM's
 #: relative position bias and the attention scores grow with the square of
@@ -69,9 +71,8 @@ def row_problems(wavs, wav_lens, min_samples=MIN_SAMPLES):
     {1: 'digital silence (all samples are 0)', 2: 'NaN or infinite samples'}
     """
     problems = {}
-    lengths = torch.round(wav_lens.double() * wavs.shape[1]).long().tolist()
-    for row, length in enumerate(lengths):
-        valid = wavs[row, : max(int(length), 0)]
+    for row, length in enumerate(sample_lengths(wavs, wav_lens).tolist()):
+        valid = wavs[row, :length]
         if valid.numel() < min_samples:
             problems[row] = (
                 f"{valid.numel()} samples, fewer than the {min_samples} "
@@ -260,10 +261,8 @@ def window_starts(length, chunk, hop):
 def _windowed(modules, wavs, wav_lens, chunk, hop):
     """Each utterance's windows embedded ``CHUNKS_PER_BATCH`` at a time and
     averaged (gates too)."""
-    lengths = torch.round(wav_lens.double() * wavs.shape[1]).long().tolist()
     embeddings, gates = [], {}
-    for row, length in enumerate(lengths):
-        length = max(1, min(int(length), wavs.shape[1]))
+    for row, length in enumerate(sample_lengths(wavs, wav_lens).tolist()):
         if length <= chunk:
             emb, row_gates = _embed(
                 *modules,

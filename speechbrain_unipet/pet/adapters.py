@@ -20,6 +20,7 @@ from .component import (
     ComponentOptions,
     PETComponent,
     option,
+    pet_layers_option,
     register_component,
     select_layers,
 )
@@ -214,12 +215,6 @@ def _adapter_activation():
     )
 
 
-def _pet_layers():
-    return option(
-        None, "0-based Transformer layers that get PET modules", "layers"
-    )
-
-
 @register_component
 class InnerAdapterComponent(PETComponent):
     """Inner adapters: a zero-initialised bottleneck adapter parallel to the
@@ -254,7 +249,7 @@ class InnerAdapterComponent(PETComponent):
             "str",
             choices=("ffn", "mhsa", "both"),
         )
-        pet_layers: tuple = _pet_layers()
+        pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)
@@ -286,13 +281,9 @@ class InnerAdapterComponent(PETComponent):
         hooks = []
         gate = layer.gates.get(self.branch)
         for place, adapters in self.places.items():
-            adapter = (
-                adapters[str(layer.index)]
-                if str(layer.index) in adapters
-                else None
-            )
-            if adapter is None:
+            if str(layer.index) not in adapters:
                 continue
+            adapter = adapters[str(layer.index)]
             target = "feed_forward" if place == "ffn" else "attention"
             hooks.append((target, _parallel(adapter, gate)))
         return hooks
@@ -327,7 +318,7 @@ class HoulsbyAdapterComponent(PETComponent):
         adapter_dim: int = _adapter_dim()
         adapter_dropout: float = _adapter_dropout()
         adapter_activation: str = _adapter_activation()
-        pet_layers: tuple = _pet_layers()
+        pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)
@@ -377,7 +368,7 @@ class AdapterBiasComponent(PETComponent):
     class Options(ComponentOptions):
         """Options of AdapterBias."""
 
-        pet_layers: tuple = _pet_layers()
+        pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)

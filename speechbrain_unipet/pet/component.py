@@ -84,6 +84,19 @@ def option(default, help, kind, choices=None, minimum=None, maximum=None):
     return field(default=default, metadata=meta)
 
 
+def pet_layers_option():
+    """The ``pet_layers`` option, shared by every component acting on a
+    subset of layers (one definition, so its default and meaning agree).
+
+    Returns
+    -------
+    dataclasses.Field
+    """
+    return option(
+        None, "0-based Transformer layers that get PET modules", "layers"
+    )
+
+
 def _bounds(meta):
     low, high = meta["minimum"], meta["maximum"]
     parts = []

@@ -19,6 +19,7 @@ from .component import (
     PETComponent,
     gate_branches,
     option,
+    pet_layers_option,
     register_component,
     select_layers,
 )
@@ -107,9 +108,7 @@ class UniPETGateComponent(PETComponent):
             "str_list",
             choices=gate_branches,
         )
-        pet_layers: tuple = option(
-            None, "0-based Transformer layers that get PET modules", "layers"
-        )
+        pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)

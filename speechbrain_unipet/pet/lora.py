@@ -25,6 +25,7 @@ from .component import (
     ComponentOptions,
     PETComponent,
     option,
+    pet_layers_option,
     register_component,
     select_layers,
 )
@@ -150,9 +151,7 @@ class LoRAComponent(PETComponent):
             choices=ATTENTION_PROJECTIONS,
             minimum=1,
         )
-        pet_layers: tuple = option(
-            None, "0-based Transformer layers that get PET modules", "layers"
-        )
+        pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)

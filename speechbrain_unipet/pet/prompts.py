@@ -17,6 +17,7 @@ from .component import (
     ComponentOptions,
     PETComponent,
     option,
+    pet_layers_option,
     register_component,
     select_layers,
 )
@@ -158,9 +159,7 @@ class DeepPromptComponent(PETComponent):
 
         prompt_length: int = _prompt_length()
         prompt_init: str = _prompt_init()
-        pet_layers: tuple = option(
-            None, "0-based Transformer layers that get PET modules", "layers"
-        )
+        pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)
