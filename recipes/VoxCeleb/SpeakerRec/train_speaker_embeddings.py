@@ -31,6 +31,7 @@ import sys
 # First: it silences a SpeechBrain import-time notice nobody can act on.
 import speechbrain_unipet  # noqa: F401  # isort: skip
 import speechbrain as sb
+import torch
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -145,9 +146,20 @@ class SpeakerBrain(sb.core.Brain):
             return
         super()._wrap_distributed()
 
+    def on_fit_batch_start(self, batch, should_step):
+        """Sets the AAM margin for this step (``margin_scheduler``)."""
+        progress = (
+            self.current_epoch
+            - 1
+            + (self.step - 1) / max(1, self.steps_per_epoch)
+        )
+        self.margin = self.hparams.margin_scheduler(progress)
+
     def on_stage_start(self, stage, epoch=None):
         """Fresh error and gate statistics for the stage."""
         self.gate_sums = {}
+        if stage == sb.Stage.TRAIN:
+            self.current_epoch = epoch
         if stage != sb.Stage.TRAIN:
             self.error_metrics = self.hparams.error_stats()
 
@@ -163,6 +175,8 @@ class SpeakerBrain(sb.core.Brain):
             }
         )
         if stage == sb.Stage.TRAIN:
+            if getattr(self, "margin", None) is not None:
+                stats["margin"] = round(self.margin, 4)
             self.train_stats = stats
             return
         stats["ErrorRate"] = self.error_metrics.summarize("average")
@@ -363,6 +377,13 @@ def main(argv):
     # Only training removes folders of saves that never completed (a
     # verification or export running beside it must not).
     run_on_main(hparams["checkpointer"].remove_incomplete)
+    # Batches per epoch and process (drop_last): the margin schedule's step.
+    world = (
+        torch.distributed.get_world_size()
+        if torch.distributed.is_initialized()
+        else 1
+    )
+    brain.steps_per_epoch = len(train_data) // (hparams["batch_size"] * world)
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
