@@ -711,6 +711,65 @@ def num_speakers(save_folder):
     return len(encoder)
 
 
+def average_last_checkpoints(checkpointer, count):
+    """Loads the mean of the trainable tensors of the last ``count``
+    end-of-epoch checkpoints (SpeechBrain's ``average_checkpoints``) into
+    the PET encoder, the embedding model and the classifier.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The run's checkpointer (recoverables ``ssl_encoder``,
+        ``embedding_model``, ``classifier``).
+    count : int
+        How many of the newest end-of-epoch checkpoints to average.
+
+    Returns
+    -------
+    list
+        The averaged checkpoints, newest first.
+
+    Raises
+    ------
+    RecipeError
+        If fewer than ``count`` end-of-epoch checkpoints were kept.
+    """
+    from speechbrain.utils.checkpoints import average_checkpoints
+
+    chosen = checkpointer.find_checkpoints(
+        ckpt_predicate=lambda c: c.meta.get("end-of-epoch", False)
+    )[:count]
+    if len(chosen) < count:
+        raise RecipeError(
+            f"average of {count} checkpoints asked, but "
+            f"{checkpointer.checkpoints_dir} keeps {len(chosen)} end-of-epoch "
+            "checkpoints: train with --ckpt_keep_last at least that large"
+        )
+    for name, module in checkpointer.recoverables.items():
+        if name == "ssl_encoder":
+            state = average_checkpoints(
+                chosen,
+                name,
+                parameter_loader=lambda p, **_: torch.load(
+                    p, map_location="cpu", weights_only=True
+                )["state"],
+            )
+            module.load_pet_state_dict(state)
+        elif name in ("embedding_model", "classifier"):
+            state = average_checkpoints(
+                chosen,
+                name,
+                parameter_loader=lambda p, **_: torch.load(
+                    p, map_location="cpu"
+                ),
+            )
+            module.load_state_dict(state)
+    logger.info(
+        "Averaged %d checkpoints: %s", count, [str(c.path) for c in chosen]
+    )
+    return chosen
+
+
 def relocate_run_paths(text, output_folder):
     """Points the paths of a saved ``hyperparams.yaml`` at the folder it is
     read from, so that a copied or moved run uses its own files.

@@ -59,3 +59,25 @@ def test_a_checkpoint_of_other_options_is_not_called_damaged(tmp_path):
     wider = AtomicCheckpointer(tmp_path, {"model": torch.nn.Linear(3, 3)})
     with pytest.raises(RuntimeError, match="size mismatch"):
         wider.recover_if_possible(min_key="EER")
+
+
+def test_averaged_weights_are_the_mean_of_the_last_checkpoints(tmp_path):
+    from speechbrain_unipet.recipe import average_last_checkpoints
+
+    model = torch.nn.Linear(2, 2)
+    checkpointer = AtomicCheckpointer(tmp_path, {"embedding_model": model})
+    weights = []
+    for value in (1.0, 2.0, 4.0, 8.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+            model.bias.fill_(-value)
+        weights.append(model.weight.detach().clone())
+        checkpointer.save_checkpoint(end_of_epoch=True)
+    chosen = average_last_checkpoints(checkpointer, 3)
+    assert len(chosen) == 3
+    torch.testing.assert_close(
+        model.weight.detach(), torch.stack(weights[1:]).mean(0)
+    )
+    torch.testing.assert_close(model.bias.detach(), torch.full((2,), -14 / 3))
+    with pytest.raises(ValueError, match="keeps 4 end-of-epoch"):
+        average_last_checkpoints(checkpointer, 5)
