@@ -211,20 +211,39 @@ def _embed_others_and_raise(problems, modules, wavs, wav_lens, chunking):
 
 
 def _embed(encoder, normalizer, embedding_model, wavs, wav_lens):
-    """``speaker_embeddings`` without windows."""
+    """``speaker_embeddings`` without windows.
+
+    A back-end reading the layer stack (``[L+1, B, T, D]`` features) gets
+    it as the encoder gives it: the normaliser is for the weighted sum.
+    Back-ends that mask padded frames themselves (``exact_with_padding``)
+    embed a padded batch at once; the others (ECAPA-TDNN) one utterance at
+    a time in eval mode."""
     feats, gates = encoder(wavs, wav_lens, return_gates=True)
+    stacked = feats.dim() == 4
+
+    def embed(feats, lens):
+        if not stacked:
+            feats = normalizer(feats, lens)
+        return embedding_model(feats, lens)
+
     padded = bool((wav_lens < 1).any())
     if embedding_model.training or not padded:
-        feats = normalizer(feats, wav_lens)
-        return embedding_model(feats, wav_lens), gates
+        return embed(feats, wav_lens), gates
     plain_encoder = getattr(encoder, "module", encoder)  # DDP
-    frames = plain_encoder.frame_mask(wavs, wav_lens).sum(dim=1).tolist()
+    frames = plain_encoder.frame_mask(wavs, wav_lens).sum(dim=1)
+    plain_model = getattr(embedding_model, "module", embedding_model)
+    if getattr(plain_model, "exact_with_padding", False):
+        # Relative lengths of the valid frames (the CNN's frame count
+        # differs from round(wav_lens * T) by a frame at times).
+        return embed(feats, frames / feats.shape[-2]), gates
+    frames = frames.tolist()
     whole = torch.ones(1, device=wavs.device)
-    embeddings = [
-        embedding_model(normalizer(feats[i : i + 1, :n], whole), whole)
-        for i, n in enumerate(frames)
-    ]
-    return torch.cat(embeddings), gates
+    return torch.cat(
+        [
+            embed(feats[..., i : i + 1, :n, :], whole)
+            for i, n in enumerate(frames)
+        ]
+    ), gates
 
 
 def window_starts(length, chunk, hop):

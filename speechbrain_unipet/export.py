@@ -1,9 +1,13 @@
 """Export a trained PET speaker model as an offline pretrained folder.
 
-    python -m speechbrain_unipet.export TRAIN_FOLDER HUB_FOLDER [--copy-backbone] [--merge-lora] [--overwrite]
+    python -m speechbrain_unipet.export TRAIN_FOLDER HUB_FOLDER [--copy-backbone] [--merge-lora] [--overwrite] [--average-last N]
 
 ``TRAIN_FOLDER`` is the ``output_folder`` of ``train_speaker_embeddings.py``;
-its best checkpoint (``ckpt_select``) is exported. ``HUB_FOLDER`` must not
+its best checkpoint (``ckpt_select``) is exported, or with ``--average-last
+N`` the mean of its last N end-of-epoch checkpoints (kept with
+``--ckpt_keep_last``). Whatever the back-end (``backend``), the exported
+classifier has the training speakers' classes (speed perturbation's extra
+classes are left out). ``HUB_FOLDER`` must not
 be the run or inside it, and must be empty unless ``--overwrite`` is given;
 it is written to a temporary folder first and renamed into place. It loads with
 ``EncoderClassifier.from_hparams(source=HUB_FOLDER, savedir=HUB_FOLDER)`` or
@@ -42,16 +46,19 @@ from speechbrain_unipet.embedding import (
 )
 from speechbrain_unipet.pet.state import save_pet_file
 from speechbrain_unipet.recipe import (
+    backend_factory,
     dump_yaml,
+    RecipeError,
     load_trained_model,
     num_speakers,
+    reads_layer_stack,
 )
 
 logger = get_logger(__name__)
 
 HUB_YAML = """\
 # ############################################################################
-# Speaker embeddings: {method} PET on an SSL encoder + ECAPA-TDNN, exported by
+# Speaker embeddings: {method} PET on an SSL encoder + {backend_name}, exported by
 # speechbrain_unipet.export. Load with
 #   EncoderClassifier.from_hparams(source=<this folder>, savedir=<this folder>)
 # ssl_source: the backbone (hub id or local folder); null = backbone/ next to
@@ -66,6 +73,7 @@ ssl_encoder: !new:speechbrain_unipet.lobes.PETEncoder
     source: !ref <ssl_source>
     save_path: !ref <ssl_save_path>
     method: {method}
+    output_all_hiddens: {output_all_hiddens}
     options:
 {options}
 # encode_batch gives compute_features no lengths: the waveforms pass through
@@ -73,14 +81,14 @@ ssl_encoder: !new:speechbrain_unipet.lobes.PETEncoder
 compute_features: !new:speechbrain_unipet.inference.PassThrough
 mean_var_norm: !new:speechbrain_unipet.inference.PassThrough
 
-ecapa: !new:speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN
-{ecapa}
+backend: !new:{backend_class}
+{backend}
 # Utterances longer than max_chunk_seconds are embedded in overlapping
 # windows whose embeddings are averaged (memory flat in the length; null:
 # whole utterances), as the recipe's verification does.
 embedding_model: !new:speechbrain_unipet.inference.SpeakerEmbeddingModel
     encoder: !ref <ssl_encoder>
-    model: !ref <ecapa>
+    model: !ref <backend>
     max_chunk_seconds: {max_chunk_seconds}
     chunk_overlap_seconds: {chunk_overlap_seconds}
 
@@ -99,7 +107,7 @@ modules:
 pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
     loadables:
         ssl_encoder: !ref <ssl_encoder>
-        embedding_model: !ref <ecapa>
+        embedding_model: !ref <backend>
         classifier: !ref <classifier>
         label_encoder: !ref <label_encoder>
 """
@@ -205,6 +213,7 @@ def export(
     copy_backbone_files=False,
     merge_lora=False,
     overwrite=False,
+    average_last=0,
 ):
     """Writes the hub folder (see the module docstring). Returns its path.
 
@@ -223,6 +232,8 @@ def export(
         Fold LoRA into the copied backbone weights.
     overwrite : bool
         Replace a non-empty destination.
+    average_last : int
+        0: the best checkpoint; N: the mean of the last N.
 
     Returns
     -------
@@ -231,7 +242,7 @@ def export(
     train_folder = pathlib.Path(train_folder)
     final = pathlib.Path(hub_folder).resolve()
     check_destination(train_folder, final, overwrite)
-    hparams, _ = load_trained_model(train_folder)
+    hparams, _ = load_trained_model(train_folder, average_last=average_last)
     encoder = hparams["ssl_encoder"]
     method = encoder.method.name
     if merge_lora:
@@ -314,16 +325,22 @@ def _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora):
         hparams["modules"]["embedding_model"].state_dict(),
         hub / "embedding_model.ckpt",
     )
-    torch.save(
-        hparams["modules"]["classifier"].state_dict(), hub / "classifier.ckpt"
-    )
+    # The speakers' own classes only (speed perturbation adds classes of
+    # sped-up copies after them, which the label encoder does not name).
+    speakers = num_speakers(hparams["save_folder"])
+    classifier = hparams["modules"]["classifier"].state_dict()
+    classifier["weight"] = classifier["weight"][:speakers]
+    torch.save(classifier, hub / "classifier.ckpt")
     shutil.copy2(
         pathlib.Path(hparams["save_folder"]) / "label_encoder.txt",
         hub / "label_encoder.ckpt",
     )
 
-    ecapa = dict(hparams["embedding_model"].keywords)
-    ecapa["input_size"] = encoder.hidden_size
+    factory = backend_factory(hparams)
+    backend = dict(factory.keywords)
+    backend["input_size"] = encoder.hidden_size
+    if reads_layer_stack(factory):
+        backend["num_layers"] = encoder.num_layers + 1
     ssl_source = (
         "null" if copy_backbone_files else json.dumps(str(hparams["ssl_hub"]))
     )
@@ -332,9 +349,12 @@ def _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora):
             method=method,
             ssl_source=ssl_source,
             options=_indent(options, 8),
-            ecapa=_indent(ecapa, 4),
-            emb_dim=ecapa.get("lin_neurons", 192),
-            num_speakers=num_speakers(hparams["save_folder"]),
+            output_all_hiddens=encoder.output_all_hiddens,
+            backend_class=f"{factory.func.__module__}.{factory.func.__qualname__}",
+            backend_name=factory.func.__name__,
+            backend=_indent(backend, 4),
+            emb_dim=backend.get("lin_neurons", 192),
+            num_speakers=speakers,
             max_chunk_seconds=MAX_CHUNK_SECONDS,
             chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
         ),
@@ -406,6 +426,14 @@ def main(argv=None):
         action="store_true",
         help="replace a non-empty HUB_FOLDER",
     )
+    parser.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        metavar="N",
+        help="export the mean of the last N end-of-epoch checkpoints "
+        "(trained with --ckpt_keep_last N or more) instead of the best one",
+    )
     args = parser.parse_args(argv)
     try:
         hub = export(
@@ -414,8 +442,9 @@ def main(argv=None):
             args.copy_backbone,
             args.merge_lora,
             args.overwrite,
+            args.average_last,
         )
-    except (ExportError, FileNotFoundError) as err:
+    except (ExportError, FileNotFoundError, RecipeError) as err:
         sys.exit(f"ERROR: {err}")
     print(f"Exported to {hub}")
     return 0

@@ -43,6 +43,7 @@ from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.pet.component import check_option
 from speechbrain_unipet.scoring import TrialListError, read_trials, score_trials
+from speechbrain_unipet.schedules import LR_SCHEDULES, SCHEDULE_TYPES
 
 logger = get_logger(__name__)
 
@@ -71,11 +72,11 @@ def _settable_keys(top):
     return sorted(keys)
 
 
-def _value(kind, help, minimum=None, maximum=None):
+def _value(kind, help, minimum=None, maximum=None, choices=None):
     return {
         "kind": kind,
         "help": help,
-        "choices": None,
+        "choices": choices,
         "minimum": minimum,
         "maximum": maximum,
     }
@@ -109,6 +110,18 @@ RECIPE_VALUES = {
     "chunk_overlap_seconds": _value("float", "window overlap", 0.0),
     "cohort_top_n": _value("int", "AS-norm top cohort scores", 1),
     "cohort_max_files": _value("int", "AS-norm cohort files", 1),
+    "lr_schedule": _value(
+        "str", "learning-rate schedule", choices=LR_SCHEDULES
+    ),
+    "lr_warmup_epochs": _value("float", "warm-up epochs", 0.0),
+    "margin": _value("float", "AAM margin (radians)", 0.0, 1.5),
+    "margin_initial": _value("float", "AAM margin at the start", 0.0, 1.5),
+    "margin_increase_type": _value(
+        "str", "margin increase", choices=SCHEDULE_TYPES
+    ),
+    "ckpt_keep_last": _value("int", "last checkpoints kept", 0),
+    "init_average_last": _value("int", "checkpoints averaged", 0),
+    "average_last": _value("int", "checkpoints averaged", 0),
 }
 
 
@@ -147,6 +160,19 @@ def check_recipe_values(values, source="--"):
             check_option(f"{source}{key}", values[key], meta, label="")
         except ValueError as err:
             raise RecipeError(str(err).strip()) from None
+    speeds = values.get("speeds")
+    if speeds is not None and (
+        not isinstance(speeds, (list, tuple))
+        or not speeds
+        or speeds[0] != 1.0
+        or not all(isinstance(v, (int, float)) and v > 0 for v in speeds)
+        or len(set(speeds)) != len(speeds)
+    ):
+        raise RecipeError(
+            f"{source}speeds={speeds} must be a list of distinct positive "
+            "speeds starting with 1.0 (classes of the first speed are the "
+            "speakers themselves), e.g. [1.0, 0.9, 1.1]"
+        )
     chunk = values.get("max_chunk_seconds")
     overlap = values.get("chunk_overlap_seconds")
     if chunk is not None and overlap is not None and overlap >= chunk:
@@ -225,35 +251,109 @@ def pet_options(hparams):
     return {k: hparams[k] for k in sorted(names) if k in hparams}
 
 
-def audio_pipeline(hparams, random_chunk):
+def training_speeds(hparams):
+    """The speeds of speed perturbation (``(1.0,)`` without it).
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hparams (``speed_perturb``, ``speeds``; runs older than
+        these keys have no speed perturbation).
+
+    Returns
+    -------
+    tuple
+
+    Example
+    -------
+    >>> training_speeds({"speed_perturb": True, "speeds": [1.0, 0.9, 1.1]})
+    (1.0, 0.9, 1.1)
+    >>> training_speeds({"speed_perturb": False, "speeds": [1.0, 0.9, 1.1]})
+    (1.0,)
+    """
+    if not hparams.get("speed_perturb"):
+        return (1.0,)
+    return tuple(float(v) for v in hparams["speeds"])
+
+
+def num_classes(hparams, num_speakers):
+    """Classifier outputs: each speed of speed perturbation makes its own
+    classes (WeSpeaker, ESPnet), the first speed (1.0) the speakers' own.
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hparams.
+    num_speakers : int
+        Training speakers.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> num_classes({"speed_perturb": True, "speeds": [1.0, 0.9, 1.1]}, 10)
+    30
+    """
+    return num_speakers * len(training_speeds(hparams))
+
+
+def audio_pipeline(hparams, random_chunk, speeds=(1.0,)):
     """Data pipeline reading one CSV row's segment at the encoder's rate.
 
     With ``random_chunk`` the segment's length is read from a random place
     of the row's region (``utt_start``/``utt_stop``), so training crops vary
-    but never reach audio set aside for dev.
+    but never reach audio set aside for dev. With several ``speeds`` each
+    segment is played at one of them, chosen uniformly (SpeechBrain's
+    ``SpeedPerturb`` resampling): ``length * speed`` samples are read and
+    resampled to ``length``; the speed's index is provided as
+    ``speed_index``.
     """
+    from speechbrain.augment.time_domain import SpeedPerturb
+
     sample_rate = hparams["sample_rate"]
+    # One single-speed perturber per speed: SpeechBrain's picks a speed at
+    # random on each call without telling which, and the label needs it.
+    perturbers = [None] + [
+        SpeedPerturb(sample_rate, speeds=[round(100 * speed)])
+        for speed in speeds[1:]
+    ]
 
     @sb.utils.data_pipeline.takes(
         "wav", "start", "stop", "utt_start", "utt_stop"
     )
-    @sb.utils.data_pipeline.provides("sig")
+    @sb.utils.data_pipeline.provides("sig", "speed_index")
     def pipeline(wav, start, stop, utt_start, utt_stop):
-        """The (cropped) waveform of one CSV row."""
+        """The (cropped, speed-perturbed) waveform of one CSV row."""
         start, stop = int(start), int(stop)
+        length = stop - start
+        index = 0
+        if len(speeds) > 1:
+            index = int(torch.randint(len(speeds), (1,)))
+            # The samples that last `length` once played at this speed.
+            needed = round(length * speeds[index])
+            start = max(int(utt_start), min(start, int(utt_stop) - needed))
+            stop = min(start + needed, int(utt_stop))
         if random_chunk:
-            length, last = stop - start, int(utt_stop) - (stop - start)
+            span, last = stop - start, int(utt_stop) - (stop - start)
             if last > int(utt_start):
                 start = torch.randint(int(utt_start), last + 1, (1,)).item()
-                stop = start + length
-        return load_audio(wav, sample_rate, start, stop)
+                stop = start + span
+        sig = load_audio(wav, sample_rate, start, stop)
+        if perturbers[index] is not None:
+            sig = perturbers[index](sig.unsqueeze(0)).squeeze(0)[:length]
+        yield sig
+        yield index
 
     return pipeline
 
 
 def dataio_prep(hparams):
     """Train/dev datasets and the speaker label encoder (SpeechBrain style),
-    after the pre-flight check of ``check_prepared_data``."""
+    after the pre-flight check of ``check_prepared_data``. With speed
+    perturbation, training classes are ``speaker + speed_index *
+    num_speakers`` (see ``num_classes``)."""
     datasets, speakers = {}, set()
     for split, key in (
         ("train", "train_annotation"),
@@ -272,17 +372,21 @@ def dataio_prep(hparams):
         )
     label_encoder = sb.dataio.encoder.CategoricalEncoder()
 
-    @sb.utils.data_pipeline.takes("spk_id")
-    @sb.utils.data_pipeline.provides("spk_id", "spk_id_encoded")
-    def label_pipeline(spk_id):
-        """The speaker id and its class index."""
-        yield spk_id
-        yield label_encoder.encode_sequence_torch([spk_id])
+    # Only the class depends on the speed: the label encoder, made from
+    # the static spk_id, reads no audio.
+    @sb.utils.data_pipeline.takes("spk_id", "speed_index")
+    @sb.utils.data_pipeline.provides("spk_id_encoded")
+    def label_pipeline(spk_id, speed_index):
+        """The class of a speaker at a speed."""
+        encoded = label_encoder.encode_sequence_torch([spk_id])
+        return encoded + speed_index * len(label_encoder)
 
     for split, data in datasets.items():
         data.add_dynamic_item(
             audio_pipeline(
-                hparams, hparams.get("random_chunk", True) and split == "train"
+                hparams,
+                hparams.get("random_chunk", True) and split == "train",
+                training_speeds(hparams) if split == "train" else (1.0,),
             )
         )
         data.add_dynamic_item(label_pipeline)
@@ -576,14 +680,37 @@ def verification_validator(hparams):
     )
 
 
-def keep_best_checkpoint(checkpointer, stats, select, num_to_keep=1):
+def keep_best_checkpoint(
+    checkpointer, stats, select, num_to_keep=1, keep_last=0
+):
     """Saves an end-of-epoch checkpoint with ``stats`` as its meta and keeps
-    the latest one plus the ``num_to_keep`` best by ``select`` (lower is
-    better)."""
+    the latest one, the ``num_to_keep`` best by ``select`` (lower is better)
+    and the ``keep_last`` newest end-of-epoch ones (for averaging)."""
+    from speechbrain.utils.checkpoints import ckpt_recency
+
     meta = {k: float(v) for k, v in stats.items() if k != "loss"}
-    return checkpointer.save_and_keep_only(
-        meta=meta, min_keys=[select], num_to_keep=num_to_keep
+    saved = checkpointer.save_checkpoint(meta=meta, end_of_epoch=True)
+    keep = set() if saved is None else {saved.path}  # None: not main
+    keep.update(
+        c.path
+        for c in checkpointer.find_checkpoints(
+            min_key=select, max_num_checkpoints=num_to_keep
+        )
     )
+    if keep_last:
+        keep.update(
+            c.path
+            for c in checkpointer.find_checkpoints(
+                ckpt_predicate=lambda c: c.meta.get("end-of-epoch", False),
+                max_num_checkpoints=keep_last,
+            )
+        )
+    checkpointer.delete_checkpoints(
+        num_to_keep=0,
+        importance_keys=[ckpt_recency],
+        ckpt_predicate=lambda c: c.path not in keep,
+    )
+    return saved
 
 
 def recover_best_checkpoint(checkpointer, select):
@@ -683,13 +810,160 @@ def init_from_export(hparams, folder):
     )
 
 
+def backend_factory(hparams):
+    """The speaker back-end chosen by ``backend`` among ``backends`` (runs
+    older than these keys: their ``embedding_model``).
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hparams.
+
+    Returns
+    -------
+    callable
+        The yaml's ``!name:`` partial, called with ``input_size`` (and
+        ``num_layers`` for back-ends reading the layer stack).
+    """
+    if "backends" not in hparams:
+        return hparams["embedding_model"]
+    name = hparams["backend"]
+    if name not in hparams["backends"]:
+        raise RecipeError(
+            f"backend '{name}' is not one of the yaml's backends: "
+            f"{sorted(hparams['backends'])}"
+        )
+    return hparams["backends"][name]
+
+
+def reads_layer_stack(factory):
+    """Whether a back-end (class or ``!name:`` partial) takes all hidden
+    states ``[L+1, B, T, D]`` rather than their weighted sum."""
+    return bool(
+        getattr(getattr(factory, "func", factory), "layer_stack_input", False)
+    )
+
+
+def init_from(hparams, folder, average_last=0):
+    """Starts a run from earlier weights: an exported model folder
+    (``init_from_export``) or a training run's output folder
+    (``init_from_run``).
+
+    Arguments
+    ---------
+    hparams : dict
+        The run's hparams, after ``build_backend``.
+    folder : str
+        The ``init_from`` folder.
+    average_last : int
+        For a run: 0, its best checkpoint; N, the mean of its last N.
+    """
+    folder = pathlib.Path(folder)
+    if (folder / "ssl_encoder.ckpt").is_file() or not (
+        folder / "save"
+    ).is_dir():
+        return init_from_export(hparams, folder)
+    return init_from_run(hparams, folder, average_last)
+
+
+def init_from_run(hparams, folder, average_last=0):
+    """Starts a run from another training run (a second stage, e.g.
+    large-margin fine-tuning): its PET weights and speaker back-end, and its
+    classifier when both runs have the same speakers. Only classes of
+    speeds both runs share (at the same place: the first, 1.0, always) are
+    copied, so a stage without speed perturbation keeps the speakers'
+    own classes. The earlier run's folder is only read.
+
+    Arguments
+    ---------
+    hparams : dict
+        This run's hparams, after ``build_backend`` and the data
+        preparation (``label_encoder.txt``).
+    folder : str or pathlib.Path
+        The earlier run's output folder.
+    average_last : int
+        0: its best checkpoint; N: the mean of its last N.
+
+    Raises
+    ------
+    RecipeError
+        If the runs differ in method, backbone or back-end sizes.
+    """
+    folder = pathlib.Path(folder)
+    if pathlib.Path(hparams["output_folder"]).resolve() == folder.resolve():
+        raise RecipeError(
+            f"init_from '{folder}' is this run's own output_folder: give the "
+            "second stage another --output_folder"
+        )
+    theirs, their_modules = load_trained_model(folder, "cpu", average_last)
+    encoder, their_encoder = hparams["ssl_encoder"], theirs["ssl_encoder"]
+    keys = ("method", "model_type", "num_layers", "hidden_size")
+    mine, other = encoder.pet_metadata(), their_encoder.pet_metadata()
+    if any(mine[k] != other[k] for k in keys):
+        raise RecipeError(
+            f"init_from '{folder}' trained method '{other['method']}' on a "
+            f"{other['model_type']} backbone ({other['num_layers']} layers), "
+            f"this run method '{mine['method']}' on a {mine['model_type']} "
+            f"backbone ({mine['num_layers']} layers): use the same recipe "
+            "and ssl_hub"
+        )
+    encoder.load_pet_state_dict(their_encoder.pet_state_dict())
+    try:
+        hparams["modules"]["embedding_model"].load_state_dict(
+            their_modules["embedding_model"].state_dict()
+        )
+    except RuntimeError as err:
+        raise RecipeError(
+            f"The speaker back-end of init_from '{folder}' differs from this "
+            "run's (backend, its sizes, emb_dim: see its hyperparams.yaml): "
+            f"{str(err).splitlines()[1:3]}"
+        ) from err
+    label_file = "label_encoder.txt"
+    same_speakers = (
+        pathlib.Path(theirs["save_folder"]) / label_file
+    ).read_bytes() == (
+        pathlib.Path(hparams["save_folder"]) / label_file
+    ).read_bytes()
+    copied = "fresh classifier: the runs have other speakers"
+    if same_speakers:
+        speakers = num_speakers(hparams["save_folder"])
+        shared = 0
+        for a, b in zip(training_speeds(theirs), training_speeds(hparams)):
+            if a != b:
+                break
+            shared += 1
+        rows = speakers * shared
+        classifier = hparams["modules"]["classifier"]
+        state = their_modules["classifier"].state_dict()
+        weight = classifier.weight.detach().clone()
+        weight[:rows] = state["weight"][:rows]
+        state["weight"] = weight
+        classifier.load_state_dict(state)
+        copied = f"classifier classes of {shared} speed(s)"
+    logger.info(
+        "Initialised the PET weights and the speaker back-end from the run "
+        "%s (%s)",
+        folder,
+        copied,
+    )
+
+
 def build_backend(hparams, num_speakers):
-    """Instantiates the ECAPA-TDNN and classifier for the encoder's size and
-    the number of training speakers, and registers them in ``modules`` and
-    the checkpointer (their sizes are only known at run time)."""
+    """Instantiates the speaker back-end and classifier for the encoder's
+    sizes and the number of training speakers (times the speeds of speed
+    perturbation), and registers them in ``modules`` and the checkpointer
+    (their sizes are only known at run time). A back-end reading the layer
+    stack makes the encoder return all hidden states."""
     encoder = hparams["ssl_encoder"]
-    embedding_model = hparams["embedding_model"](input_size=encoder.hidden_size)
-    classifier = hparams["classifier"](out_neurons=num_speakers)
+    factory = backend_factory(hparams)
+    sizes = {"input_size": encoder.hidden_size}
+    if reads_layer_stack(factory):
+        sizes["num_layers"] = encoder.num_layers + 1
+        encoder.set_output_all_hiddens(True)
+    embedding_model = factory(**sizes)
+    classifier = hparams["classifier"](
+        out_neurons=num_classes(hparams, num_speakers)
+    )
     hparams["modules"]["embedding_model"] = embedding_model
     hparams["modules"]["classifier"] = classifier
     checkpointer = hparams.get("checkpointer")
@@ -810,10 +1084,22 @@ def relocate_run_paths(text, output_folder):
     return re.sub(pattern, lambda _: str(here), text), stored
 
 
-def load_trained_model(output_folder, device="cpu"):
+def load_trained_model(output_folder, device="cpu", average_last=0):
     """Rebuilds a training run from its saved ``hyperparams.yaml`` and loads
     its best checkpoint by the run's ``ckpt_select`` (lowest EER by
-    default; runs older than that key: lowest ErrorRate).
+    default; runs older than that key: lowest ErrorRate), or the mean of
+    its ``average_last`` newest end-of-epoch checkpoints.
+
+    Arguments
+    ---------
+    output_folder : str or pathlib.Path
+        The run's output folder.
+    device : str
+        Where the modules go.
+    average_last : int
+        0: the best checkpoint; N: the average of the last N (see
+        ``average_last_checkpoints``; the run must have kept them,
+        ``ckpt_keep_last``).
 
     Returns
     -------
@@ -848,14 +1134,18 @@ def load_trained_model(output_folder, device="cpu"):
             "must be the output_folder of train_speaker_embeddings.py"
         )
     build_backend(hparams, num_speakers(hparams["save_folder"]))
-    checkpoint = recover_best_checkpoint(
-        hparams["checkpointer"], hparams.get("ckpt_select", "ErrorRate")
-    )
-    if checkpoint is None:
-        raise FileNotFoundError(
-            f"No checkpoint in {hparams['save_folder']}: train the model first"
+    if average_last:
+        average_last_checkpoints(hparams["checkpointer"], average_last)
+    else:
+        checkpoint = recover_best_checkpoint(
+            hparams["checkpointer"], hparams.get("ckpt_select", "ErrorRate")
         )
-    logger.info("Loaded checkpoint %s", checkpoint.path)
+        if checkpoint is None:
+            raise FileNotFoundError(
+                f"No checkpoint in {hparams['save_folder']}: train the model "
+                "first"
+            )
+        logger.info("Loaded checkpoint %s", checkpoint.path)
     modules = torch.nn.ModuleDict(hparams["modules"]).to(device).eval()
     return hparams, modules
 

@@ -157,6 +157,21 @@ class PETEncoder(PETStateMixin, nn.Module):
         )
         self.train(self.training)
 
+    def set_output_all_hiddens(self, enabled=True):
+        """Returns all hidden states ``[L+1, B, T, D]`` (``enabled``) or
+        their weighted sum, as the constructor's ``output_all_hiddens``;
+        the layer weights train only for the weighted sum. Used when the
+        speaker back-end reads the layer stack itself.
+
+        Arguments
+        ---------
+        enabled : bool
+            Return all hidden states.
+        """
+        self.output_all_hiddens = bool(enabled)
+        if self.backbone is not None:
+            self.layer_weights.requires_grad_(not self.output_all_hiddens)
+
     @property
     def grad_through_backbone(self):
         """Whether autograd runs through the Transformer stack."""

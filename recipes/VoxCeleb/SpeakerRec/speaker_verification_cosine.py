@@ -112,7 +112,9 @@ def main(argv):
     device = run_opts["device"] or (
         "cuda:0" if torch.cuda.is_available() else "cpu"
     )
-    train_hparams, modules = load_trained_model(cfg["output_folder"], device)
+    train_hparams, modules = load_trained_model(
+        cfg["output_folder"], device, cfg["average_last"]
+    )
     rate = train_hparams["sample_rate"]
     trials, trials_file, rows = trial_rows(cfg, train_hparams)
     chunking = {

@@ -2,7 +2,9 @@
 """Speaker embeddings from a parameter-efficiently tuned SSL encoder.
 
 PETEncoder (WavLM / HuBERT / wav2vec 2.0 / data2vec-audio + a PET method)
--> layer-weighted sum -> ECAPA-TDNN -> AAM-softmax, on VoxCeleb or on any
+-> speaker back-end (``backend``: ECAPA-TDNN on the layer-weighted sum, or
+MHFA / CA-MHFA / layer-adapter MFA on all hidden states) -> AAM-softmax with
+a margin schedule, optional speed perturbation, on VoxCeleb or on any
 speaker data (``data_format``: voxceleb, speaker_folders, csv, kaldi).
 
 To run (from this folder):
@@ -13,6 +15,11 @@ Own speakers (trials generated over held-out speakers), adapting a model
 exported by ``python -m speechbrain_unipet.export``:
 > python train_speaker_embeddings.py hparams/unipet.yaml --data_folder=/data/my_speakers \
       --init_from=exported_model/ --ssl_hub=microsoft/wavlm-base-plus
+Large-margin fine-tuning, a second stage from a finished run (README):
+> python train_speaker_embeddings.py hparams/unipet.yaml --data_folder=/data/voxceleb1 \
+      --init_from=results/unipet/1986 --output_folder=results/unipet/1986-lmft \
+      --sentence_len=6.0 --margin=0.5 --speed_perturb=False --lr=0.0001 \
+      --lr_pet=0.0005 --number_of_epochs=3
 Multi-GPU / multi-node:
 > torchrun --nproc_per_node=4 train_speaker_embeddings.py hparams/unipet.yaml ...
 
@@ -49,7 +56,7 @@ from speechbrain_unipet.recipe import (
     check_prepared_data,
     compute_embedding,
     dataio_prep,
-    init_from_export,
+    init_from,
     keep_best_checkpoint,
     load_recipe_hparams,
     verification_validator,
@@ -59,7 +66,7 @@ logger = get_logger(__name__)
 
 
 class SpeakerBrain(sb.core.Brain):
-    """Speaker-ID training of the PET encoder + ECAPA-TDNN back-end, with
+    """Speaker-ID training of the PET encoder + speaker back-end, with
     the EER of held-out speakers measured at every validation."""
 
     validator = None
@@ -147,13 +154,19 @@ class SpeakerBrain(sb.core.Brain):
         super()._wrap_distributed()
 
     def on_fit_batch_start(self, batch, should_step):
-        """Sets the AAM margin for this step (``margin_scheduler``)."""
+        """Sets this step's AAM margin (``margin_scheduler``) and learning
+        rates (``lr_annealing``: a factor on both base rates)."""
         progress = (
             self.current_epoch
             - 1
             + (self.step - 1) / max(1, self.steps_per_epoch)
         )
         self.margin = self.hparams.margin_scheduler(progress)
+        self.lr_factor = self.hparams.lr_annealing(progress)
+        for key, opt in self.optimizers_dict.items():
+            sb.nnet.schedulers.update_learning_rate(
+                opt, self.base_lrs[key] * self.lr_factor
+            )
 
     def on_stage_start(self, stage, epoch=None):
         """Fresh error and gate statistics for the stage."""
@@ -182,14 +195,15 @@ class SpeakerBrain(sb.core.Brain):
         stats["ErrorRate"] = self.error_metrics.summarize("average")
         stats.update(self.verification_stats())
         if stage == sb.Stage.VALID:
-            # Logged: the rates this epoch trained with; set: the next's.
-            used, factor = self.hparams.lr_annealing(epoch)
-            lrs = {}
-            for key, opt in self.optimizers_dict.items():
-                lrs[f"lr_{key}"] = self.base_lrs[key] * used
-                sb.nnet.schedulers.update_learning_rate(
-                    opt, self.base_lrs[key] * factor
-                )
+            # The rates of the epoch's last step (of its end if resumed
+            # after it).
+            factor = getattr(self, "lr_factor", None)
+            if factor is None:
+                factor = self.hparams.lr_annealing(epoch)
+            lrs = {
+                f"lr_{key}": self.base_lrs[key] * factor
+                for key in self.optimizers_dict
+            }
             for train_logger in self.train_loggers:
                 train_logger.log_stats(
                     stats_meta={"epoch": epoch, **lrs},
@@ -201,6 +215,7 @@ class SpeakerBrain(sb.core.Brain):
                 stats,
                 self.hparams.ckpt_select,
                 self.hparams.ckpt_keep_best,
+                self.hparams.ckpt_keep_last,
             )
 
 
@@ -295,6 +310,11 @@ def main(argv):
         hparams, overrides = load_recipe_hparams(hparams_file, overrides)
     except ValueError as err:  # bad key, method or option: no traceback
         sys.exit(f"ERROR: {err}")
+    if hparams["backend"] not in hparams["backends"]:
+        sys.exit(
+            f"ERROR: --backend={hparams['backend']} is not one of the yaml's "
+            f"backends: {sorted(hparams['backends'])}"
+        )
 
     prep = {
         "data_folder": hparams["data_folder"],
@@ -353,8 +373,15 @@ def main(argv):
         hparams["valid_annotation"],
     )
     build_backend(hparams, len(label_encoder))
+    if hparams["speed_perturb"]:
+        logger.info(
+            "Speed perturbation at speeds %s: %d classes for %d speakers",
+            hparams["speeds"],
+            hparams["modules"]["classifier"].weight.shape[0],
+            len(label_encoder),
+        )
     if hparams["init_from"]:
-        init_from_export(hparams, hparams["init_from"])
+        init_from(hparams, hparams["init_from"], hparams["init_average_last"])
     trainable, total = hparams["ssl_encoder"].count_parameters()
     logger.info(
         "PET method '%s': %s of %s encoder parameters train (%.2f %%)",

@@ -9,7 +9,7 @@ import torch
 from speechbrain.nnet.losses import AdditiveAngularMargin
 from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
 
-from speechbrain_unipet.margin import MarginScheduler, set_margin
+from speechbrain_unipet.schedules import MarginScheduler, set_margin
 
 
 @pytest.mark.parametrize("kind", ["linear", "exp"])

@@ -1,5 +1,11 @@
-"""A margin schedule for SpeechBrain's additive angular margin (AAM) loss.
+"""Schedules of training progress: the AAM margin and the learning rate.
 
+Both are functions of the progress in epochs (``epoch - 1 + step /
+steps_per_epoch``), updated every step, as in WeSpeaker. Being functions of
+the progress, they come back right on a resumed run without a state of
+their own in the checkpoint.
+
+**Margin.**
 Large-margin losses converge badly from random back-ends when the margin is
 on from the first step; WeSpeaker and 3D-Speaker raise it from 0 to its
 target over the first epochs, updated every step. SpeechBrain's
@@ -14,6 +20,7 @@ Authors
 import math
 
 SCHEDULE_TYPES = ("linear", "exp")
+LR_SCHEDULES = ("linear", "warmup_exp")
 
 
 def set_margin(aam, margin):
@@ -145,3 +152,78 @@ class MarginScheduler:
         margin = self.margin_at(progress)
         set_margin(self.aam, margin)
         return margin
+
+
+class LearningRateSchedule:
+    """The factor on the base learning rates as a function of training
+    progress (in epochs), updated every step.
+
+    * ``linear``: from 1 to ``final_ratio`` over ``epochs`` (the recipe's
+      historical schedule, now per step);
+    * ``warmup_exp`` (WeSpeaker's ``ExponentialDecrease`` with warm-up):
+      from 0 to 1 linearly over ``warmup_epochs``, then exponentially from
+      1 to ``final_ratio`` at ``epochs``.
+
+    SpeechBrain's ``WarmAndExpDecayLRSchedule`` has the same shape but
+    counts steps (the total is only known at run time), holds a single
+    base rate for every parameter group and keeps a step counter in the
+    checkpoint; the recipe has two optimisers with their own rates, so the
+    factor is computed here from the progress.
+
+    Arguments
+    ---------
+    schedule : str
+        ``linear`` or ``warmup_exp``.
+    epochs : float
+        Length of the schedule (the number of epochs).
+    final_ratio : float
+        Factor reached at ``epochs``.
+    warmup_epochs : float
+        Linear warm-up from 0 (``warmup_exp`` only).
+
+    Example
+    -------
+    >>> lr = LearningRateSchedule("warmup_exp", 10, 0.01, warmup_epochs=1)
+    >>> [round(lr(p), 4) for p in (0.0, 0.5, 1.0, 5.5, 10.0)]
+    [0.0, 0.5, 1.0, 0.1, 0.01]
+    >>> [round(LearningRateSchedule("linear", 10, 0.1)(p), 4) for p in (0, 5, 10)]
+    [1.0, 0.55, 0.1]
+    """
+
+    def __init__(self, schedule, epochs, final_ratio=0.1, warmup_epochs=0.0):
+        if schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"lr schedule '{schedule}' must be one of {list(LR_SCHEDULES)}"
+            )
+        if not final_ratio > 0:
+            raise ValueError(f"final_ratio={final_ratio} must be positive")
+        if not 0 <= warmup_epochs < epochs:
+            raise ValueError(
+                f"warmup_epochs={warmup_epochs} must be at least 0 and "
+                f"less than the {epochs} epochs"
+            )
+        self.schedule = schedule
+        self.epochs = epochs
+        self.final_ratio = final_ratio
+        self.warmup_epochs = warmup_epochs if schedule == "warmup_exp" else 0
+
+    def __call__(self, progress):
+        """The factor at ``progress`` epochs.
+
+        Arguments
+        ---------
+        progress : float
+            Epochs done.
+
+        Returns
+        -------
+        float
+        """
+        if self.schedule == "linear":
+            t = min(max(progress / self.epochs, 0.0), 1.0)
+            return 1.0 + (self.final_ratio - 1.0) * t
+        if progress < self.warmup_epochs:
+            return progress / self.warmup_epochs
+        span = self.epochs - self.warmup_epochs
+        t = min((progress - self.warmup_epochs) / span, 1.0)
+        return self.final_ratio**t
