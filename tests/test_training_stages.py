@@ -1,0 +1,279 @@
+"""The state-of-the-art recipe's mechanics, checked with numbers through the
+recipe: speed perturbation's classes, the learning-rate schedule, keeping
+and averaging the last checkpoints, the large-margin fine-tuning stage and
+every speaker back-end."""
+
+import csv
+import hashlib
+import re
+
+import pytest
+import soundfile as sf
+import torch
+from speechbrain.augment.time_domain import SpeedPerturb
+from test_export import load_in_fresh_process, recipe_embeddings
+from test_recipe import recipe_env, train, verify  # noqa: F401 -- fixture
+
+from speechbrain_unipet.audio import load_audio
+from speechbrain_unipet.export import export
+from speechbrain_unipet.recipe import audio_pipeline
+
+BACKENDS = ["mhfa", "ca_mhfa", "mfa"]
+
+
+def checkpoints(out):
+    return sorted((out / "save").glob("CKPT+*"))
+
+
+def ckpt_state(ckpt, name):
+    state = torch.load(ckpt / f"{name}.ckpt", weights_only=True)
+    return state["state"] if name == "ssl_encoder" else state
+
+
+def steps_per_epoch(out, batch_size=4):
+    with open(out / "save" / "train.csv", encoding="utf-8") as f:
+        return len(list(csv.DictReader(f))) // batch_size
+
+
+def speakers(out):
+    text = (out / "save" / "label_encoder.txt").read_text()
+    labels = text.split("=" * 16)[0]  # then SpeechBrain's own fields
+    return len(re.findall(r"^'.*' => \d+$", labels, flags=re.M))
+
+
+def folder_digest(folder):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------ speed perturbation
+def test_speed_perturbed_crops_keep_their_length_and_name_their_speed(
+    tmp_path,
+):
+    rate = 16000
+    wave = torch.randn(rate * 2) * 0.1
+    path = tmp_path / "a.wav"
+    sf.write(path, wave.numpy(), rate)
+    speeds = (1.0, 0.9, 1.1)
+    pipeline = audio_pipeline({"sample_rate": rate}, False, speeds)
+    length, seen = 8000, set()
+    torch.manual_seed(0)
+    for _ in range(30):
+        sig, index = pipeline.func(path, 4000, 4000 + length, 0, 2 * rate)
+        seen.add(index)
+        assert sig.shape == (length,)
+        # What SpeechBrain's SpeedPerturb makes of the samples that last
+        # `length` at that speed.
+        needed = round(length * speeds[index])
+        source = load_audio(path, rate, 4000, 4000 + needed)
+        if index == 0:
+            expected = source
+        else:
+            perturb = SpeedPerturb(rate, speeds=[round(100 * speeds[index])])
+            expected = perturb(source[None])[0, :length]
+        torch.testing.assert_close(sig, expected)
+    assert seen == {0, 1, 2}
+
+
+def test_speed_perturbation_triples_the_classes(recipe_env, tmp_path):  # noqa: F811
+    out = tmp_path / "speed"
+    done = train(recipe_env, "frozen", out, "--speed_perturb=True")
+    (ckpt,) = checkpoints(out)
+    n = speakers(out)
+    assert ckpt_state(ckpt, "classifier")["weight"].shape[0] == 3 * n
+    assert f"{3 * n} classes for {n} speakers" in done.stderr + done.stdout
+    # The exported classifier keeps the speakers' own classes.
+    hub = export(out, tmp_path / "hub")
+    exported = torch.load(hub / "classifier.ckpt", weights_only=True)
+    torch.testing.assert_close(
+        exported["weight"], ckpt_state(ckpt, "classifier")["weight"][:n]
+    )
+
+
+def test_first_speed_must_be_one(recipe_env, tmp_path):  # noqa: F811
+    done = train(
+        recipe_env,
+        "frozen",
+        tmp_path / "bad",
+        "--speed_perturb=True",
+        "--speeds=[0.9,1.0,1.1]",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "--speeds=[0.9, 1.0, 1.1]" in done.stderr
+    assert "starting with 1.0" in done.stderr
+
+
+# ------------------------------------------------------ learning-rate schedule
+def test_warmup_then_exponential_decay_per_step(recipe_env, tmp_path):  # noqa: F811
+    out = tmp_path / "warmup"
+    train(
+        recipe_env,
+        "frozen",
+        out,
+        "--number_of_epochs=3",
+        "--lr_schedule=warmup_exp",
+        "--lr_warmup_epochs=1",
+        "--lr_final_ratio=0.01",
+    )
+    steps = steps_per_epoch(out)
+    logged = re.findall(
+        r"lr_backend: ([0-9.e+-]+)", (out / "train_log.txt").read_text()
+    )
+    # The rate of each epoch's last step: warm-up over epoch 1, then
+    # 0.001 * 0.01 ** ((progress - 1) / 2).
+    last = [(e + (steps - 1) / steps) for e in range(3)]
+    expected = [
+        0.001 * (p if p < 1 else 0.01 ** ((p - 1) / 2)) for p in last
+    ]
+    assert [float(v) for v in logged] == pytest.approx(expected, rel=5e-3)
+
+
+# ---------------------------------------------- last checkpoints, averaged
+@pytest.fixture(scope="module")
+def three_epochs(recipe_env):  # noqa: F811
+    out = recipe_env["root"] / "keep_last"
+    if not (out / "train_log.txt").is_file():
+        train(
+            recipe_env,
+            "unipet",
+            out,
+            "--number_of_epochs=3",
+            "--ckpt_keep_last=3",
+            "--adapter_dim=4",
+            "--prompt_length=2",
+        )
+    return out
+
+
+def test_keep_last_keeps_the_newest_end_of_epoch_checkpoints(three_epochs):
+    ckpts = checkpoints(three_epochs)
+    assert len(ckpts) == 3
+    epochs = [
+        int(re.search(r"\d+", (c / "counter.ckpt").read_text()).group())
+        for c in ckpts
+    ]
+    assert sorted(epochs) == [1, 2, 3]
+
+
+def test_averaged_export_and_verification_use_the_mean(
+    recipe_env, three_epochs, tmp_path  # noqa: F811
+):
+    ckpts = checkpoints(three_epochs)
+    hub = export(three_epochs, tmp_path / "avg", average_last=3)
+    for name in ("embedding_model", "ssl_encoder"):
+        exported = torch.load(hub / f"{name}.ckpt", weights_only=True)
+        exported = exported["state"] if name == "ssl_encoder" else exported
+        for key, value in exported.items():
+            if not value.is_floating_point():
+                continue
+            mean = torch.stack(
+                [ckpt_state(c, name)[key].float() for c in ckpts]
+            ).mean(dim=0)
+            torch.testing.assert_close(value, mean, msg=f"{name}.{key}")
+    averaged = verify(three_epochs, "--average_last=3")
+    best = verify(three_epochs)
+    assert averaged["num_trials"] == best["num_trials"] == 6
+    log = (three_epochs / "verification_log.txt").read_text()
+    assert "Averaged 3 checkpoints" in log
+    with pytest.raises(Exception, match="--ckpt_keep_last"):
+        export(three_epochs, tmp_path / "four", average_last=4)
+
+
+# --------------------------------------------- large-margin fine-tuning
+def test_large_margin_stage_starts_from_the_run_and_changes_what_it_should(
+    recipe_env, tmp_path  # noqa: F811
+):
+    first = tmp_path / "stage1"
+    train(
+        recipe_env,
+        "unipet",
+        first,
+        "--speed_perturb=True",
+        "--adapter_dim=4",
+        "--prompt_length=2",
+    )
+    before = folder_digest(first)
+    (stage1,) = checkpoints(first)
+    second = tmp_path / "stage2"
+    # Learning rates 0: what the stage loaded is what it saves.
+    done = train(
+        recipe_env,
+        "unipet",
+        second,
+        f"--init_from={first}",
+        "--speed_perturb=False",
+        "--sentence_len=1.0",
+        "--margin=0.5",
+        "--lr=0",
+        "--lr_pet=0",
+        "--adapter_dim=4",
+        "--prompt_length=2",
+    )
+    assert "classifier classes of 1 speed(s)" in done.stderr + done.stdout
+    assert folder_digest(first) == before  # the first run is only read
+    (stage2,) = checkpoints(second)
+    n = speakers(second)
+    for name in ("ssl_encoder", "embedding_model"):
+        old, new = ckpt_state(stage1, name), ckpt_state(stage2, name)
+        assert set(old) == set(new)
+        for key, value in old.items():
+            if "running_" in key or "num_batches" in key:
+                continue  # BatchNorm statistics follow the new data
+            torch.testing.assert_close(new[key], value, msg=f"{name}.{key}")
+    old = ckpt_state(stage1, "classifier")["weight"]
+    new = ckpt_state(stage2, "classifier")["weight"]
+    assert old.shape[0] == 3 * n and new.shape[0] == n
+    torch.testing.assert_close(new, old[:n])
+    log = (second / "train_log.txt").read_text()
+    assert re.search(r"train margin: 0?\.5\b|train margin: 5\.00e-01", log)
+    with open(second / "save" / "train.csv", encoding="utf-8") as f:
+        crops = [
+            (int(r["stop"]) - int(r["start"])) / int(r["sample_rate"])
+            for r in csv.DictReader(f)
+        ]
+    assert max(crops) == pytest.approx(1.0)  # the stage's longer crops
+
+
+def test_init_from_its_own_output_folder_is_refused(recipe_env, three_epochs):  # noqa: F811
+    done = train(
+        recipe_env,
+        "unipet",
+        three_epochs,
+        f"--init_from={three_epochs}",
+        "--number_of_epochs=4",
+        "--ckpt_keep_last=3",
+        "--adapter_dim=4",
+        "--prompt_length=2",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "own output_folder" in done.stderr
+
+
+# ------------------------------------------------------------ back-ends
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backend_trains_verifies_and_exports(recipe_env, backend, tmp_path):  # noqa: F811
+    out = tmp_path / backend
+    train(
+        recipe_env,
+        "lora",
+        out,
+        f"--backend={backend}",
+        "--mhfa_heads=4",
+        "--mhfa_compression_dim=8",
+        "--mfa_adapter_dim=8",
+    )
+    (ckpt,) = checkpoints(out)
+    # The encoder returns all hidden states: its layer weights do not train.
+    assert "layer_weights" not in ckpt_state(ckpt, "ssl_encoder")
+    result = verify(out)
+    assert result["num_trials"] == 6 and 0.0 <= result["eer"] <= 1.0
+    hub = export(out, tmp_path / "hub")
+    got = load_in_fresh_process(hub, recipe_env["data"], tmp_path, tmp_path)
+    ref = recipe_embeddings(out, recipe_env["data"])
+    torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got["padded"], got["single"], atol=1e-4, rtol=0)
