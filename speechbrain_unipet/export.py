@@ -52,6 +52,7 @@ from speechbrain_unipet.recipe import (
     load_trained_model,
     num_speakers,
     reads_layer_stack,
+    sub_centers,
 )
 
 logger = get_logger(__name__)
@@ -92,9 +93,8 @@ embedding_model: !new:speechbrain_unipet.inference.SpeakerEmbeddingModel
     max_chunk_seconds: {max_chunk_seconds}
     chunk_overlap_seconds: {chunk_overlap_seconds}
 
-classifier: !new:speechbrain.lobes.models.ECAPA_TDNN.Classifier
-    input_size: {emb_dim}
-    out_neurons: {num_speakers}
+classifier: !new:{classifier_class}
+{classifier}
 
 label_encoder: !new:speechbrain.dataio.encoder.CategoricalEncoder
 
@@ -119,6 +119,11 @@ EXPORT_MARKERS = ("hyperparams.yaml", "ssl_encoder.ckpt")
 
 class ExportError(ValueError):
     """A training folder that cannot be exported, with the reason."""
+
+
+def _dotted(cls):
+    """Import path of a class, for ``!new:``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _indent(mapping, spaces):
@@ -328,9 +333,12 @@ def _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora):
     # The speakers' own classes only (speed perturbation adds classes of
     # sped-up copies after them, which the label encoder does not name).
     speakers = num_speakers(hparams["save_folder"])
-    classifier = hparams["modules"]["classifier"].state_dict()
-    classifier["weight"] = classifier["weight"][:speakers]
-    torch.save(classifier, hub / "classifier.ckpt")
+    classifier = hparams["modules"]["classifier"]
+    state = classifier.state_dict()
+    state["weight"] = state["weight"][: speakers * sub_centers(classifier)]
+    torch.save(state, hub / "classifier.ckpt")
+    classifier_kwargs = dict(hparams["classifier"].keywords)
+    classifier_kwargs["out_neurons"] = speakers
     shutil.copy2(
         pathlib.Path(hparams["save_folder"]) / "label_encoder.txt",
         hub / "label_encoder.ckpt",
@@ -350,11 +358,11 @@ def _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora):
             ssl_source=ssl_source,
             options=_indent(options, 8),
             output_all_hiddens=encoder.output_all_hiddens,
-            backend_class=f"{factory.func.__module__}.{factory.func.__qualname__}",
+            backend_class=_dotted(factory.func),
             backend_name=factory.func.__name__,
             backend=_indent(backend, 4),
-            emb_dim=backend.get("lin_neurons", 192),
-            num_speakers=speakers,
+            classifier_class=_dotted(hparams["classifier"].func),
+            classifier=_indent(classifier_kwargs, 4),
             max_chunk_seconds=MAX_CHUNK_SECONDS,
             chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
         ),

@@ -119,6 +119,9 @@ RECIPE_VALUES = {
     "margin_increase_type": _value(
         "str", "margin increase", choices=SCHEDULE_TYPES
     ),
+    "sub_centers": _value("int", "sub-centres per class", 1),
+    "top_k": _value("int", "inter-top-k classes", 0),
+    "top_k_margin": _value("float", "inter-top-k margin", 0.0, 1.5),
     "ckpt_keep_last": _value("int", "last checkpoints kept", 0),
     "init_average_last": _value("int", "checkpoints averaged", 0),
     "average_last": _value("int", "checkpoints averaged", 0),
@@ -932,8 +935,8 @@ def init_from_run(hparams, folder, average_last=0):
             if a != b:
                 break
             shared += 1
-        rows = speakers * shared
         classifier = hparams["modules"]["classifier"]
+        rows = speakers * shared * sub_centers(classifier)
         state = their_modules["classifier"].state_dict()
         weight = classifier.weight.detach().clone()
         weight[:rows] = state["weight"][:rows]
@@ -971,6 +974,12 @@ def build_backend(hparams, num_speakers):
         checkpointer.add_recoverable("embedding_model", embedding_model)
         checkpointer.add_recoverable("classifier", classifier)
     return embedding_model, classifier
+
+
+def sub_centers(classifier):
+    """Weight rows per class of a classifier (``SubCenterClassifier``;
+    SpeechBrain's ``Classifier``: 1)."""
+    return getattr(classifier, "sub_centers", 1)
 
 
 def num_speakers(save_folder):

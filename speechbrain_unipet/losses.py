@@ -1,0 +1,192 @@
+"""Large-margin speaker classification as the state-of-the-art SSL recipes
+train it (WeSpeaker's ``ArcMarginProduct_intertopk_subcenter``, ESPnet's
+``aamsoftmax_sc_topk``): sub-centre classes and an inter-top-k penalty on
+top of SpeechBrain's additive angular margin.
+
+* **Sub-centres** (Deng et al., ECCV 2020): each class has ``sub_centers``
+  weight vectors and its cosine is the largest of theirs, so that noisy or
+  atypical recordings of a speaker gather around a sub-centre of their own
+  instead of pulling the main one. ``SubCenterClassifier`` is SpeechBrain's
+  ECAPA ``Classifier`` with ``sub_centers`` rows per class and that maximum;
+  the AAM loss then sees one cosine per class, as usual.
+* **Inter-top-k** (Zhao et al., 2021): the ``top_k`` non-target classes
+  closest to an embedding get an extra margin ``top_k_margin`` in their
+  favour, ``cos(theta - m')``, which pushes the hardest impostors further
+  away.
+
+SpeechBrain has neither (its ``AdditiveAngularMargin`` and ``Classifier``
+are used as they are otherwise).
+
+Authors
+ * speechbrain-unipet contributors 2026
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.models.ECAPA_TDNN import Classifier
+from speechbrain.nnet.losses import AdditiveAngularMargin
+
+
+class SubCenterClassifier(Classifier):
+    """SpeechBrain's ECAPA-TDNN ``Classifier`` with ``sub_centers`` weight
+    vectors per class; a class's output is the largest cosine of its
+    sub-centres. With ``sub_centers=1`` it is SpeechBrain's ``Classifier``
+    (same weights, same outputs).
+
+    Rows are class-major: class ``c`` owns rows ``c * sub_centers`` to
+    ``(c + 1) * sub_centers - 1``, so the first ``n`` classes are the first
+    ``n * sub_centers`` rows.
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding size.
+    out_neurons : int
+        Number of classes.
+    sub_centers : int
+        Weight vectors per class (WeSpeaker, ESPnet: 3).
+    lin_blocks : int
+        Linear blocks before the cosine layer (as ``Classifier``).
+    lin_neurons : int
+        Their size.
+
+    Example
+    -------
+    >>> clf = SubCenterClassifier(8, out_neurons=5, sub_centers=3)
+    >>> clf.weight.shape
+    torch.Size([15, 8])
+    >>> emb = torch.randn(2, 1, 8)
+    >>> out = clf(emb)
+    >>> out.shape
+    torch.Size([2, 1, 5])
+    >>> cos = F.linear(F.normalize(emb[:, 0]), F.normalize(clf.weight))
+    >>> torch.allclose(out[:, 0], cos.view(2, 5, 3).amax(dim=-1))
+    True
+    """
+
+    def __init__(
+        self,
+        input_size,
+        out_neurons=1211,
+        sub_centers=1,
+        lin_blocks=0,
+        lin_neurons=192,
+    ):
+        if not isinstance(sub_centers, int) or sub_centers < 1:
+            raise ValueError(
+                f"sub_centers={sub_centers!r} must be an integer >= 1"
+            )
+        super().__init__(
+            input_size,
+            lin_blocks=lin_blocks,
+            lin_neurons=lin_neurons,
+            out_neurons=out_neurons * sub_centers,
+        )
+        self.num_classes = out_neurons
+        self.sub_centers = sub_centers
+
+    def forward(self, x):
+        """Cosine of each class's closest sub-centre.
+
+        Arguments
+        ---------
+        x : torch.Tensor
+            Embeddings [B, 1, E].
+
+        Returns
+        -------
+        torch.Tensor
+            [B, 1, out_neurons].
+        """
+        cosine = super().forward(x)
+        if self.sub_centers == 1:
+            return cosine
+        batch = cosine.shape[0]
+        return cosine.view(batch, 1, self.num_classes, self.sub_centers).amax(
+            dim=-1
+        )
+
+
+class InterTopKAdditiveAngularMargin(AdditiveAngularMargin):
+    """SpeechBrain's additive angular margin with the inter-top-k penalty:
+    the ``top_k`` highest non-target cosines become ``cos(theta -
+    top_k_margin)``. The penalty is on while the margin is above 0.001 (so
+    that a margin schedule starting at 0 starts without it, as in
+    WeSpeaker); ``top_k=0`` is plain AAM. Large-margin fine-tuning usually
+    turns it off (WeSpeaker does).
+
+    Arguments
+    ---------
+    margin : float
+        Angular margin of the target class (radians).
+    scale : float
+        Scale of the logits.
+    easy_margin : bool
+        As ``AdditiveAngularMargin``.
+    top_k : int
+        Hardest non-target classes penalised (WeSpeaker: 5).
+    top_k_margin : float
+        Their margin m' (WeSpeaker: 0.06).
+
+    Example
+    -------
+    >>> aam = InterTopKAdditiveAngularMargin(0.2, 30, top_k=1, top_k_margin=0.1)
+    >>> cos = torch.tensor([[0.5, 0.4, -0.2]])
+    >>> target = torch.tensor([[1.0, 0.0, 0.0]])
+    >>> logits = aam(cos, target)
+    >>> plain = AdditiveAngularMargin(0.2, 30)(cos, target)
+    >>> torch.equal(logits[:, [0, 2]], plain[:, [0, 2]])
+    True
+    >>> hard = 30 * math.cos(math.acos(0.4) - 0.1)
+    >>> round(float(logits[0, 1]), 4) == round(hard, 4)
+    True
+    """
+
+    def __init__(
+        self,
+        margin=0.0,
+        scale=1.0,
+        easy_margin=False,
+        top_k=5,
+        top_k_margin=0.06,
+    ):
+        super().__init__(margin, scale, easy_margin)
+        if not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k={top_k!r} must be an integer >= 0")
+        if not 0 <= top_k_margin < math.pi / 2:
+            raise ValueError(
+                f"top_k_margin={top_k_margin!r} must be in [0, pi/2)"
+            )
+        self.top_k = top_k
+        self.top_k_margin = top_k_margin
+
+    def forward(self, outputs, targets):
+        """Logits with both margins.
+
+        Arguments
+        ---------
+        outputs : torch.Tensor
+            Cosines [N, C].
+        targets : torch.Tensor
+            One-hot targets [N, C].
+
+        Returns
+        -------
+        torch.Tensor
+            Scaled logits [N, C].
+        """
+        logits = super().forward(outputs, targets)
+        k = min(self.top_k, outputs.shape[1] - 1)
+        if k <= 0 or self.top_k_margin == 0 or self.margin <= 1e-3:
+            return logits
+        cosine = outputs.float().clamp(-1 + 1e-7, 1 - 1e-7)
+        sine = torch.sqrt(1.0 - cosine**2)
+        # cos(theta - m') = cos cos m' + sin sin m'
+        closer = cosine * math.cos(self.top_k_margin) + sine * math.sin(
+            self.top_k_margin
+        )
+        hardest = torch.topk(cosine - 2.0 * targets, k, dim=1).indices
+        chosen = torch.zeros_like(cosine).scatter_(1, hardest, 1.0)
+        return logits + self.scale * chosen * (closer - cosine)
