@@ -222,6 +222,7 @@ def _embed(encoder, normalizer, embedding_model, wavs, wav_lens):
     stacked = feats.dim() == 4
 
     def embed(feats, lens):
+        """The back-end on (normalised) features."""
         if not stacked:
             feats = normalizer(feats, lens)
         return embedding_model(feats, lens)
