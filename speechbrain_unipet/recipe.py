@@ -871,11 +871,12 @@ def init_from(hparams, folder, average_last=0):
 
 def init_from_run(hparams, folder, average_last=0):
     """Starts a run from another training run (a second stage, e.g.
-    large-margin fine-tuning): its PET weights and speaker back-end, and its
-    classifier when both runs have the same speakers. Only classes of
-    speeds both runs share (at the same place: the first, 1.0, always) are
-    copied, so a stage without speed perturbation keeps the speakers'
-    own classes. The earlier run's folder is only read.
+    large-margin fine-tuning): its PET weights and speaker back-end, and the
+    classifier weights of the speakers both runs train on (matched by
+    name; longer crops may leave out speakers with short audio), for the
+    speeds both share at the same place (the first, 1.0, always), so a
+    stage without speed perturbation keeps the speakers' own classes. The
+    earlier run's folder is only read.
 
     Arguments
     ---------
@@ -921,33 +922,52 @@ def init_from_run(hparams, folder, average_last=0):
             "run's (backend, its sizes, emb_dim: see its hyperparams.yaml): "
             f"{str(err).splitlines()[1:3]}"
         ) from err
-    label_file = "label_encoder.txt"
-    same_speakers = (
-        pathlib.Path(theirs["save_folder"]) / label_file
-    ).read_bytes() == (
-        pathlib.Path(hparams["save_folder"]) / label_file
-    ).read_bytes()
-    copied = "fresh classifier: the runs have other speakers"
-    if same_speakers:
-        speakers = num_speakers(hparams["save_folder"])
-        shared = 0
-        for a, b in zip(training_speeds(theirs), training_speeds(hparams)):
-            if a != b:
-                break
-            shared += 1
-        classifier = hparams["modules"]["classifier"]
-        rows = speakers * shared * sub_centers(classifier)
-        state = their_modules["classifier"].state_dict()
-        weight = classifier.weight.detach().clone()
-        weight[:rows] = state["weight"][:rows]
-        state["weight"] = weight
-        classifier.load_state_dict(state)
-        copied = f"classifier classes of {shared} speed(s)"
+    copied = _copy_speaker_classes(theirs, their_modules, hparams)
     logger.info(
         "Initialised the PET weights and the speaker back-end from the run "
         "%s (%s)",
         folder,
         copied,
+    )
+
+
+def _label_indices(save_folder):
+    """Speaker -> class index of a run's ``label_encoder.txt``."""
+    encoder = sb.dataio.encoder.CategoricalEncoder()
+    encoder.load(str(pathlib.Path(save_folder) / "label_encoder.txt"))
+    return dict(encoder.lab2ind)
+
+
+def _copy_speaker_classes(theirs, their_modules, hparams):
+    """Copies the classifier weights of the speakers both runs train on,
+    for the speeds both share at the same place (the first, 1.0, always);
+    the other classes stay fresh. Returns what was copied, for the log."""
+    mine_idx = _label_indices(hparams["save_folder"])
+    their_idx = _label_indices(theirs["save_folder"])
+    common = [spk for spk in mine_idx if spk in their_idx]
+    classifier = hparams["modules"]["classifier"]
+    their_state = their_modules["classifier"].state_dict()
+    k = sub_centers(classifier)
+    if not common or sub_centers(their_modules["classifier"]) != k:
+        return "fresh classifier: no common speakers or other sub_centers"
+    shared = 0
+    for a, b in zip(training_speeds(theirs), training_speeds(hparams)):
+        if a != b:
+            break
+        shared += 1
+    weight = classifier.weight.detach().clone()
+    for speed in range(shared):
+        for spk in common:
+            mine_row = (mine_idx[spk] + speed * len(mine_idx)) * k
+            their_row = (their_idx[spk] + speed * len(their_idx)) * k
+            weight[mine_row : mine_row + k] = their_state["weight"][
+                their_row : their_row + k
+            ]
+    their_state["weight"] = weight
+    classifier.load_state_dict(their_state)
+    return (
+        f"classifier classes of {len(common)} of {len(mine_idx)} speakers, "
+        f"{shared} speed(s)"
     )
 
 

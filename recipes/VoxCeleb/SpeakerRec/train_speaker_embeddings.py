@@ -59,6 +59,7 @@ from speechbrain_unipet.recipe import (
     init_from,
     keep_best_checkpoint,
     load_recipe_hparams,
+    num_classes,
     verification_validator,
 )
 
@@ -164,9 +165,9 @@ class SpeakerBrain(sb.core.Brain):
         self.margin = self.hparams.margin_scheduler(progress)
         self.lr_factor = self.hparams.lr_annealing(progress)
         for key, opt in self.optimizers_dict.items():
-            sb.nnet.schedulers.update_learning_rate(
-                opt, self.base_lrs[key] * self.lr_factor
-            )
+            # Not sb's update_learning_rate: it logs every change (each step).
+            for group in opt.param_groups:
+                group["lr"] = self.base_lrs[key] * self.lr_factor
 
     def on_stage_start(self, stage, epoch=None):
         """Fresh error and gate statistics for the stage."""
@@ -377,7 +378,7 @@ def main(argv):
         logger.info(
             "Speed perturbation at speeds %s: %d classes for %d speakers",
             hparams["speeds"],
-            hparams["modules"]["classifier"].weight.shape[0],
+            num_classes(hparams, len(label_encoder)),
             len(label_encoder),
         )
     if hparams["init_from"]:
