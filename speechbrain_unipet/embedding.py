@@ -228,15 +228,19 @@ def _embed(encoder, normalizer, embedding_model, wavs, wav_lens):
         return embedding_model(feats, lens)
 
     padded = bool((wav_lens < 1).any())
-    if embedding_model.training or not padded:
+    if not padded:
         return embed(feats, wav_lens), gates
     plain_encoder = getattr(encoder, "module", encoder)  # DDP
     frames = plain_encoder.frame_mask(wavs, wav_lens).sum(dim=1)
     plain_model = getattr(embedding_model, "module", embedding_model)
-    if getattr(plain_model, "exact_with_padding", False):
-        # Relative lengths of the valid frames (the CNN's frame count
-        # differs from round(wav_lens * T) by a frame at times).
-        return embed(feats, frames / feats.shape[-2]), gates
+    exact = getattr(plain_model, "exact_with_padding", False)
+    if embedding_model.training or exact:
+        # Layer-stack back-ends get the relative lengths of the valid
+        # frames: the CNN's frame count differs from round(wav_lens * T)
+        # by a frame at times, and a back-end masking padded frames would
+        # count a zeroed one. (ECAPA-TDNN trains as SpeechBrain's recipes.)
+        lens = frames / feats.shape[-2] if stacked or exact else wav_lens
+        return embed(feats, lens), gates
     frames = frames.tolist()
     whole = torch.ones(1, device=wavs.device)
     return torch.cat(

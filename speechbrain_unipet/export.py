@@ -46,9 +46,9 @@ from speechbrain_unipet.embedding import (
 )
 from speechbrain_unipet.pet.state import save_pet_file
 from speechbrain_unipet.recipe import (
+    RecipeError,
     backend_factory,
     dump_yaml,
-    RecipeError,
     load_trained_model,
     num_speakers,
     reads_layer_stack,

@@ -24,7 +24,6 @@ Authors
 import math
 
 import torch
-import torch.nn.functional as F
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin
 

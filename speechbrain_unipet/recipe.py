@@ -42,8 +42,8 @@ from speechbrain_unipet.embedding import InvalidAudioError, speaker_embeddings
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.pet.component import check_option
-from speechbrain_unipet.scoring import TrialListError, read_trials, score_trials
 from speechbrain_unipet.schedules import LR_SCHEDULES, SCHEDULE_TYPES
+from speechbrain_unipet.scoring import TrialListError, read_trials, score_trials
 
 logger = get_logger(__name__)
 
@@ -951,7 +951,9 @@ def _copy_speaker_classes(theirs, their_modules, hparams):
     if not common or sub_centers(their_modules["classifier"]) != k:
         return "fresh classifier: no common speakers or other sub_centers"
     shared = 0
-    for a, b in zip(training_speeds(theirs), training_speeds(hparams)):
+    for a, b in zip(
+        training_speeds(theirs), training_speeds(hparams), strict=False
+    ):
         if a != b:
             break
         shared += 1

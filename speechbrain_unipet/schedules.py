@@ -186,7 +186,10 @@ class LearningRateSchedule:
     >>> lr = LearningRateSchedule("warmup_exp", 10, 0.01, warmup_epochs=1)
     >>> [round(lr(p), 4) for p in (0.0, 0.5, 1.0, 5.5, 10.0)]
     [0.0, 0.5, 1.0, 0.1, 0.01]
-    >>> [round(LearningRateSchedule("linear", 10, 0.1)(p), 4) for p in (0, 5, 10)]
+    >>> [
+    ...     round(LearningRateSchedule("linear", 10, 0.1)(p), 4)
+    ...     for p in (0, 5, 10)
+    ... ]
     [1.0, 0.55, 0.1]
     """
 

@@ -110,3 +110,32 @@ def test_long_audio_benchmark_prints_its_table():
         ("3", "whole"),
     ]
     assert "| 3 s | whole | not run |" in out.stdout
+
+
+def test_backends_benchmark_prints_its_tables():
+    script = SCRIPT.with_name("backends.py")
+    out = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--device", "cpu"]
+        + ["--rounds", "2", "--encoder", "--encoder-rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "tiny sizes, CPU, 1 thread(s), median of 2 rounds" in text
+    number = r"([0-9.e+-]+)"
+    row = (
+        rf"^\| `(\w+)` \([^|]+\) \| ([0-9,]+) \| {number} ms \| {number}x "
+        rf"\| {number} \| {number}x \|$"
+    )
+    rows = re.findall(row, text, flags=re.M)
+    names = ["ecapa", "mhfa", "ca_mhfa", "mfa"]
+    # Back-end-only table, then the one with the encoder in front.
+    assert [r[0] for r in rows] == names + names, text
+    for table in (rows[:4], rows[4:]):
+        assert table[0][3] == table[0][5] == "1.00"
+        assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in table)
+    # The three stack back-ends are far smaller than ECAPA, even tiny.
+    params = [int(r[1].replace(",", "")) for r in rows[:4]]
+    assert max(params[1:]) < params[0]

@@ -57,7 +57,8 @@ def brute_force_logits(cosine, target, margin, scale, top_k, top_k_margin):
                 value = (
                     math.cos(theta + margin)
                     if theta + margin < math.pi
-                    else float(cosine[n, c]) - math.sin(math.pi - margin) * margin
+                    else float(cosine[n, c])
+                    - math.sin(math.pi - margin) * margin
                 )
             elif c in hardest and margin > 1e-3:
                 value = math.cos(theta - top_k_margin)
@@ -74,10 +75,14 @@ def test_inter_top_k_logits_match_brute_force(top_k, margin):
     cosine = torch.rand(5, 6) * 1.8 - 0.9
     target = torch.randint(0, 6, (5,))
     one_hot = torch.nn.functional.one_hot(target, 6).float()
-    aam = InterTopKAdditiveAngularMargin(0.0, 30, top_k=top_k, top_k_margin=0.06)
+    aam = InterTopKAdditiveAngularMargin(
+        0.0, 30, top_k=top_k, top_k_margin=0.06
+    )
     set_margin(aam, margin)  # the margin schedule's way of changing it
     expected = brute_force_logits(cosine, target, margin, 30, top_k, 0.06)
-    torch.testing.assert_close(aam(cosine, one_hot), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        aam(cosine, one_hot), expected, atol=1e-4, rtol=0
+    )
     if top_k == 0 or margin == 0.0:
         plain = AdditiveAngularMargin(margin, 30)
         torch.testing.assert_close(aam(cosine, one_hot), plain(cosine, one_hot))
@@ -95,7 +100,8 @@ def test_bad_loss_options_are_named(kwargs, name):
 
 
 def test_recipe_with_sub_centers_top_k_and_speeds_exports_speaker_classes(
-    recipe_env, tmp_path  # noqa: F811
+    recipe_env,  # noqa: F811
+    tmp_path,
 ):
     out = tmp_path / "sc"
     train(

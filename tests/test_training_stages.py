@@ -134,9 +134,7 @@ def test_warmup_then_exponential_decay_per_step(recipe_env, tmp_path):  # noqa: 
     # The rate of each epoch's last step: warm-up over epoch 1, then
     # 0.001 * 0.01 ** ((progress - 1) / 2).
     last = [(e + (steps - 1) / steps) for e in range(3)]
-    expected = [
-        0.001 * (p if p < 1 else 0.01 ** ((p - 1) / 2)) for p in last
-    ]
+    expected = [0.001 * (p if p < 1 else 0.01 ** ((p - 1) / 2)) for p in last]
     assert [float(v) for v in logged] == pytest.approx(expected, rel=5e-3)
 
 
@@ -168,7 +166,9 @@ def test_keep_last_keeps_the_newest_end_of_epoch_checkpoints(three_epochs):
 
 
 def test_averaged_export_and_verification_use_the_mean(
-    recipe_env, three_epochs, tmp_path  # noqa: F811
+    recipe_env,  # noqa: F811
+    three_epochs,
+    tmp_path,
 ):
     ckpts = checkpoints(three_epochs)
     hub = export(three_epochs, tmp_path / "avg", average_last=3)
@@ -193,7 +193,8 @@ def test_averaged_export_and_verification_use_the_mean(
 
 # --------------------------------------------- large-margin fine-tuning
 def test_large_margin_stage_starts_from_the_run_and_changes_what_it_should(
-    recipe_env, tmp_path  # noqa: F811
+    recipe_env,  # noqa: F811
+    tmp_path,
 ):
     first = tmp_path / "stage1"
     train(
