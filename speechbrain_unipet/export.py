@@ -315,7 +315,11 @@ def _write_hub(hub, train_folder, hparams, copy_backbone_files, merge_lora):
             path.unlink()
         encoder.backbone.save_pretrained(dest)
         method, options = "frozen", {}
-        state = {"layer_weights": encoder.layer_weights.detach().cpu()}
+        # What a frozen encoder trains: the layer weights, unless the
+        # back-end reads the layer stack itself.
+        state = {}
+        if not encoder.output_all_hiddens:
+            state["layer_weights"] = encoder.layer_weights.detach().cpu()
         meta = dict(encoder.pet_metadata(), method="frozen")
     else:
         if copy_backbone_files:
@@ -402,6 +406,7 @@ def write_card(hub, hparams, encoder, method, copied, merged, train_folder):
             if copied
             else " (referenced: `ssl_source`)"
         ),
+        f"* Speaker back-end: `{hparams.get('backend', 'ecapa')}`",
         f"* Trainable encoder parameters: {trainable:,} of {total:,} "
         f"({100 * trainable / total:.2f} %)",
         f"* PET file `ssl_encoder.ckpt`: {pet_bytes / 1e6:.2f} MB",

@@ -60,7 +60,8 @@ class SubCenterClassifier(Classifier):
     >>> out = clf(emb)
     >>> out.shape
     torch.Size([2, 1, 5])
-    >>> cos = F.linear(F.normalize(emb[:, 0]), F.normalize(clf.weight))
+    >>> unit = torch.nn.functional.normalize
+    >>> cos = unit(emb[:, 0]) @ unit(clf.weight).T
     >>> torch.allclose(out[:, 0], cos.view(2, 5, 3).amax(dim=-1))
     True
     """

@@ -690,24 +690,33 @@ def keep_best_checkpoint(
     the latest one, the ``num_to_keep`` best by ``select`` (lower is better)
     and the ``keep_last`` newest end-of-epoch ones (for averaging)."""
     from speechbrain.utils.checkpoints import ckpt_recency
+    from speechbrain.utils.distributed import ddp_barrier, ddp_broadcast
 
     meta = {k: float(v) for k, v in stats.items() if k != "loss"}
     saved = checkpointer.save_checkpoint(meta=meta, end_of_epoch=True)
-    keep = set() if saved is None else {saved.path}  # None: not main
-    keep.update(
-        c.path
-        for c in checkpointer.find_checkpoints(
-            min_key=select, max_num_checkpoints=num_to_keep
-        )
-    )
-    if keep_last:
+    ddp_barrier()  # every process then sees the saved checkpoint
+    if saved is None:  # not the main process: its list comes below
+        keep = set()
+    else:
+        keep = {saved.path}
         keep.update(
             c.path
             for c in checkpointer.find_checkpoints(
-                ckpt_predicate=lambda c: c.meta.get("end-of-epoch", False),
-                max_num_checkpoints=keep_last,
+                min_key=select, max_num_checkpoints=num_to_keep
             )
         )
+        if keep_last:
+            keep.update(
+                c.path
+                for c in checkpointer.find_checkpoints(
+                    ckpt_predicate=lambda c: c.meta.get("end-of-epoch", False),
+                    max_num_checkpoints=keep_last,
+                )
+            )
+    # One list for all processes: each deletion is a collective call
+    # (SpeechBrain's main_process_only broadcasts), so the processes must
+    # delete the same checkpoints or they wait on each other for ever.
+    keep = ddp_broadcast(keep)
     checkpointer.delete_checkpoints(
         num_to_keep=0,
         importance_keys=[ckpt_recency],

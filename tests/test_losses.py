@@ -35,7 +35,7 @@ def test_each_class_takes_its_closest_sub_center():
     unit = torch.nn.functional.normalize
     for b in range(2):
         for c in range(3):
-            rows = clf.weight[c * 4 : (c + 1) * 4]
+            rows = clf.weight.detach()[c * 4 : (c + 1) * 4]
             cosines = unit(rows, dim=1) @ unit(x[b, 0], dim=0)
             assert float(out[b, 0, c].detach()) == pytest.approx(
                 float(cosines.max()), abs=1e-6

@@ -294,3 +294,7 @@ def test_backend_trains_verifies_and_exports(recipe_env, backend, tmp_path):  # 
     ref = recipe_embeddings(out, recipe_env["data"])
     torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
     torch.testing.assert_close(got["padded"], got["single"], atol=1e-4, rtol=0)
+    # LoRA merged into the backbone: the same embeddings.
+    merged = export(out, tmp_path / "merged", merge_lora=True)
+    got = load_in_fresh_process(merged, recipe_env["data"], tmp_path, tmp_path)
+    torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
