@@ -170,11 +170,14 @@ def check_recipe_values(values, source="--"):
         or speeds[0] != 1.0
         or not all(isinstance(v, (int, float)) and v > 0 for v in speeds)
         or len(set(speeds)) != len(speeds)
+        # SpeechBrain's SpeedPerturb takes whole per cent.
+        or any(abs(100 * v - round(100 * v)) > 1e-9 for v in speeds)
     ):
         raise RecipeError(
             f"{source}speeds={speeds} must be a list of distinct positive "
-            "speeds starting with 1.0 (classes of the first speed are the "
-            "speakers themselves), e.g. [1.0, 0.9, 1.1]"
+            "speeds in whole per cent (0.9, not 0.925) starting with 1.0 "
+            "(classes of the first speed are the speakers themselves), e.g. "
+            "[1.0, 0.9, 1.1]"
         )
     chunk = values.get("max_chunk_seconds")
     overlap = values.get("chunk_overlap_seconds")
@@ -1175,6 +1178,15 @@ def load_trained_model(output_folder, device="cpu", average_last=0):
         )
     build_backend(hparams, num_speakers(hparams["save_folder"]))
     if average_last:
+        kept = hparams.get("ckpt_keep_last", 0)
+        if kept < average_last:
+            # Otherwise the newest checkpoints left (the best and the
+            # latest) would be averaged: not the last epochs.
+            raise RecipeError(
+                f"average of the last {average_last} checkpoints asked, but "
+                f"{output_folder} was trained with ckpt_keep_last={kept}: "
+                "train with --ckpt_keep_last at least that large"
+            )
         average_last_checkpoints(hparams["checkpointer"], average_last)
     else:
         checkpoint = recover_best_checkpoint(

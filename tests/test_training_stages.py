@@ -16,7 +16,11 @@ from test_recipe import recipe_env, train, verify  # noqa: F401 -- fixture
 
 from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.export import export
-from speechbrain_unipet.recipe import audio_pipeline
+from speechbrain_unipet.recipe import (
+    RecipeError,
+    audio_pipeline,
+    check_recipe_values,
+)
 
 BACKENDS = ["mhfa", "ca_mhfa", "mfa"]
 
@@ -99,6 +103,9 @@ def test_speed_perturbation_triples_the_classes(recipe_env, tmp_path):  # noqa: 
     torch.testing.assert_close(
         exported["weight"], ckpt_state(ckpt, "classifier")["weight"][:n]
     )
+    # Nothing to average: the run kept no last checkpoints.
+    with pytest.raises(RecipeError, match="ckpt_keep_last=0"):
+        export(out, tmp_path / "avg", average_last=2)
 
 
 def test_first_speed_must_be_one(recipe_env, tmp_path):  # noqa: F811
@@ -113,6 +120,8 @@ def test_first_speed_must_be_one(recipe_env, tmp_path):  # noqa: F811
     assert done.returncode != 0
     assert "--speeds=[0.9, 1.0, 1.1]" in done.stderr
     assert "starting with 1.0" in done.stderr
+    with pytest.raises(RecipeError, match="whole per cent"):
+        check_recipe_values({"speeds": [1.0, 0.925]})
 
 
 # ------------------------------------------------------ learning-rate schedule
@@ -253,6 +262,30 @@ def test_large_margin_stage_starts_from_the_run_and_changes_what_it_should(
             for r in csv.DictReader(f)
         ]
     assert max(crops) == pytest.approx(1.0)  # the stage's longer crops
+    # Re-running the stage resumes from its own checkpoint, even with the
+    # first run gone.
+    first.rename(tmp_path / "stage1-moved")
+    train(
+        recipe_env,
+        "unipet",
+        second,
+        f"--init_from={first}",
+        "--speed_perturb=False",
+        "--sentence_len=1.0",
+        "--margin=0.5",
+        "--adapter_dim=4",
+        "--prompt_length=2",
+        "--num_valid_speakers=3",
+        "--number_of_epochs=2",
+    )
+    assert (
+        len(
+            re.findall(
+                r"^epoch: ", (second / "train_log.txt").read_text(), flags=re.M
+            )
+        )
+        == 2
+    )
 
 
 def test_init_from_its_own_output_folder_is_refused(recipe_env, three_epochs):  # noqa: F811

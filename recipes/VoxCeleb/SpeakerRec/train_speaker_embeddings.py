@@ -110,6 +110,10 @@ class SpeakerBrain(sb.core.Brain):
         """AAM-softmax loss (and the speaker-ID error outside training)."""
         predictions, lens = predictions
         spkid, _ = batch.spk_id_encoded
+        if stage != sb.Stage.TRAIN:
+            # Dev audio is not speed-perturbed: its classes are the
+            # speakers' own (the first block of classes).
+            predictions = predictions[..., : self.num_speakers]
         if stage == sb.Stage.TRAIN and self.hparams.wav_augment is not None:
             spkid = self.hparams.wav_augment.replicate_labels(spkid)
         loss = self.hparams.compute_cost(predictions, spkid, lens)
@@ -381,7 +385,9 @@ def main(argv):
             num_classes(hparams, len(label_encoder)),
             len(label_encoder),
         )
-    if hparams["init_from"]:
+    # Not on a resumed run: its checkpoint replaces these weights anyway
+    # (and the earlier run may be gone by then).
+    if hparams["init_from"] and not hparams["checkpointer"].find_checkpoints():
         init_from(hparams, hparams["init_from"], hparams["init_average_last"])
     trainable, total = hparams["ssl_encoder"].count_parameters()
     logger.info(
@@ -411,7 +417,12 @@ def main(argv):
         if torch.distributed.is_initialized()
         else 1
     )
-    brain.steps_per_epoch = len(train_data) // (hparams["batch_size"] * world)
+    brain.num_speakers = len(label_encoder)
+    per_process = -(-len(train_data) // world)  # DistributedSampler pads
+    if hparams["dataloader_options"].get("drop_last", False):
+        brain.steps_per_epoch = per_process // hparams["batch_size"]
+    else:
+        brain.steps_per_epoch = -(-per_process // hparams["batch_size"])
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
