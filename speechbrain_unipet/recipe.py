@@ -881,6 +881,25 @@ def init_from(hparams, folder, average_last=0):
     return init_from_run(hparams, folder, average_last)
 
 
+def same_folder(a, b):
+    """Whether two paths name the same folder.
+
+    Arguments
+    ---------
+    a, b : str or pathlib.Path
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> same_folder("results/run", "results/../results/run/")
+    True
+    """
+    return pathlib.Path(a).resolve() == pathlib.Path(b).resolve()
+
+
 def init_from_run(hparams, folder, average_last=0):
     """Starts a run from another training run (a second stage, e.g.
     large-margin fine-tuning): its PET weights and speaker back-end, and the
@@ -906,7 +925,7 @@ def init_from_run(hparams, folder, average_last=0):
         If the runs differ in method, backbone or back-end sizes.
     """
     folder = pathlib.Path(folder)
-    if pathlib.Path(hparams["output_folder"]).resolve() == folder.resolve():
+    if same_folder(hparams["output_folder"], folder):
         raise RecipeError(
             f"init_from '{folder}' is this run's own output_folder: give the "
             "second stage another --output_folder"

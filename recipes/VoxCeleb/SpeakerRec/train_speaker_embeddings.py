@@ -60,6 +60,7 @@ from speechbrain_unipet.recipe import (
     keep_best_checkpoint,
     load_recipe_hparams,
     num_classes,
+    same_folder,
     verification_validator,
 )
 
@@ -319,6 +320,15 @@ def main(argv):
         sys.exit(
             f"ERROR: --backend={hparams['backend']} is not one of the yaml's "
             f"backends: {sorted(hparams['backends'])}"
+        )
+    if hparams["init_from"] and same_folder(
+        hparams["init_from"], hparams["output_folder"]
+    ):
+        # Checked first: a resumed run skips init_from, and would otherwise
+        # quietly train on instead of saying the command is wrong.
+        sys.exit(
+            f"ERROR: init_from '{hparams['init_from']}' is this run's own "
+            "output_folder: give the second stage another --output_folder"
         )
 
     prep = {
