@@ -155,7 +155,9 @@ def test_bf16_autocast(name):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half = backend(x, lengths)
     assert torch.isfinite(half).all()
-    assert (half.float() - full).abs().max() < 0.1 * full.abs().max()
+    # Relative to the fp32 output: bf16 rounding gives about 0.01; the
+    # grouped-convolution kernel bug worked around in precision.py gave ~1.
+    assert (half.float() - full).norm() < 0.05 * full.norm()
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,8 @@ from speechbrain.integrations.huggingface.huggingface import (
 from speechbrain.utils.logger import get_logger
 from torch import nn
 
+from speechbrain_unipet.precision import grouped_conv_outside_cpu_autocast
+
 logger = get_logger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
@@ -567,10 +569,10 @@ class SSLBackbone(HFTransformersInterface):
             h = x.transpose(1, 2)
             keep = frame_mask.unsqueeze(1).to(h.dtype)
             for layer in pos.layers:
-                h = layer(h * keep)
+                h = grouped_conv_outside_cpu_autocast(layer, h * keep)
             x = x + h.transpose(1, 2)
         else:
-            x = x + pos(x)
+            x = x + grouped_conv_outside_cpu_autocast(pos, x)
         if not self.pre_ln:
             x = enc.layer_norm(x)
         return enc.dropout(x)

@@ -39,6 +39,8 @@ import torch
 from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
+from speechbrain_unipet.precision import grouped_conv_outside_cpu_autocast
+
 
 def valid_frames(lengths, frames):
     """Valid frames per row from SpeechBrain relative lengths.
@@ -511,7 +513,9 @@ class CAMHFA(_FactorizedAttentiveBackend):
         """
         if mask is not None:
             keys = keys.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return self.att_head(keys.transpose(1, 2))
+        return grouped_conv_outside_cpu_autocast(
+            self.att_head, keys.transpose(1, 2)
+        )
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
