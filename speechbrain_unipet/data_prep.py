@@ -139,7 +139,7 @@ class Recording:
 
 
 # ---------------------------------------------------------------- layouts
-def _audio_files(root):
+def audio_files(root):
     """``(relative path without extension, full path)`` of every audio file
     under ``root``, sorted (string operations: this runs once per file)."""
     root = str(root)
@@ -181,7 +181,7 @@ def list_voxceleb(folder):
             "data_format (speaker_folders, csv, kaldi) for other layouts."
         )
     recordings = []
-    for rel, path in _audio_files(root):
+    for rel, path in audio_files(root):
         if rel.count("/") == 2:
             recordings.append(Recording(rel, path, rel.split("/")[0]))
     if not recordings:
@@ -214,7 +214,7 @@ def list_speaker_folders(folder):
     if not root.is_dir():
         raise DataPreparationError(f"data_folder '{root}' does not exist")
     recordings, loose = [], 0
-    for rel, path in _audio_files(root):
+    for rel, path in audio_files(root):
         if "/" not in rel:
             loose += 1
             continue
@@ -519,7 +519,7 @@ def detect_format(folder):
     if (path / "wav").is_dir():
         return "voxceleb"
     subdirs = [p for p in path.iterdir() if p.is_dir()]
-    if any(next(_audio_files(d), None) is not None for d in subdirs):
+    if any(next(audio_files(d), None) is not None for d in subdirs):
         return "speaker_folders"
     if any(p.suffix.lower() in (".csv", ".tsv") for p in path.iterdir()):
         return "csv"

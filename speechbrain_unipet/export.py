@@ -47,6 +47,7 @@ from speechbrain_unipet.embedding import (
 from speechbrain_unipet.pet.state import save_pet_file
 from speechbrain_unipet.recipe import (
     RecipeError,
+    atomic_write,
     backend_factory,
     dump_yaml,
     load_trained_model,
@@ -465,3 +466,51 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+#: Marks the calibration block ``add_calibration`` appends to
+#: ``hyperparams.yaml`` (replaced, not repeated, on a second call).
+CALIBRATION_MARK = "# --- score calibration (speechbrain-unipet calibrate) ---"
+
+
+def add_calibration(hub_folder, calibrator, threshold=None, p_target=0.01):
+    """Stores a score calibration in an exported model folder, so that
+    ``speechbrain_unipet.inference.CalibratedSpeakerRecognition`` returns
+    calibrated scores (LLRs) and Bayes decisions.
+
+    Arguments
+    ---------
+    hub_folder : str or pathlib.Path
+        A folder written by ``export``.
+    calibrator : ScoreCalibrator
+        Fitted on cosine scores, with duration / norm quality measures at
+        most (what two recordings give alone).
+    threshold : float or None
+        Decision threshold on the calibrated scores (None: the Bayes
+        threshold at ``p_target``).
+    p_target : float
+        Target prior of the default decision.
+    """
+    from speechbrain_unipet.inference import check_exportable
+
+    hub = pathlib.Path(hub_folder)
+    yaml_path = hub / "hyperparams.yaml"
+    if not all((hub / m).is_file() for m in EXPORT_MARKERS):
+        raise ExportError(
+            f"{hub} is not an exported model folder (it lacks "
+            f"{' or '.join(EXPORT_MARKERS)}): export the run first with "
+            "python -m speechbrain_unipet.export"
+        )
+    try:
+        check_exportable(calibrator)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    entry = dict(
+        calibrator.to_dict(), threshold=threshold, decision_p_target=p_target
+    )
+    text = yaml_path.read_text(encoding="utf-8")
+    text = text.split("\n" + CALIBRATION_MARK, 1)[0].rstrip("\n") + "\n"
+    # JSON is YAML (flow style): the entry needs no YAML writer.
+    text += f"\n{CALIBRATION_MARK}\ncalibration: {json.dumps(entry)}\n"
+    atomic_write(yaml_path, text)
+    atomic_write(hub / "calibration.json", json.dumps(entry, indent=2))

@@ -13,6 +13,8 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import torch
+from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain.processing.features import InputNormalization
 from torch import nn
 
@@ -134,3 +136,234 @@ class PerUtteranceEmbedding(SpeakerEmbeddingModel):
 
     def __init__(self, model, front_end):
         super().__init__(front_end.encoder, model)
+
+
+#: Quality measures an exported calibration may use: the ones a pair of
+#: recordings gives on its own (cohort means need a cohort).
+EXPORTABLE_QUALITY = ("duration", "norm")
+
+
+def check_exportable(calibrator):
+    """Refuses calibrations an exported model cannot apply.
+
+    Arguments
+    ---------
+    calibrator : ScoreCalibrator
+        Fitted by ``speechbrain-unipet calibrate``.
+
+    Raises
+    ------
+    ValueError
+        If it was fitted on AS-norm scores or uses cohort means.
+    """
+    scoring = dict(getattr(calibrator, "scoring", {}) or {})
+    if (scoring.get("score_norm") or "none") != "none":
+        raise ValueError(
+            "This calibration was fitted on AS-norm scores; an exported "
+            "model scores by cosine. Calibrate without --cohort for export."
+        )
+    extra = [
+        n
+        for n in calibrator.names
+        if n != "score" and n.rsplit("_", 1)[0] not in EXPORTABLE_QUALITY
+    ]
+    if extra:
+        raise ValueError(
+            f"This calibration uses {extra}, which an exported model cannot "
+            f"compute from two recordings: calibrate with --quality "
+            f"{','.join(EXPORTABLE_QUALITY)} (or a subset) for export"
+        )
+
+
+def pair_features(calibrator, scores, emb1, emb2, seconds1, seconds2):
+    """Calibration features of verification pairs, in the calibrator's
+    order (see ``speechbrain_unipet.calibration.quality_features``).
+
+    Arguments
+    ---------
+    calibrator : ScoreCalibrator
+    scores : torch.Tensor
+        Cosine scores [B].
+    emb1, emb2 : torch.Tensor
+        Embeddings [B, E] (before normalisation).
+    seconds1, seconds2 : torch.Tensor
+        Durations [B] in seconds.
+
+    Returns
+    -------
+    numpy.ndarray
+        [B, F].
+    """
+    from speechbrain_unipet.calibration import quality_features
+
+    quality = {n.rsplit("_", 1)[0] for n in calibrator.names if n != "score"}
+    kwargs = {}
+    if "duration" in quality:
+        kwargs.update(
+            enrol_durations=seconds1.double().cpu().numpy(),
+            test_durations=seconds2.double().cpu().numpy(),
+        )
+    if "norm" in quality:
+        kwargs.update(
+            enrol_norms=emb1.double().norm(dim=-1).cpu().numpy(),
+            test_norms=emb2.double().norm(dim=-1).cpu().numpy(),
+        )
+    features, names = quality_features(scores.double().cpu().numpy(), **kwargs)
+    if list(names) != list(calibrator.names):
+        raise ValueError(
+            f"calibration features {calibrator.names} cannot be computed "
+            f"(got {names})"
+        )
+    return features
+
+
+class CalibratedSpeakerRecognition(SpeakerRecognition):
+    """``SpeakerRecognition`` whose ``verify_batch`` / ``verify_files``
+    return calibrated scores (log-likelihood ratios) and Bayes decisions,
+    when the exported folder carries a calibration
+    (``speechbrain-unipet calibrate --export-folder``).
+
+    SpeechBrain's ``SpeakerRecognition`` hard-codes a cosine similarity
+    and a 0.25 threshold in its constructor and ``verify_batch``, which a
+    ``hyperparams.yaml`` cannot change; this subclass reads the folder's
+    ``calibration`` entry instead. Without one it behaves as its parent.
+    The default threshold is the calibration's: the Bayes decision at its
+    target prior (``threshold`` overrides it).
+
+    Example
+    -------
+    >>> issubclass(CalibratedSpeakerRecognition, SpeakerRecognition)
+    True
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calibrator = None
+        calibration = getattr(self.hparams, "calibration", None)
+        if calibration:
+            from speechbrain_unipet.calibration import ScoreCalibrator
+
+            self.calibrator = ScoreCalibrator.from_dict(calibration)
+
+    def default_threshold(self):
+        """The decision threshold without an explicit one: the
+        calibration's Bayes threshold, else SpeechBrain's 0.25."""
+        if self.calibrator is None:
+            return 0.25
+        from speechbrain_unipet.calibration import bayes_threshold
+
+        calibration = self.hparams.calibration
+        if calibration.get("threshold") is not None:
+            return float(calibration["threshold"])
+        return bayes_threshold(calibration.get("decision_p_target", 0.01))
+
+    def verify_batch(
+        self, wavs1, wavs2, wav1_lens=None, wav2_lens=None, threshold=None
+    ):
+        """Scores (calibrated LLRs with a calibration) and decisions of
+        pairs of waveform batches.
+
+        Arguments
+        ---------
+        wavs1, wavs2 : torch.Tensor
+            Waveforms [B, S].
+        wav1_lens, wav2_lens : torch.Tensor or None
+            Relative lengths.
+        threshold : float or None
+            Accept scores above it (None: ``default_threshold()``).
+
+        Returns
+        -------
+        score : torch.Tensor
+            [B, 1].
+        decision : torch.Tensor
+            Bool [B, 1], True for the same speaker.
+        """
+        if threshold is None:
+            threshold = self.default_threshold()
+        emb1 = self.encode_batch(wavs1, wav1_lens, normalize=False)
+        emb2 = self.encode_batch(wavs2, wav2_lens, normalize=False)
+        score = self.similarity(emb1, emb2)
+        if self.calibrator is not None:
+            rate = getattr(self.hparams, "sample_rate", 16000)
+
+            def seconds(wavs, lens):
+                """Durations [B] in seconds of a padded batch."""
+                if lens is None:
+                    lens = torch.ones(wavs.shape[0], device=wavs.device)
+                return lens.float() * wavs.shape[1] / rate
+
+            features = pair_features(
+                self.calibrator,
+                score.reshape(-1),
+                emb1.reshape(emb1.shape[0], -1),
+                emb2.reshape(emb2.shape[0], -1),
+                seconds(wavs1, wav1_lens),
+                seconds(wavs2, wav2_lens),
+            )
+            score = (
+                torch.as_tensor(self.calibrator(features), dtype=score.dtype)
+                .reshape(score.shape)
+                .to(score.device)
+            )
+        return score, score > threshold
+
+
+def verify_files(model, path_a, path_b, device="cpu", threshold=None):
+    """Same speaker? Two recordings scored by a trained model.
+
+    Arguments
+    ---------
+    model : str or pathlib.Path
+        An exported model folder (its calibration applies) or a training
+        run's output folder (cosine score).
+    path_a, path_b : str
+        Audio files.
+    device : str
+        Where to run.
+    threshold : float or None
+        Decision threshold (None: the calibration's; a training run or an
+        uncalibrated export gives no decision).
+
+    Returns
+    -------
+    dict
+        ``score``, ``calibrated``, ``threshold`` and ``same_speaker``
+        (None without a threshold).
+    """
+    import pathlib
+
+    from speechbrain_unipet.audio import load_audio
+    from speechbrain_unipet.export import EXPORT_MARKERS
+    from speechbrain_unipet.extraction import model_modules
+
+    folder = pathlib.Path(model)
+    calibrated = False
+    if all((folder / m).is_file() for m in EXPORT_MARKERS):
+        verifier = CalibratedSpeakerRecognition.from_hparams(
+            source=str(folder), savedir=str(folder), run_opts={"device": device}
+        )
+        calibrated = verifier.calibrator is not None
+        if threshold is None and calibrated:
+            threshold = verifier.default_threshold()
+        rate = getattr(verifier.hparams, "sample_rate", 16000)
+        a = load_audio(path_a, rate)[None].to(device)
+        b = load_audio(path_b, rate)[None].to(device)
+        score, _ = verifier.verify_batch(a, b, threshold=threshold or 0.0)
+        score = float(score.reshape(-1)[0])
+    else:
+        modules, info = model_modules(folder, device)
+        rate = info["sample_rate"]
+        embs = []
+        for path in (path_a, path_b):
+            wav = load_audio(path, rate)[None].to(device)
+            with torch.no_grad():
+                emb, _ = speaker_embeddings(*modules, wav, sample_rate=rate)
+            embs.append(emb.reshape(-1))
+        score = float(torch.nn.functional.cosine_similarity(*embs, dim=0))
+    return {
+        "score": score,
+        "calibrated": calibrated,
+        "threshold": threshold,
+        "same_speaker": None if threshold is None else score > threshold,
+    }

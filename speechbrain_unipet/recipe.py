@@ -125,6 +125,12 @@ RECIPE_VALUES = {
     "ckpt_keep_last": _value("int", "last checkpoints kept", 0),
     "init_average_last": _value("int", "checkpoints averaged", 0),
     "average_last": _value("int", "checkpoints averaged", 0),
+    "max_batch_seconds": _value("float", "padded seconds per batch", 0.1),
+    "num_crops": _value("int", "test-time crops (0: whole)", 0),
+    "crop_seconds": _value("float", "test-time crop in seconds", 0.1),
+    "calibration_p_target": _value(
+        "float", "calibration target prior", 1e-6, 1 - 1e-6
+    ),
 }
 
 

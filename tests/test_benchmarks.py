@@ -139,3 +139,67 @@ def test_backends_benchmark_prints_its_tables():
     # The three stack back-ends are far smaller than ECAPA, even tiny.
     params = [int(r[1].replace(",", "")) for r in rows[:4]]
     assert max(params[1:]) < params[0]
+
+
+def run_benchmark(name, *args):
+    script = pathlib.Path(__file__).parents[1] / "benchmarks" / name
+    out = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_scoring_benchmark_prints_its_stages_and_verdict():
+    text = run_benchmark(
+        "scoring.py",
+        "--embeddings",
+        "400",
+        "--trials",
+        "900",
+        "--cohort",
+        "30",
+        "--top-n",
+        "5",
+        "--dim",
+        "16",
+    )
+    for stage in (
+        "read trial list",
+        "cosine scoring",
+        "AS-norm scoring",
+        "EER + minDCF",
+    ):
+        assert re.search(
+            rf"\| {re.escape(stage)}[^|]* \| [0-9.]+ s \|", text
+        ), stage
+    assert re.search(r"trial list to metrics: [0-9.]+ s .*: PASS", text)
+
+
+def test_extraction_benchmark_compares_batched_with_one_by_one():
+    text = run_benchmark(
+        "extraction.py",
+        "--tiny",
+        "--utterances",
+        "6",
+        "--min-seconds",
+        "0.5",
+        "--max-seconds",
+        "1.5",
+        "--num-workers",
+        "0",
+    )
+    rows = re.findall(
+        r"\| (one by one|batched[^|]*) \| ([0-9.]+) s \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+)x \|",
+        text,
+    )
+    assert [r[0].split()[0] for r in rows] == ["one", "batched"]
+    diff = float(
+        re.search(
+            r"difference batched vs one by one: ([0-9.e+-]+)", text
+        ).group(1)
+    )
+    assert diff < 1e-4

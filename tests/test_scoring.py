@@ -8,10 +8,13 @@ import torch
 
 from speechbrain_unipet.scoring import (
     Trial,
+    enrol_models,
+    read_enrolment,
     read_trials,
     score_trials,
     speaker_cohort,
 )
+from speechbrain_unipet.store import EmbeddingStore, EmbeddingStoreError
 
 
 def test_read_trials_errors_name_file_and_line(tmp_path):
@@ -27,7 +30,7 @@ def test_read_trials_errors_name_file_and_line(tmp_path):
 
 
 def test_missing_embedding_is_named():
-    with pytest.raises(KeyError, match="id1/v/2"):
+    with pytest.raises(EmbeddingStoreError, match="id1/v/2"):
         score_trials(
             [Trial(1, "id1/v/1", "id1/v/2")], {"id1/v/1": torch.ones(3)}
         )
@@ -104,3 +107,133 @@ def test_repeated_trials_are_refused(tmp_path):
     )
     with pytest.raises(TrialListError, match=r"t.txt:4: .* already on line 1"):
         read_trials(trials)
+
+
+# ---------------------------------------------------- stores and scale
+def brute_force_as_norm(trials, emb, cohort, top_n, mean):
+    """AS-norm of each trial alone, by the textbook formula."""
+    out = []
+    for tr in trials:
+        e = torch.nn.functional.normalize(emb[tr.enrol].double() - mean, dim=0)
+        t = torch.nn.functional.normalize(emb[tr.test].double() - mean, dim=0)
+        s = float(e @ t)
+        stats = []
+        for side in (e, t):
+            c = sorted((cohort.double() @ side).tolist(), reverse=True)[:top_n]
+            c = torch.tensor(c, dtype=torch.float64)
+            # One cohort score has no spread: the 1e-6 floor of score_trials.
+            stats.append((c.mean(), c.std(unbiased=len(c) > 1).clamp(min=1e-6)))
+        (mu_e, sd_e), (mu_t, sd_t) = stats
+        out.append(0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t))
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("top_n", [1, 3, 50])
+@pytest.mark.parametrize("as_store", [False, True])
+def test_as_norm_equals_brute_force(top_n, as_store, monkeypatch):
+    import speechbrain_unipet.scoring as scoring
+
+    gen = torch.Generator().manual_seed(top_n)
+    ids = [f"s{k % 4}/u{k}" for k in range(12)]
+    emb = {i: torch.randn(6, generator=gen) for i in ids}
+    train = {f"t{k % 5}/u{k}": torch.randn(6, generator=gen) for k in range(20)}
+    cohort, mean = speaker_cohort(
+        EmbeddingStore.from_dict(train) if as_store else train,
+        lambda u: u.split("/")[0],
+    )
+    trials = [
+        Trial(int(a[:2] == b[:2]), a, b)
+        for k, a in enumerate(ids)
+        for b in ids[k + 1 :: 3]
+    ]
+    embeddings = EmbeddingStore.from_dict(emb) if as_store else emb
+    # Blocks of 5 rows: the blocked AS-norm must equal the whole one.
+    monkeypatch.setattr(scoring, "COHORT_BLOCK", 5)
+    got = score_trials(trials, embeddings, cohort, top_n, mean)
+    reference = brute_force_as_norm(trials, emb, cohort, top_n, mean.double())
+    torch.testing.assert_close(got.double(), reference, atol=1e-5, rtol=1e-5)
+    details = score_trials(
+        trials, embeddings, cohort, top_n, mean, return_details=True
+    )
+    assert set(details) == {
+        "scores",
+        "raw",
+        "enrol_cohort_mean",
+        "test_cohort_mean",
+    }
+
+
+def test_store_round_trip_and_replacement(tmp_path):
+    rng = np.random.default_rng(0)
+    store = EmbeddingStore(
+        ["a", "b/c"], rng.standard_normal((2, 4)), [1.5, 2.0], {"model": "x"}
+    )
+    store.save(tmp_path / "s")
+    back = EmbeddingStore.load(tmp_path / "s")
+    assert back.ids == ["a", "b/c"] and back.meta == {"model": "x"}
+    np.testing.assert_array_equal(back.embeddings, store.embeddings)
+    np.testing.assert_array_equal(back.durations, [1.5, 2.0])
+    # A save over a store replaces it whole (no rows of the old one left).
+    EmbeddingStore(["z"], np.ones((1, 4))).save(tmp_path / "s")
+    assert EmbeddingStore.load(tmp_path / "s").ids == ["z"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_store_errors_name_the_problem(tmp_path):
+    with pytest.raises(EmbeddingStoreError, match="No embedding store at"):
+        EmbeddingStore.load(tmp_path / "none")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EmbeddingStoreError, match="not an embedding store"):
+        EmbeddingStore.load(tmp_path / "empty")
+    with pytest.raises(EmbeddingStoreError, match="holds no embeddings"):
+        EmbeddingStore([], np.zeros((0, 3)))
+    with pytest.raises(EmbeddingStoreError, match="2 ids but 3 embedding rows"):
+        EmbeddingStore(["a", "b"], np.zeros((3, 3)))
+    with pytest.raises(EmbeddingStoreError, match="'a' is in the store"):
+        EmbeddingStore(["a", "a"], np.zeros((2, 3)))
+    with pytest.raises(EmbeddingStoreError, match=r"NaN or inf, e.g. \['b'\]"):
+        EmbeddingStore(["a", "b"], [[0.0, 1.0], [np.nan, 1.0]])
+    store = EmbeddingStore(["a", "b"], np.eye(2))
+    store.save(tmp_path / "s")
+    store = EmbeddingStore.load(tmp_path / "s")
+    with pytest.raises(EmbeddingStoreError, match=r"\['zz'\].*embed them"):
+        score_trials([Trial(0, "a", "zz")], store)
+    cohort = torch.ones(3, 5)
+    with pytest.raises(
+        EmbeddingStoreError, match="dimension 5 but the embeddings 2"
+    ):
+        score_trials([Trial(0, "a", "b")], store, cohort=cohort)
+    with pytest.raises(EmbeddingStoreError, match="has 2, store has 3"):
+        EmbeddingStore.concat([store, EmbeddingStore(["c"], np.ones((1, 3)))])
+
+
+def test_cnceleb_and_kaldi_lists_and_enrolment(tmp_path):
+    cn = tmp_path / "trials.lst"
+    cn.write_text("m1 test/a.wav 1\nm1 test/b.wav 0\n")
+    kaldi = tmp_path / "trials.kaldi"
+    kaldi.write_text("m1 test/a target\nm1 test/b nontarget\n")
+    assert read_trials(cn) == read_trials(kaldi) or [
+        (t.label, t.enrol, t.test) for t in read_trials(cn)
+    ] == [(t.label, t.enrol, t.test) for t in read_trials(kaldi)]
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("m1 test/a.wav 1\n1 m1 test/b.wav\n")
+    with pytest.raises(
+        ValueError, match=r"mixed.txt:2: .*as on the first line"
+    ):
+        read_trials(mixed)
+
+    enrol = tmp_path / "enroll.map"
+    enrol.write_text("m1 e/1.wav e/2.wav\n")
+    store = EmbeddingStore(
+        ["e/1", "e/2", "test/a", "test/b"],
+        [[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [1.0, -1.0]],
+        [1.0, 2.0, 3.0, 4.0],
+    )
+    models = enrol_models(store, read_enrolment(enrol))
+    np.testing.assert_allclose(models.embeddings, [[0.5, 0.5]])
+    assert models.durations.tolist() == [3.0]
+    both = EmbeddingStore.concat([store, models])
+    scores = score_trials(read_trials(cn), both)
+    np.testing.assert_allclose(scores.numpy(), [1.0, 0.0], atol=1e-6)
+    with pytest.raises(EmbeddingStoreError, match="also utterance ids"):
+        enrol_models(store, {"e/1": ["e/2"]})

@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""Cosine scoring (optional AS-norm) of a trained PET speaker model.
+"""Cosine scoring (optional AS-norm), calibration and robustness
+conditions of a trained PET speaker model.
 
 Rebuilds the model from the training folder's saved ``hyperparams.yaml``
-and its best checkpoint (``ckpt_select``), embeds every trial utterance once
-(whole utterance, one at a time, so no padding reaches the back-end), scores
-the trials (the given ``verification_file``, or the list the data
-preparation generated over held-out speakers) and
-writes ``results.json`` (``eer`` and ``min_dcf`` as fractions,
-``min_dcf_0.05``), the score file and DET / histogram plots.
+and its best checkpoint (``ckpt_select``; or the mean of the last
+``average_last``), embeds the trial utterances with the extraction engine
+(``speechbrain_unipet.extraction``: length-bucketed exact batches, shards
+across ``torchrun`` processes, an embedding store under
+``embeddings_folder`` that later runs reuse and a killed run resumes),
+scores the trials (the given ``verification_file``, or the list the data
+preparation generated over held-out speakers) and writes ``results.json``
+(``eer``, ``min_dcf``, ``min_dcf_0.05``, ``cllr``, ``min_cllr``,
+``act_dcf``, and ``calibrated`` with the same metrics of calibrated
+scores), the score file, DET / histogram plots, the learned layer weights
+and UniPET gates, and with ``--conditions`` an EER/minDCF table of the
+same trials with the test side degraded.
 
 > python speaker_verification_cosine.py hparams/verification.yaml \
       --output_folder=results/unipet/1986 [--verification_file=<trials>]
+> torchrun --nproc_per_node=2 speaker_verification_cosine.py ...
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -24,59 +32,61 @@ import sys
 import speechbrain_unipet  # noqa: F401  # isort: skip
 import speechbrain as sb
 import torch
+from speechbrain.utils.distributed import if_main_process
 from speechbrain.utils.logger import get_logger
-from tqdm import tqdm
 
-from speechbrain_unipet.audio import AudioError, load_audio
+from speechbrain_unipet.calibration import CalibrationError
+from speechbrain_unipet.conditions import ConditionError, parse_conditions
 from speechbrain_unipet.data_prep import (
     TRIALS_FILE,
+    VALID_TRIALS_FILE,
     DataPreparationError,
     prepare_trial_manifest,
 )
-from speechbrain_unipet.embedding import InvalidAudioError
-from speechbrain_unipet.metrics import eer, min_dcf
+from speechbrain_unipet.evaluation import (
+    EvaluationError,
+    apply_calibration,
+    fit_calibration,
+    labels_of,
+    learned_layer_weights,
+    save_evaluation_plots,
+    score_store,
+    verification_results,
+    with_test_side,
+    write_condition_report,
+    write_scores,
+)
+from speechbrain_unipet.extraction import (
+    ExtractionError,
+    extract,
+    utterances_from_rows,
+)
 from speechbrain_unipet.recipe import (
     USER_ERRORS,
     RecipeError,
     atomic_write,
-    compute_embedding,
     load_recipe_hparams,
     load_trained_model,
     read_csv_rows,
 )
-from speechbrain_unipet.scoring import read_trials, score_trials, speaker_cohort
+from speechbrain_unipet.scoring import read_trials, speaker_cohort
+from speechbrain_unipet.store import EmbeddingStoreError
 
 logger = get_logger(__name__)
 
 
-def embed_rows(modules, rows, sample_rate, device, desc, chunking):
-    """id -> embedding [D] of prepared CSV rows (each region alone; long
-    regions in windows, as ``chunking`` says)."""
-    embeddings = {}
-    for uid, row in tqdm(sorted(rows.items()), desc=desc, dynamic_ncols=True):
-        wav = load_audio(
-            row["wav"], sample_rate, int(row["start"]), int(row["stop"])
-        ).to(device)
-        try:
-            embedding = compute_embedding(modules, wav[None], **chunking)
-        except InvalidAudioError as err:
-            raise AudioError(
-                f"Cannot embed '{row['wav']}' ({uid}): {err.problems[0]}"
-            ) from None
-        embeddings[uid] = embedding[0, 0].cpu()
-    return embeddings
-
-
-def trial_rows(cfg, train_hparams):
-    """The trial list and the CSV rows of its utterances: those the data
-    preparation wrote, or, when ``data_folder`` / ``verification_file`` is
-    given here, those of the given data."""
+def trial_rows(cfg, train_hparams, trials_file=None, name="verification"):
+    """A trial list and the CSV rows of its utterances: those the data
+    preparation wrote, or, when ``data_folder`` / ``verification_file`` /
+    ``trials_file`` is given, those prepared here from the data."""
     save = pathlib.Path(train_hparams["save_folder"])
-    if cfg["data_folder"] or cfg["verification_file"]:
-        trials_file = cfg["verification_file"] or (
-            train_hparams["verification_file"] or save / TRIALS_FILE
+    if trials_file or cfg["data_folder"] or cfg["verification_file"]:
+        trials_file = (
+            trials_file
+            or cfg["verification_file"]
+            or (train_hparams["verification_file"] or save / TRIALS_FILE)
         )
-        csv_path = pathlib.Path(cfg["output_folder"]) / "verification_utts.csv"
+        csv_path = pathlib.Path(cfg["output_folder"]) / f"{name}_utts.csv"
         prepare_trial_manifest(
             cfg["data_folder"] or train_hparams["data_folder"],
             train_hparams.get("data_format"),
@@ -96,13 +106,74 @@ def trial_rows(cfg, train_hparams):
             f"{csv_path}, e.g. '{missing[0]}': pass --data_folder and "
             "--verification_file to prepare them"
         )
-    return trials, trials_file, rows
+    return trials, trials_file, [rows[i] for i in sorted(needed)]
+
+
+def calibration_rows(cfg, train_hparams):
+    """The calibration trials and their rows: ``calibration_trials``, or
+    the run's validation trials (held-out training speakers); None when
+    there are none."""
+    if cfg["calibration_trials"]:
+        trials, _, rows = trial_rows(
+            cfg, train_hparams, cfg["calibration_trials"], "calibration"
+        )
+        return trials, cfg["calibration_trials"], rows
+    save = pathlib.Path(train_hparams["save_folder"])
+    trials_file, csv_path = save / VALID_TRIALS_FILE, save / "valid_verif.csv"
+    if not (trials_file.is_file() and csv_path.is_file()):
+        return None
+    trials = read_trials(trials_file)
+    return trials, trials_file, read_csv_rows(csv_path)
+
+
+class Extractor:
+    """Embeds CSV rows into named stores of ``embeddings_folder`` with the
+    run's model and the yaml's extraction settings."""
+
+    def __init__(self, cfg, modules, sample_rate, model_id):
+        self.cfg, self.modules = cfg, modules
+        self.sample_rate, self.model_id = sample_rate, model_id
+
+    def __call__(self, name, rows, transform=None):
+        """The store ``name`` of these rows (extracted, reused or
+        resumed)."""
+        cfg = self.cfg
+        return extract(
+            self.modules,
+            utterances_from_rows(rows),
+            pathlib.Path(cfg["embeddings_folder"]) / name,
+            sample_rate=self.sample_rate,
+            batch_size=cfg["batch_size"],
+            max_batch_seconds=cfg["max_batch_seconds"],
+            num_workers=cfg["num_workers"],
+            num_crops=cfg["num_crops"],
+            crop_seconds=cfg["crop_seconds"],
+            transform=transform,
+            max_chunk_seconds=cfg["max_chunk_seconds"],
+            chunk_overlap_seconds=cfg["chunk_overlap_seconds"],
+            model_id=self.model_id,
+        )
+
+
+def cohort_rows(cfg, train_hparams):
+    """Training regions for the AS-norm cohort / the training mean, and
+    the speaker of each."""
+    regions, speakers = {}, {}
+    for row in read_csv_rows(train_hparams["train_annotation"]):
+        uid = f"{row['wav']}:{row['utt_start']}-{row['utt_stop']}"
+        region = dict(row, ID=uid, start=row["utt_start"], stop=row["utt_stop"])
+        region["duration"] = ""
+        regions.setdefault(uid, region)
+        speakers[uid] = row["spk_id"]
+    chosen = sorted(regions.items())[: cfg["cohort_max_files"]]
+    return [r for _, r in chosen], speakers
 
 
 def main(argv):
     """Scores the trial list of a trained run (see verification.yaml)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     cfg, _ = load_recipe_hparams(hparams_file, overrides)
+    sb.utils.distributed.ddp_init_group(run_opts)
     # SpeechBrain's logging setup (screen + a log file in the run folder),
     # which create_experiment_directory does for training.
     sb.utils.logger.setup_logging(
@@ -112,55 +183,107 @@ def main(argv):
     device = run_opts["device"] or (
         "cuda:0" if torch.cuda.is_available() else "cpu"
     )
-    train_hparams, modules = load_trained_model(
-        cfg["output_folder"], device, cfg["average_last"]
-    )
-    rate = train_hparams["sample_rate"]
-    trials, trials_file, rows = trial_rows(cfg, train_hparams)
-    chunking = {
-        "max_chunk_seconds": cfg["max_chunk_seconds"],
-        "chunk_overlap_seconds": cfg["chunk_overlap_seconds"],
-    }
-    test = embed_rows(modules, rows, rate, device, "embedding", chunking)
-
-    cohort = mean = None
-    if cfg["score_norm"] == "as-norm":
-        regions, speakers = {}, {}
-        for row in read_csv_rows(train_hparams["train_annotation"]):
-            uid = f"{row['wav']}:{row['utt_start']}-{row['utt_stop']}"
-            region = dict(row, start=row["utt_start"], stop=row["utt_stop"])
-            regions.setdefault(uid, region)
-            speakers[uid] = row["spk_id"]
-        chosen = dict(sorted(regions.items())[: cfg["cohort_max_files"]])
-        cohort_emb = embed_rows(
-            modules, chosen, rate, device, "cohort", chunking
-        )
-        cohort, mean = speaker_cohort(cohort_emb, speakers)
-    elif cfg["score_norm"] not in (None, "none"):
+    if cfg["score_norm"] not in (None, "none", "as-norm"):
         raise RecipeError(
             f"score_norm must be null or as-norm, got {cfg['score_norm']!r}"
         )
-
-    scores = score_trials(
-        trials, test, cohort=cohort, top_n=cfg["cohort_top_n"], mean=mean
-    )
-    labels = torch.tensor([t.label for t in trials], dtype=torch.bool)
-    if labels.all() or not labels.any():
-        raise RecipeError(
-            f"{trials_file} needs both target (1) and non-target (0) trials"
+    conditions = []
+    if cfg["conditions"]:
+        # Parsed before any embedding: a typo must not cost an extraction.
+        conditions = parse_conditions(
+            cfg["conditions"], cfg["noise_folder"], cfg["rir_folder"]
         )
-    pos, neg = scores[labels], scores[~labels]
+    train_hparams, modules = load_trained_model(
+        cfg["output_folder"], device, cfg["average_last"]
+    )
+    modules = (
+        modules["ssl_encoder"],
+        modules["mean_var_norm"],
+        modules["embedding_model"],
+    )
+    trials, trials_file, rows = trial_rows(cfg, train_hparams)
+    labels = labels_of(trials)
+    calibration = (
+        calibration_rows(cfg, train_hparams) if cfg["calibrate"] else None
+    )
+    extractor = Extractor(
+        cfg,
+        modules,
+        train_hparams["sample_rate"],
+        f"{pathlib.Path(cfg['output_folder']).resolve()}#avg{cfg['average_last']}",
+    )
+    store = extractor("test", rows)
+
+    score_norm = cfg["score_norm"] if cfg["score_norm"] != "none" else None
+    cohort = mean = None
+    if score_norm == "as-norm" or cfg["subtract_mean"]:
+        regions, speakers = cohort_rows(cfg, train_hparams)
+        cohort_store = extractor("cohort", regions)
+        if score_norm == "as-norm":
+            cohort, mean = speaker_cohort(cohort_store, speakers)
+        else:
+            mean = cohort_store.vectors().mean(0)
+    calibration_store = None
+    if calibration is not None:
+        calibration_store = extractor("calibration", calibration[2])
+    condition_stores = {}
+    test_ids = sorted({t.test for t in trials})
+    test_rows = [r for r in rows if r["ID"] in set(test_ids)]
+    for condition in conditions:
+        if condition.name != "clean":
+            condition_stores[condition.name] = extractor(
+                condition.name, test_rows, transform=condition
+            )
+    if not if_main_process():
+        return None
+
+    top_n = cfg["cohort_top_n"]
+    details = score_store(trials, store, cohort, top_n, mean)
+    scores = details["scores"]
     result = {
-        "eer": eer(pos, neg)[0],
-        "min_dcf": min_dcf(pos, neg, p_target=0.01)[0],
-        "min_dcf_0.05": min_dcf(pos, neg, p_target=0.05)[0],
+        **verification_results(scores, labels),
         "num_trials": len(trials),
         "num_target": int(labels.sum()),
         "score_norm": cfg["score_norm"],
+        "subtract_mean": bool(cfg["subtract_mean"]),
+        "num_crops": cfg["num_crops"],
         "pet_method": train_hparams["pet_method"],
         "ssl_hub": str(train_hparams["ssl_hub"]),
         "verification_file": str(trials_file),
     }
+    if calibration is not None:
+        cal_trials, cal_file, _ = calibration
+        cal_details = score_store(
+            cal_trials, calibration_store, cohort, top_n, mean
+        )
+        calibrator = fit_calibration(
+            cal_trials,
+            calibration_store,
+            cal_details,
+            cfg["calibration_quality"],
+            cfg["calibration_p_target"],
+            extra={"score_norm": score_norm, "top_n": top_n},
+        )
+        calibrator.save(cfg["calibration_file"])
+        llrs = apply_calibration(calibrator, trials, store, details, score_norm)
+        result["calibrated"] = verification_results(llrs, labels)
+        result["calibration"] = {
+            "trials": str(cal_file),
+            "num_trials": len(cal_trials),
+            "features": list(calibrator.names),
+            "file": str(cfg["calibration_file"]),
+        }
+        write_scores(
+            pathlib.Path(cfg["scores_file"]).with_name("calibrated_scores.txt"),
+            trials,
+            llrs.tolist(),
+        )
+    elif cfg["calibrate"] and calibration is None:
+        logger.info(
+            "No calibration: the run has no validation trials; give "
+            "--calibration_trials to calibrate"
+        )
+
     previous = pathlib.Path(cfg["results_file"])
     if previous.is_file():
         logger.warning(
@@ -171,26 +294,63 @@ def main(argv):
         )
     # Written whole, then renamed: a concurrent or killed verification never
     # leaves a mixed or truncated file.
-    atomic_write(
-        cfg["scores_file"],
-        "".join(
-            f"{t.enrol} {t.test} {t.label} {s:.6f}\n"
-            for t, s in zip(trials, scores.tolist(), strict=True)
-        ),
-    )
-    atomic_write(cfg["results_file"], json.dumps(result, indent=2))
-    try:
-        from speechbrain_unipet.plotting import plot_det, plot_score_histogram
+    write_scores(cfg["scores_file"], trials, scores.tolist())
 
-        plot_det(pos, neg, cfg["det_plot"], title=f"{result['pet_method']} DET")
-        plot_score_histogram(pos, neg, cfg["score_histogram"])
-    except ImportError as err:
-        logger.warning("No plots: %s", err)
+    if conditions:
+        table_rows = []
+        folder = pathlib.Path(cfg["conditions_folder"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for condition in conditions:
+            if condition.name == "clean":
+                cond_trials, cond_store = trials, store
+            else:
+                cond_trials, cond_store = with_test_side(
+                    trials,
+                    store,
+                    condition_stores[condition.name],
+                    condition.name,
+                )
+            cond_scores = score_store(
+                cond_trials, cond_store, cohort, top_n, mean
+            )["scores"]
+            metrics = verification_results(cond_scores, labels)
+            table_rows.append(
+                {
+                    "condition": condition.name,
+                    "description": condition.description,
+                    "eer": metrics["eer"],
+                    "min_dcf": metrics["min_dcf"],
+                    "num_trials": len(trials),
+                }
+            )
+            save_evaluation_plots(
+                folder / f"{condition.name}_det.png",
+                folder / f"{condition.name}_score_histogram.png",
+                cond_scores,
+                labels,
+                f"{train_hparams['pet_method']}: {condition.description}",
+            )
+        table = write_condition_report(table_rows, folder)
+        result["conditions"] = table_rows
+        logger.info("Robustness conditions:\n%s", table)
+
+    atomic_write(cfg["results_file"], json.dumps(result, indent=2))
+    save_evaluation_plots(
+        cfg["det_plot"],
+        cfg["score_histogram"],
+        scores,
+        labels,
+        f"{result['pet_method']} DET",
+    )
+    save_model_plots(cfg, modules, store)
     logger.info(
-        "EER %.2f %%, minDCF(0.01) %.4f, minDCF(0.05) %.4f on %d trials -> %s",
+        "EER %.2f %%, minDCF(0.01) %.4f, minDCF(0.05) %.4f, Cllr %.3f "
+        "(min %.3f) on %d trials -> %s",
         100 * result["eer"],
         result["min_dcf"],
         result["min_dcf_0.05"],
+        result["cllr"],
+        result["min_cllr"],
         len(trials),
         cfg["results_file"],
     )
@@ -198,8 +358,31 @@ def main(argv):
     return result
 
 
+def save_model_plots(cfg, modules, store):
+    """The learned layer weights and the mean UniPET gates over the trial
+    utterances (skipped without matplotlib)."""
+    try:
+        from speechbrain_unipet.plotting import plot_gates, plot_layer_weights
+
+        weights = learned_layer_weights(modules)
+        if weights:
+            plot_layer_weights(weights, cfg["layer_weights_plot"])
+        gates = store.meta.get("gate_means")
+        if gates:
+            plot_gates(gates, cfg["gates_plot"])
+    except ImportError as err:
+        logger.warning("No layer / gate plots: %s", err)
+
+
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except USER_ERRORS as err:
+    except (
+        *USER_ERRORS,
+        CalibrationError,
+        ConditionError,
+        EmbeddingStoreError,
+        EvaluationError,
+        ExtractionError,
+    ) as err:
         sys.exit(f"ERROR: {err}")

@@ -1,0 +1,467 @@
+"""The ``speechbrain-unipet`` command line (also ``python -m
+speechbrain_unipet``): embed, score, calibrate, threshold, verify, plot.
+
+> speechbrain-unipet embed MODEL AUDIO STORE        # folder / list / CSV -> store
+> speechbrain-unipet score TRIALS STORE --output DIR [--cohort STORE]
+> speechbrain-unipet calibrate TRIALS STORE --output calibration.json
+> speechbrain-unipet threshold SCORES --far 0.01
+> speechbrain-unipet verify MODEL a.wav b.wav
+> speechbrain-unipet plot MODEL --output DIR [--store STORE]
+
+``MODEL`` is a training run's output folder or an exported model folder.
+Exit codes: 0 done, 1 bad input (the message says what and how to fix
+it), 2 bad command-line usage (argparse), 130 interrupted.
+
+Authors
+ * speechbrain-unipet contributors 2026
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+import torch
+from speechbrain.utils.logger import get_logger
+
+logger = get_logger(__name__)
+
+
+class CLIError(ValueError):
+    """Arguments that do not fit together."""
+
+
+def _device(name):
+    return name or ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def _init_distributed():
+    """Joins the process group of a ``torchrun`` launch (sharded
+    extraction); a plain launch runs alone."""
+    import os
+
+    if "RANK" in os.environ and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+        if torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(local)
+            return f"cuda:{local}"
+    return None
+
+
+def cmd_embed(args):
+    """``embed``: audio -> an embedding store."""
+    from speechbrain_unipet.conditions import parse_conditions
+    from speechbrain_unipet.extraction import (
+        extract,
+        model_modules,
+        read_utterances,
+    )
+
+    device = _init_distributed() or _device(args.device)
+    modules, info = model_modules(args.model, device, args.average_last)
+    transform = None
+    if args.condition:
+        conditions = parse_conditions(
+            args.condition, args.noise_folder, args.rir_folder
+        )
+        if len(conditions) != 1:
+            raise CLIError(
+                "embed takes one --condition (score several with "
+                "speaker_verification_cosine.py --conditions)"
+            )
+        transform = conditions[0]
+    store = extract(
+        modules,
+        read_utterances(args.audio),
+        args.store,
+        sample_rate=info["sample_rate"],
+        batch_size=args.batch_size
+        or (32 if str(device).startswith("cuda") else 1),
+        max_batch_seconds=args.max_batch_seconds,
+        num_workers=args.num_workers
+        if args.num_workers is not None
+        else (2 if str(device).startswith("cuda") else 0),
+        num_crops=args.crops,
+        crop_seconds=args.crop_seconds,
+        transform=transform,
+        model_id=info["model_id"],
+        **info["chunking"],
+    )
+    print(f"{len(store)} embeddings of dimension {store.dim} in {args.store}")
+
+
+def _speakers_of(ids, utt2spk):
+    """Speaker of each cohort id: from a ``utt speaker`` file, else the
+    first path component of the id (VoxCeleb and speaker-folder ids)."""
+    if utt2spk:
+        table = {}
+        for line in pathlib.Path(utt2spk).read_text("utf-8").splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                table[parts[0]] = parts[1]
+        missing = [i for i in ids if i not in table]
+        if missing:
+            raise CLIError(
+                f"{utt2spk} gives no speaker for {len(missing)} cohort "
+                f"id(s), e.g. {missing[:3]}"
+            )
+        return table
+    flat = [i for i in ids if "/" not in i]
+    if flat:
+        raise CLIError(
+            f"Cohort ids such as {flat[0]!r} do not start with a speaker "
+            "folder: give --cohort-speakers (lines 'utterance speaker')"
+        )
+    return {i: i.split("/", 1)[0] for i in ids}
+
+
+def _scoring_inputs(args):
+    """Trials, the store (with enrolment models), cohort and mean."""
+    from speechbrain_unipet.scoring import (
+        enrol_models,
+        read_enrolment,
+        read_trials,
+        speaker_cohort,
+    )
+    from speechbrain_unipet.store import EmbeddingStore
+
+    trials = read_trials(args.trials)
+    store = EmbeddingStore.load(args.store)
+    if args.enrolment:
+        models = enrol_models(store, read_enrolment(args.enrolment))
+        store = EmbeddingStore.concat([store, models])
+    cohort = mean = None
+    if args.cohort:
+        cohort_store = EmbeddingStore.load(args.cohort)
+        cohort, mean = speaker_cohort(
+            cohort_store, _speakers_of(cohort_store.ids, args.cohort_speakers)
+        )
+    if args.subtract_mean:
+        mean = EmbeddingStore.load(args.subtract_mean).vectors().mean(0)
+    return trials, store, cohort, mean
+
+
+def _add_scoring_options(parser):
+    parser.add_argument(
+        "trials", help="trial list (VoxCeleb, CN-Celeb or Kaldi format)"
+    )
+    parser.add_argument("store", help="embedding store of the trial utterances")
+    parser.add_argument(
+        "--enrolment",
+        help="enrolment list: 'model utt1 [utt2 ...]' per line; a model is "
+        "the mean of its utterances' embeddings",
+    )
+    parser.add_argument(
+        "--cohort",
+        help="store of training utterances: AS-norm with this cohort",
+    )
+    parser.add_argument(
+        "--cohort-speakers",
+        help="'utterance speaker' lines for the cohort store (default: the "
+        "first folder of each id)",
+    )
+    parser.add_argument("--top-n", type=int, default=300)
+    parser.add_argument(
+        "--subtract-mean",
+        help="store whose mean embedding is subtracted before scoring (e.g. "
+        "training utterances); AS-norm subtracts the cohort's mean already",
+    )
+
+
+def cmd_score(args):
+    """``score``: trials + store -> scores.txt and results.json."""
+    from speechbrain_unipet.calibration import ScoreCalibrator
+    from speechbrain_unipet.evaluation import (
+        apply_calibration,
+        labels_of,
+        save_evaluation_plots,
+        score_store,
+        verification_results,
+        write_scores,
+    )
+    from speechbrain_unipet.recipe import atomic_write
+
+    trials, store, cohort, mean = _scoring_inputs(args)
+    details = score_store(trials, store, cohort, args.top_n, mean)
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = details["scores"]
+    write_scores(out / "scores.txt", trials, scores.tolist())
+    score_norm = "as-norm" if cohort is not None else None
+    result = {"num_trials": len(trials), "score_norm": score_norm}
+    labels = None
+    if {t.label for t in trials} == {0, 1}:
+        labels = labels_of(trials)
+        result.update(verification_results(scores, labels))
+    if args.calibration:
+        calibrator = ScoreCalibrator.load(args.calibration)
+        llrs = apply_calibration(calibrator, trials, store, details, score_norm)
+        write_scores(out / "calibrated_scores.txt", trials, llrs.tolist())
+        if labels is not None:
+            result["calibrated"] = verification_results(llrs, labels)
+    atomic_write(out / "results.json", json.dumps(result, indent=2))
+    if labels is not None:
+        save_evaluation_plots(
+            out / "det.png", out / "score_histogram.png", scores, labels, "DET"
+        )
+    print(json.dumps(result))
+
+
+def cmd_calibrate(args):
+    """``calibrate``: fits a QMF calibrator on calibration trials."""
+    from speechbrain_unipet.evaluation import (
+        apply_calibration,
+        fit_calibration,
+        labels_of,
+        score_store,
+        verification_results,
+    )
+
+    trials, store, cohort, mean = _scoring_inputs(args)
+    details = score_store(trials, store, cohort, args.top_n, mean)
+    quality = [q for q in args.quality.split(",") if q and q != "none"]
+    score_norm = "as-norm" if cohort is not None else None
+    calibrator = fit_calibration(
+        trials,
+        store,
+        details,
+        quality,
+        args.p_target,
+        extra={"score_norm": score_norm, "top_n": args.top_n},
+    )
+    calibrator.save(args.output)
+    labels = labels_of(trials)
+    before = verification_results(details["scores"], labels)
+    after = verification_results(
+        apply_calibration(calibrator, trials, store, details, score_norm),
+        labels,
+    )
+    print(
+        f"Calibration ({', '.join(calibrator.names)}) -> {args.output}: "
+        f"Cllr {before['cllr']:.3f} -> {after['cllr']:.3f} on its own "
+        f"trials (min Cllr {before['min_cllr']:.3f})"
+    )
+    if args.export_folder:
+        from speechbrain_unipet.export import add_calibration
+
+        add_calibration(args.export_folder, calibrator)
+        print(f"{args.export_folder} now returns calibrated scores")
+
+
+def cmd_threshold(args):
+    """``threshold``: a decision threshold from scored trials or a prior."""
+    from speechbrain_unipet.calibration import (
+        bayes_threshold,
+        threshold_for_far,
+    )
+    from speechbrain_unipet.evaluation import read_scores
+
+    if args.p_target is not None:
+        t = bayes_threshold(args.p_target)
+        print(
+            f"threshold {t:.6f}: the Bayes decision for calibrated scores "
+            f"(LLRs) at a target prior of {args.p_target}"
+        )
+        return
+    if args.scores is None or args.far is None:
+        raise CLIError(
+            "give a score file and --far (a false-accept rate), or "
+            "--p-target for calibrated scores"
+        )
+    trials, scores = read_scores(args.scores)
+    labels = np.array([t.label for t in trials], dtype=bool)
+    if not (~labels).any():
+        raise CLIError(f"{args.scores} has no non-target trials")
+    result = threshold_for_far(scores[~labels], args.far)
+    threshold, achieved = result[0], result[1]
+    miss = float((scores[labels] < threshold).mean()) if labels.any() else None
+    print(
+        # repr: the shortest text that reads back as this very float (the
+        # threshold sits just above a score; rounding could land on it).
+        f"threshold {threshold!r}: accept scores >= it; false-accept rate {100 * achieved:.3f} % "
+        f"on {int((~labels).sum())} non-target trials (target "
+        f"{100 * args.far:g} %)"
+        + (f", miss rate {100 * miss:.3f} %" if miss is not None else "")
+    )
+
+
+def cmd_verify(args):
+    """``verify``: are two recordings the same speaker?"""
+    from speechbrain_unipet.inference import verify_files
+
+    result = verify_files(
+        args.model, args.a, args.b, _device(args.device), args.threshold
+    )
+    print(json.dumps(result))
+
+
+def cmd_plot(args):
+    """``plot``: layer weights and UniPET gates of a trained model."""
+    from speechbrain_unipet.evaluation import learned_layer_weights
+    from speechbrain_unipet.extraction import model_modules
+    from speechbrain_unipet.plotting import plot_gates, plot_layer_weights
+
+    modules, _ = model_modules(args.model, _device(args.device))
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = learned_layer_weights(modules)
+    written = []
+    if weights:
+        plot_layer_weights(weights, out / "layer_weights.png")
+        written.append(out / "layer_weights.png")
+    if args.store:
+        from speechbrain_unipet.store import EmbeddingStore
+
+        gates = EmbeddingStore.load(args.store).meta.get("gate_means")
+        if not gates:
+            raise CLIError(
+                f"{args.store} holds no gate values: only unipet models have "
+                "gates (embed with a unipet model first)"
+            )
+        plot_gates(gates, out / "gates.png")
+        written.append(out / "gates.png")
+    if not written:
+        raise CLIError(
+            f"{args.model} has no learned layer weights to plot (give "
+            "--store for UniPET gates)"
+        )
+    print("\n".join(str(p) for p in written))
+
+
+def build_parser():
+    """The argument parser of every command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+
+    Example
+    -------
+    >>> build_parser().parse_args(["threshold", "--p-target", "0.01"]).command
+    'threshold'
+    """
+    parser = argparse.ArgumentParser(
+        prog="speechbrain-unipet", description=__doc__.split("\n\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("embed", help="audio -> embedding store")
+    p.add_argument("model", help="training run folder or exported model")
+    p.add_argument("audio", help="folder of audio, list file or prepared CSV")
+    p.add_argument("store", help="store folder to write (resumed if killed)")
+    p.add_argument("--device")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="utterances per batch (default: 32 on CUDA; 1 on CPU, where "
+        "batching does not pay: benchmarks/extraction.py)",
+    )
+    p.add_argument("--max-batch-seconds", type=float, default=240.0)
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        help="audio-decoding processes (default: 2 on CUDA, 0 on CPU, where "
+        "they would take the cores the model needs)",
+    )
+    p.add_argument("--crops", type=int, default=0, help="N test-time crops")
+    p.add_argument("--crop-seconds", type=float, default=8.0)
+    p.add_argument("--condition", help="degrade the audio, e.g. noise:5")
+    p.add_argument("--noise-folder")
+    p.add_argument("--rir-folder")
+    p.add_argument("--average-last", type=int, default=0)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("score", help="trials + store -> scores, results")
+    _add_scoring_options(p)
+    p.add_argument("--calibration", help="calibration.json from calibrate")
+    p.add_argument("--output", required=True, help="folder for the results")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("calibrate", help="fit a score calibration")
+    _add_scoring_options(p)
+    p.add_argument(
+        "--quality",
+        default="duration,norm,cohort",
+        help="quality measures: duration, norm, cohort (AS-norm), or none",
+    )
+    p.add_argument("--p-target", type=float, default=0.05)
+    p.add_argument("--output", required=True, help="calibration JSON to write")
+    p.add_argument(
+        "--export-folder",
+        help="also store the calibration in this exported model, so that "
+        "CalibratedSpeakerRecognition returns calibrated scores",
+    )
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("threshold", help="a decision threshold")
+    p.add_argument("scores", nargs="?", help="scores.txt of a scored list")
+    p.add_argument("--far", type=float, help="target false-accept rate")
+    p.add_argument(
+        "--p-target", type=float, help="Bayes threshold of calibrated scores"
+    )
+    p.set_defaults(func=cmd_threshold)
+
+    p = sub.add_parser("verify", help="same speaker? (two audio files)")
+    p.add_argument("model", help="training run folder or exported model")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("plot", help="layer weights and gates of a model")
+    p.add_argument("model", help="training run folder or exported model")
+    p.add_argument("--store", help="a store embedded with the model (gates)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_plot)
+    return parser
+
+
+def main(argv=None):
+    """Runs one command; returns the exit code.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        Arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+    """
+    from speechbrain_unipet.calibration import CalibrationError
+    from speechbrain_unipet.conditions import ConditionError
+    from speechbrain_unipet.evaluation import EvaluationError
+    from speechbrain_unipet.export import ExportError
+    from speechbrain_unipet.extraction import ExtractionError
+    from speechbrain_unipet.recipe import USER_ERRORS
+    from speechbrain_unipet.store import EmbeddingStoreError
+
+    user_errors = (
+        *USER_ERRORS,
+        CLIError,
+        CalibrationError,
+        ConditionError,
+        EmbeddingStoreError,
+        EvaluationError,
+        ExportError,
+        ExtractionError,
+    )
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except user_errors as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

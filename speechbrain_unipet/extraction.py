@@ -1,0 +1,860 @@
+"""The one extraction engine: audio -> an embedding store on disk.
+
+Verification, AS-norm cohorts, calibration and the ``speechbrain-unipet``
+command line all embed through ``extract``:
+
+* **length-bucketed batches**: utterances sorted by duration (longest
+  first, so that a memory error shows at once), batched up to
+  ``batch_size`` utterances and ``max_batch_seconds`` of padded audio.
+  The embedding path is exact for padded batches (the PET encoder masks
+  padding; ECAPA-TDNN runs per utterance in eval mode), so a batch gives
+  what one-by-one extraction gives (to 1e-4);
+* **DataLoader workers** decode and resample the audio;
+* **sharded** across ``torchrun`` ranks: batch ``i`` goes to rank
+  ``i % world_size``; each rank writes its own part files, the main
+  process assembles the store;
+* **resumable**: parts are written every ``flush_every`` batches into
+  ``<store>.parts/``; a killed run started again with the same settings
+  skips the utterances already embedded (other settings are refused:
+  mixing them would give a store of two models);
+* optional **test-time crops**: ``num_crops`` windows of ``crop_seconds``
+  spread evenly over the utterance (first one at the start, last one at
+  the end), embedded and averaged, as ESPnet's and WeSpeaker's
+  evaluation crops; shorter utterances are embedded whole;
+* an optional ``transform(wav, sample_rate, key)`` degrades the audio
+  (``speechbrain_unipet.conditions``);
+* the UniPET gate values are averaged over the utterances and kept in the
+  store's ``meta["gate_means"]`` (branch -> per-layer means).
+
+Authors
+ * speechbrain-unipet contributors 2026
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import torch
+from speechbrain.utils.logger import get_logger
+from tqdm import tqdm
+
+from speechbrain_unipet.audio import audio_info, load_audio
+from speechbrain_unipet.data_prep import AUDIO_EXTENSIONS, audio_files
+from speechbrain_unipet.embedding import (
+    CHUNK_OVERLAP_SECONDS,
+    MAX_CHUNK_SECONDS,
+    InvalidAudioError,
+    speaker_embeddings,
+)
+from speechbrain_unipet.store import EmbeddingStore
+
+logger = get_logger(__name__)
+
+#: Settings file of a store's part folder (what a resumed run must match).
+SETTINGS_FILE = "settings.json"
+
+
+class ExtractionError(ValueError):
+    """Input the extraction cannot use, with the file and the fix."""
+
+
+class Utterance:
+    """One utterance to embed.
+
+    Arguments
+    ---------
+    id : str
+        Its id in the store (trial lists name it).
+    path : str
+        The audio file.
+    start, stop : int
+        Region in samples at the file's own rate (``stop=None``: to the
+        end), as the data-preparation CSVs store it.
+    duration : float or None
+        Seconds, for length bucketing (None: read from the header).
+
+    Example
+    -------
+    >>> Utterance("spk1/a", "/data/spk1/a.wav", duration=3.5)
+    Utterance('spk1/a', '/data/spk1/a.wav', 0, None)
+    """
+
+    __slots__ = ("id", "path", "start", "stop", "duration")
+
+    def __init__(self, id, path, start=0, stop=None, duration=None):
+        self.id, self.path = str(id), str(path)
+        self.start, self.stop = int(start), None if stop is None else int(stop)
+        self.duration = duration
+
+    def __repr__(self):
+        return (
+            f"Utterance({self.id!r}, {self.path!r}, {self.start}, {self.stop})"
+        )
+
+
+def utterances_from_rows(rows):
+    """Utterances of data-preparation CSV rows (``ID``, ``wav``, ``start``,
+    ``stop``, ``duration``).
+
+    Arguments
+    ---------
+    rows : iterable of dict
+        CSV rows, e.g. from ``speechbrain_unipet.recipe.read_csv_rows``.
+
+    Returns
+    -------
+    list of Utterance
+
+    Example
+    -------
+    >>> row = {"ID": "a", "wav": "a.wav", "start": "0", "stop": "16000"}
+    >>> utterances_from_rows([dict(row, duration="1.0")])
+    [Utterance('a', 'a.wav', 0, 16000)]
+    """
+    return [
+        Utterance(
+            r["ID"],
+            r["wav"],
+            int(r["start"]),
+            int(r["stop"]),
+            float(r["duration"]) if r.get("duration") else None,
+        )
+        for r in rows
+    ]
+
+
+def utterances_from_folder(folder):
+    """Every audio file under ``folder``, its id the relative path without
+    the extension (``id10270/x6uYqmx31kE/00001``, as VoxCeleb trial lists
+    name utterances).
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        A folder of audio files (any depth).
+
+    Returns
+    -------
+    list of Utterance
+        Sorted by id.
+
+    Example
+    -------
+    >>> import soundfile
+    >>> root = getfixture("tmp_path")
+    >>> (root / "spk1").mkdir()
+    >>> soundfile.write(root / "spk1" / "a.wav", np.zeros(800), 16000)
+    >>> utterances_from_folder(root)
+    [Utterance('spk1/a', '.../spk1/a.wav', 0, None)]
+    """
+    folder = pathlib.Path(folder)
+    if not folder.is_dir():
+        raise ExtractionError(f"{folder} is not a folder")
+    found = [Utterance(uid, path) for uid, path in audio_files(folder)]
+    if not found:
+        raise ExtractionError(
+            f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) under {folder}"
+        )
+    return found
+
+
+def utterances_from_list(path):
+    """Utterances of a list file: one ``path`` or ``id path`` per line
+    (Kaldi's ``wav.scp`` without pipes). Relative paths are relative to the
+    list's folder; a bare path's id is the path without the extension.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+        The list file.
+
+    Returns
+    -------
+    list of Utterance
+
+    Example
+    -------
+    >>> lst = getfixture("tmp_path") / "list.txt"
+    >>> _ = lst.write_text("spk1/a.wav\\nb /x/b.flac\\n")
+    >>> [
+    ...     (u.id, u.path.endswith("spk1/a.wav"))
+    ...     for u in utterances_from_list(lst)
+    ... ]
+    [('spk1/a', True), ('b', False)]
+    """
+    path = pathlib.Path(path)
+    base = path.parent
+    utterances, seen = [], {}
+    for lineno, line in enumerate(
+        path.read_text(encoding="utf-8").splitlines(), 1
+    ):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) == 1:
+            uid, audio = (
+                pathlib.PurePath(parts[0]).with_suffix("").as_posix(),
+                parts[0],
+            )
+        elif len(parts) == 2:
+            uid, audio = parts
+        else:
+            raise ExtractionError(
+                f"{path}:{lineno}: expected 'path' or 'id path', got "
+                f"{line.strip()!r} (paths with spaces are not supported)"
+            )
+        if audio.endswith("|"):
+            raise ExtractionError(
+                f"{path}:{lineno}: piped commands are not supported; "
+                "convert the audio to files first"
+            )
+        if uid in seen:
+            raise ExtractionError(
+                f"{path}:{lineno}: the id {uid!r} is already on line "
+                f"{seen[uid]}; ids must be unique"
+            )
+        seen[uid] = lineno
+        audio_path = pathlib.Path(audio)
+        if not audio_path.is_absolute():
+            audio_path = base / audio_path
+        utterances.append(Utterance(uid, audio_path))
+    if not utterances:
+        raise ExtractionError(f"{path} lists no audio files")
+    return utterances
+
+
+def read_utterances(source):
+    """Utterances of a folder of audio, a list file, or a data-preparation
+    CSV (chosen by what ``source`` is).
+
+    Arguments
+    ---------
+    source : str or pathlib.Path
+
+    Returns
+    -------
+    list of Utterance
+
+    Example
+    -------
+    >>> lst = getfixture("tmp_path") / "list.txt"
+    >>> _ = lst.write_text("a.wav\\n")
+    >>> read_utterances(lst)[0].id
+    'a'
+    """
+    source = pathlib.Path(source)
+    if source.is_dir():
+        return utterances_from_folder(source)
+    if not source.is_file():
+        raise ExtractionError(
+            f"{source} does not exist: give a folder of audio files, a list "
+            "file ('path' or 'id path' per line) or a prepared CSV"
+        )
+    if source.suffix.lower() == ".csv":
+        from speechbrain_unipet.recipe import read_csv_rows
+
+        return utterances_from_rows(
+            read_csv_rows(source, ["ID", "wav", "start", "stop"])
+        )
+    return utterances_from_list(source)
+
+
+def crop_starts(length, crop, num_crops):
+    """Start samples of ``num_crops`` windows of ``crop`` samples spread
+    evenly over ``length`` samples (ESPnet's evaluation crops).
+
+    Arguments
+    ---------
+    length : int
+        Samples of the utterance.
+    crop : int
+        Window length.
+    num_crops : int
+        Windows wanted.
+
+    Returns
+    -------
+    list of int
+        ``[0]`` when the utterance is not longer than ``crop``.
+
+    Example
+    -------
+    >>> crop_starts(100, 40, 3), crop_starts(30, 40, 3)
+    ([0, 30, 60], [0])
+    """
+    if length <= crop or num_crops <= 1:
+        return [0]
+    return np.linspace(0, length - crop, num_crops).round().astype(int).tolist()
+
+
+def length_batches(durations, batch_size=32, max_batch_seconds=240.0):
+    """Index batches of similar lengths: longest first, at most
+    ``batch_size`` utterances and ``max_batch_seconds`` of padded audio
+    (utterances x the longest) each.
+
+    Arguments
+    ---------
+    durations : list of float
+        Seconds per utterance.
+    batch_size : int
+        Most utterances per batch.
+    max_batch_seconds : float
+        Most padded seconds per batch (a longer utterance is alone).
+
+    Returns
+    -------
+    list of list of int
+
+    Example
+    -------
+    >>> length_batches([1.0, 5.0, 2.0, 4.0], batch_size=2)
+    [[1, 3], [2, 0]]
+    >>> length_batches([1.0, 5.0, 2.0, 4.0], max_batch_seconds=9)
+    [[1], [3, 2], [0]]
+    """
+    order = sorted(range(len(durations)), key=lambda i: (-durations[i], i))
+    batches, current = [], []
+    for i in order:
+        longest = durations[current[0]] if current else durations[i]
+        if current and (
+            len(current) >= batch_size
+            or longest * (len(current) + 1) > max_batch_seconds
+        ):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _AudioDataset(torch.utils.data.Dataset):
+    """Decoded (and optionally degraded) audio of utterances, by index."""
+
+    def __init__(self, utterances, sample_rate, transform):
+        self.utterances = utterances
+        self.sample_rate = sample_rate
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.utterances)
+
+    def __getitem__(self, index):
+        utt = self.utterances[index]
+        wav = load_audio(utt.path, self.sample_rate, utt.start, utt.stop)
+        if self.transform is not None:
+            wav = self.transform(wav, self.sample_rate, utt.id)
+        return index, wav
+
+
+def _collate(items):
+    """(indices, padded waveforms [B, S], relative lengths [B])."""
+    indices = [i for i, _ in items]
+    lengths = [w.shape[0] for _, w in items]
+    longest = max(lengths)
+    wavs = torch.zeros(len(items), longest)
+    for row, (_, w) in enumerate(items):
+        wavs[row, : w.shape[0]] = w
+    return indices, wavs, torch.tensor(lengths, dtype=torch.float) / longest
+
+
+def _distributed():
+    """(rank, world size) of a ``torchrun`` launch, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _durations(utterances, sample_rate):
+    """Seconds per utterance: given ones, else from the file headers."""
+    out = []
+    for utt in utterances:
+        if utt.duration is None:
+            info = audio_info(utt.path)
+            stop = info.frames if utt.stop is None else utt.stop
+            utt.duration = max(stop - utt.start, 0) / info.sample_rate
+        out.append(float(utt.duration))
+    return out
+
+
+def model_fingerprint(modules):
+    """A digest of the weights that shape the embeddings: the encoder's
+    trained (PET) tensors, the normaliser's and the back-end's state. A
+    store made by other weights (a run trained further, another
+    checkpoint average) is then never reused nor resumed into.
+
+    Arguments
+    ---------
+    modules : tuple
+        ``(encoder, normalizer, embedding_model)``.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> lin = torch.nn.Linear(2, 2)
+    >>> a = model_fingerprint((None, None, lin))
+    >>> with torch.no_grad():
+    ...     _ = lin.weight.add_(1)
+    >>> a == model_fingerprint((None, None, lin))
+    False
+    """
+    digest = hashlib.sha1()
+    for module in modules:
+        module = getattr(module, "module", module)  # DDP
+        if module is None:
+            continue
+        state = (
+            module.pet_state_dict()
+            if hasattr(module, "pet_state_dict")
+            else module.state_dict()
+        )
+        for name, value in sorted(state.items()):
+            digest.update(name.encode())
+            if torch.is_tensor(value):
+                value = value.detach().cpu().reshape(-1).contiguous()
+                digest.update(value.view(torch.uint8).numpy().tobytes())
+            else:
+                digest.update(repr(value).encode())
+    return digest.hexdigest()[:16]
+
+
+def _settings_digest(settings):
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def parts_folder(store_folder):
+    """Where an extraction into ``store_folder`` keeps its resumable parts.
+
+    Arguments
+    ---------
+    store_folder : str or pathlib.Path
+
+    Returns
+    -------
+    pathlib.Path
+
+    Example
+    -------
+    >>> parts_folder("out/test").as_posix()
+    'out/test.parts'
+    """
+    store_folder = pathlib.Path(store_folder)
+    return store_folder.with_name(store_folder.name + ".parts")
+
+
+def _check_parts(parts, settings, store_folder):
+    """Creates the part folder, or checks that it was made with these
+    settings (a resumed run must embed the same way)."""
+    saved = parts / SETTINGS_FILE
+    if saved.is_file():
+        previous = json.loads(saved.read_text(encoding="utf-8"))
+        if previous != json.loads(json.dumps(settings, default=str)):
+            changed = sorted(
+                k
+                for k in set(previous) | set(settings)
+                if previous.get(k)
+                != json.loads(json.dumps(settings, default=str)).get(k)
+            )
+            raise ExtractionError(
+                f"{parts} holds the parts of an interrupted extraction into "
+                f"{store_folder} with other settings ({', '.join(changed)}): "
+                "delete that folder to start over, or extract into another "
+                "store folder"
+            )
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=2, default=str), "utf-8")
+    os.replace(tmp, saved)
+
+
+def _done_ids(parts):
+    done = set()
+    for part in sorted(parts.glob("part-*.npz")):
+        with np.load(part) as data:
+            done.update(data["ids"].tolist())
+    return done
+
+
+def _write_part(parts, rank, seq, ids, embeddings, durations, gates):
+    """One part file, written whole then renamed (a killed run leaves only
+    whole parts)."""
+    final = parts / f"part-r{rank:03d}-{seq:06d}.npz"
+    tmp = parts / f".tmp-r{rank:03d}-{seq:06d}.npz"
+    gates = {f"gate__{k}": np.stack(v) for k, v in gates.items()}
+    with open(tmp, "wb") as f:
+        np.savez(
+            f,
+            ids=np.array(ids, dtype=str),
+            embeddings=np.stack(embeddings).astype(np.float32),
+            durations=np.array(durations, dtype=np.float32),
+            **gates,
+        )
+    os.replace(tmp, final)
+
+
+def _assemble(parts, utterances, meta):
+    """The store of every part, rows in the order of ``utterances``."""
+    rows, gates = {}, {}
+    for part in sorted(parts.glob("part-*.npz")):
+        with np.load(part) as data:
+            part_ids = data["ids"].tolist()
+            for uid, emb, dur in zip(
+                part_ids, data["embeddings"], data["durations"], strict=True
+            ):
+                rows[uid] = (emb, dur)
+            for key in data.files:
+                if key.startswith("gate__"):
+                    # Per utterance: one re-embedded after a resume counts
+                    # once.
+                    per_utt = gates.setdefault(key[len("gate__") :], {})
+                    per_utt.update(zip(part_ids, data[key], strict=True))
+    ids = [u.id for u in utterances]
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise ExtractionError(
+            f"{len(missing)} utterance(s) have no embedding in {parts}, e.g. "
+            f"{missing[:3]} (a rank stopped early?): run the extraction again "
+            "to finish it"
+        )
+    if gates:
+        meta = dict(
+            meta,
+            gate_means={
+                k: np.mean([v[i] for i in ids], axis=0).astype(float).tolist()
+                for k, v in sorted(gates.items())
+            },
+        )
+    return EmbeddingStore(
+        ids,
+        np.stack([rows[i][0] for i in ids]),
+        np.array([rows[i][1] for i in ids], dtype=np.float32),
+        meta,
+    )
+
+
+@torch.no_grad()
+def _embed_batch(modules, wavs, lens, crops, chunking, sample_rate):
+    """Embeddings [B, E] and gate values {branch: [B, ...]} of a batch,
+    with the test-time crops averaged."""
+    encoder, normalizer, model = modules
+    if crops is None:
+        emb, gates = speaker_embeddings(
+            encoder,
+            normalizer,
+            model,
+            wavs,
+            lens,
+            sample_rate=sample_rate,
+            **chunking,
+        )
+        return emb[:, 0], gates
+    num_crops, crop_seconds = crops
+    crop = int(round(crop_seconds * sample_rate))
+    lengths = torch.round(lens * wavs.shape[1]).long().tolist()
+    embeddings, gates = [], {}
+    for row, length in enumerate(lengths):
+        starts = crop_starts(length, crop, num_crops)
+        width = min(crop, length)
+        windows = torch.stack([wavs[row, s : s + width] for s in starts])
+        emb, row_gates = speaker_embeddings(
+            encoder,
+            normalizer,
+            model,
+            windows,
+            sample_rate=sample_rate,
+            **chunking,
+        )
+        embeddings.append(emb[:, 0].mean(0))
+        for key, value in row_gates.items():
+            gates.setdefault(key, []).append(value.mean(0))
+    return torch.stack(embeddings), {
+        k: torch.stack(v) for k, v in gates.items()
+    }
+
+
+def extract(
+    modules,
+    utterances,
+    store_folder,
+    sample_rate=16000,
+    batch_size=32,
+    max_batch_seconds=240.0,
+    num_workers=0,
+    num_crops=0,
+    crop_seconds=8.0,
+    transform=None,
+    max_chunk_seconds=MAX_CHUNK_SECONDS,
+    chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
+    flush_every=16,
+    model_id=None,
+    progress=True,
+):
+    """Embeds utterances into an embedding store (see the module docstring).
+
+    Arguments
+    ---------
+    modules : tuple
+        ``(encoder, normalizer, embedding_model)`` in eval mode, on the
+        device to embed on (``model_modules`` gives them).
+    utterances : list of Utterance
+        What to embed (ids unique).
+    store_folder : str or pathlib.Path
+        The store to write (``speechbrain_unipet.store.EmbeddingStore``).
+        If it exists with the same settings it is returned as it is.
+    sample_rate : int
+        The model's rate; files are resampled to it.
+    batch_size : int
+        Most utterances per batch.
+    max_batch_seconds : float
+        Most padded audio per batch, in seconds.
+    num_workers : int
+        DataLoader processes decoding audio (0: in this process).
+    num_crops : int
+        0: whole utterances; N: N crops of ``crop_seconds``, averaged.
+    crop_seconds : float
+        Length of a test-time crop.
+    transform : callable or None
+        ``transform(wav, sample_rate, id) -> wav``, e.g. a
+        ``speechbrain_unipet.conditions`` condition.
+    max_chunk_seconds : float or None
+        Longer utterances are embedded in averaged windows (see
+        ``speaker_embeddings``).
+    chunk_overlap_seconds : float
+        Overlap of those windows.
+    flush_every : int
+        Batches between part files (what a killed run may lose).
+    model_id : str or None
+        Names the model in the settings a resumed run must match (e.g. the
+        model folder); the weights' digest (``model_fingerprint``) is
+        checked besides.
+    progress : bool
+        Show a progress bar (main process).
+
+    Returns
+    -------
+    EmbeddingStore
+        On every rank (non-main ranks wait for the main one to write it).
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> from speechbrain.processing.features import InputNormalization
+    >>> from speechbrain_unipet.lobes import PETEncoder
+    >>> from speechbrain_unipet.testing import tiny_ssl_folder
+    >>> import soundfile
+    >>> root = getfixture("tmp_path")
+    >>> enc = PETEncoder(tiny_ssl_folder(root, "wavlm"), "lora").eval()
+    >>> norm = InputNormalization(norm_type="sentence", std_norm=False)
+    >>> ecapa = ECAPA_TDNN(32, channels=[8, 8, 8, 8, 24], lin_neurons=4).eval()
+    >>> (root / "audio").mkdir()
+    >>> for name, n in (("a", 3000), ("b", 5000)):
+    ...     soundfile.write(
+    ...         root / "audio" / f"{name}.wav", np.random.randn(n) * 0.1, 16000
+    ...     )
+    >>> utts = utterances_from_folder(root / "audio")
+    >>> store = extract(
+    ...     (enc, norm, ecapa), utts, root / "store", progress=False
+    ... )
+    >>> store.ids, store.embeddings.shape
+    (['a', 'b'], (2, 4))
+    """
+    store_folder = pathlib.Path(store_folder)
+    ids = [u.id for u in utterances]
+    if not ids:
+        raise ExtractionError(f"Nothing to embed into {store_folder}")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ExtractionError(f"The utterance id {dup!r} is listed twice")
+    crops = (int(num_crops), float(crop_seconds)) if num_crops else None
+    chunking = {
+        "max_chunk_seconds": max_chunk_seconds,
+        "chunk_overlap_seconds": chunk_overlap_seconds,
+    }
+    settings = {
+        "model": model_id,
+        "weights": model_fingerprint(modules),
+        "utterances": _settings_digest(
+            [(u.id, u.path, u.start, u.stop) for u in utterances]
+        ),
+        "transform": getattr(transform, "name", None)
+        if transform is not None
+        else None,
+        "crops": list(crops) if crops else None,
+        "sample_rate": sample_rate,
+        **chunking,
+    }
+    meta = dict(settings, num_utterances=len(ids))
+    if (store_folder / "meta.json").is_file():
+        store = EmbeddingStore.load(store_folder)
+        same = {k: store.meta.get(k) for k in settings} == json.loads(
+            json.dumps(settings, default=str)
+        )
+        if same:
+            logger.info("Reusing the embeddings of %s", store_folder)
+            return store
+        if _distributed()[0] == 0:
+            logger.warning(
+                "Replacing %s: it was extracted with other settings",
+                store_folder,
+            )
+    rank, world = _distributed()
+    parts = parts_folder(store_folder)
+    if rank == 0:
+        _check_parts(parts, settings, store_folder)
+    _barrier()
+    done = _done_ids(parts)
+    if done and rank == 0:
+        logger.info(
+            "Resuming %s: %d of %d utterances already embedded",
+            store_folder,
+            len(done & set(ids)),
+            len(ids),
+        )
+    durations = _durations(utterances, sample_rate)
+    batches = length_batches(durations, batch_size, max_batch_seconds)
+    mine = [
+        b
+        for k, b in enumerate(batches)
+        if k % world == rank and any(ids[i] not in done for i in b)
+    ]
+    loader = torch.utils.data.DataLoader(
+        _AudioDataset(utterances, sample_rate, transform),
+        batch_sampler=mine,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    device = next(modules[0].parameters()).device
+    seq = len(list(parts.glob(f"part-r{rank:03d}-*.npz")))
+    pending = ([], [], [], {})
+    bar = tqdm(
+        total=sum(len(b) for b in mine),
+        desc=f"embedding -> {store_folder.name}",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+        unit="utt",
+    )
+    for n, (indices, wavs, lens) in enumerate(loader, 1):
+        try:
+            emb, gates = _embed_batch(
+                modules,
+                wavs.to(device),
+                lens.to(device),
+                crops,
+                chunking,
+                sample_rate,
+            )
+        except InvalidAudioError as err:
+            row, why = next(iter(err.problems.items()))
+            utt = utterances[indices[row]]
+            raise ExtractionError(
+                f"Cannot embed '{utt.path}' ({utt.id}): {why}; remove it "
+                "from the list or fix the file"
+            ) from None
+        pending[0].extend(ids[i] for i in indices)
+        pending[1].extend(emb.float().cpu().numpy())
+        # Seconds of what was embedded (a transform may have cut it).
+        pending[2].extend((lens * wavs.shape[1] / sample_rate).tolist())
+        for key, value in gates.items():
+            value = value.float().reshape(value.shape[0], -1).cpu().numpy()
+            pending[3].setdefault(key, []).extend(value)
+        bar.update(len(indices))
+        if n % flush_every == 0 or n == len(mine):
+            _write_part(parts, rank, seq, *pending)
+            seq += 1
+            pending = ([], [], [], {})
+    bar.close()
+    _barrier()
+    if rank == 0:
+        store = _assemble(parts, utterances, meta)
+        store.save(store_folder)
+        shutil.rmtree(parts)
+    _barrier()
+    return EmbeddingStore.load(store_folder)
+
+
+def model_modules(model, device="cpu", average_last=0):
+    """The ``(encoder, normalizer, embedding_model)`` of a trained model and
+    a short description of it, from a training run's output folder or an
+    exported ``EncoderClassifier`` folder.
+
+    Arguments
+    ---------
+    model : str or pathlib.Path
+        A ``train_speaker_embeddings.py`` output folder, or a folder made
+        by ``speechbrain_unipet.export``.
+    device : str
+        Where the modules go.
+    average_last : int
+        Training runs only: average the last N checkpoints (0: the best).
+
+    Returns
+    -------
+    modules : tuple
+        ``(encoder, normalizer, embedding_model)`` in eval mode.
+    info : dict
+        ``kind`` (``run`` or ``export``), ``sample_rate``, ``hparams`` and
+        ``model_id`` (what a resumed extraction must match).
+    """
+    from speechbrain_unipet.export import EXPORT_MARKERS
+    from speechbrain_unipet.recipe import load_trained_model
+
+    folder = pathlib.Path(model)
+    if not (folder / "hyperparams.yaml").is_file():
+        raise ExtractionError(
+            f"{folder} is neither a training run nor an exported model "
+            "(no hyperparams.yaml): give the output_folder of "
+            "train_speaker_embeddings.py or a folder made by "
+            "python -m speechbrain_unipet.export"
+        )
+    if all((folder / m).is_file() for m in EXPORT_MARKERS):
+        from speechbrain.inference.speaker import EncoderClassifier
+
+        classifier = EncoderClassifier.from_hparams(
+            source=str(folder),
+            savedir=str(folder),
+            run_opts={"device": device},
+        )
+        wrapper = classifier.mods.embedding_model
+        modules = (wrapper.encoder, wrapper.normalizer, wrapper.model)
+        info = {
+            "kind": "export",
+            "sample_rate": int(
+                getattr(classifier.hparams, "sample_rate", 16000)
+            ),
+            "hparams": classifier.hparams,
+            "classifier": classifier,
+            "chunking": {
+                "max_chunk_seconds": wrapper.max_chunk_seconds,
+                "chunk_overlap_seconds": wrapper.chunk_overlap_seconds,
+            },
+        }
+    else:
+        hparams, mods = load_trained_model(folder, device, average_last)
+        modules = (
+            mods["ssl_encoder"],
+            mods["mean_var_norm"],
+            mods["embedding_model"],
+        )
+        info = {
+            "kind": "run",
+            "sample_rate": int(hparams["sample_rate"]),
+            "hparams": hparams,
+            "chunking": {},
+        }
+    for module in modules:
+        module.eval()
+    info["model_id"] = f"{folder.resolve()}#{info['kind']}#avg{average_last}"
+    return modules, info

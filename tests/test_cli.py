@@ -1,0 +1,263 @@
+"""Every ``speechbrain-unipet`` command end to end on a tiny trained run:
+embed, score, calibrate, threshold, verify, plot; exit codes and errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from test_export import trained
+from test_recipe import recipe_env  # noqa: F401 -- shared fixture
+
+from speechbrain_unipet.calibration import ScoreCalibrator
+from speechbrain_unipet.cli import main
+from speechbrain_unipet.evaluation import read_scores
+from speechbrain_unipet.store import EmbeddingStore
+
+
+@pytest.fixture(scope="module")
+def run(recipe_env, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("cli")
+    folder = trained(recipe_env, "unipet")
+    store = out / "store"
+    assert (
+        main(
+            [
+                "embed",
+                str(folder),
+                str(recipe_env["data"] / "wav"),
+                str(store),
+                "--num-workers=0",
+                "--device=cpu",
+            ]
+        )
+        == 0
+    )
+    return {"run": folder, "store": store, "out": out, **recipe_env}
+
+
+def test_embed_writes_a_store_of_every_file(run):
+    store = EmbeddingStore.load(run["store"])
+    assert len(store) == 16 and store.ids[0] == "id0/vid0/00001"
+    assert np.allclose(store.durations, 1.2, atol=1e-3)
+    assert store.meta["gate_means"]  # unipet's gates were averaged
+
+
+def test_module_entry_point_and_usage_errors(run):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "speechbrain_unipet",
+            "threshold",
+            "--p-target",
+            "0.01",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "threshold 4.595120" in done.stdout  # log(99)
+    done = subprocess.run(
+        [sys.executable, "-m", "speechbrain_unipet", "nonsense"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def test_score_calibrate_threshold(run, capsys):
+    trials = run["data"] / "trials.txt"
+    out = run["out"] / "scored"
+    assert (
+        main(["score", str(trials), str(run["store"]), "--output", str(out)])
+        == 0
+    )
+    result = json.loads((out / "results.json").read_text())
+    for key in ("eer", "min_dcf", "cllr", "min_cllr", "act_dcf"):
+        assert np.isfinite(result[key]), key
+    assert result["min_cllr"] <= result["cllr"] + 1e-9
+
+    # AS-norm with the store itself as cohort (speakers = first folder).
+    normed = run["out"] / "asnorm"
+    args = ["score", str(trials), str(run["store"]), "--output", str(normed)]
+    assert main([*args, "--cohort", str(run["store"]), "--top-n", "3"]) == 0
+    assert (
+        json.loads((normed / "results.json").read_text())["score_norm"]
+        == "as-norm"
+    )
+
+    calibration = run["out"] / "calibration.json"
+    code = main(
+        [
+            "calibrate",
+            str(trials),
+            str(run["store"]),
+            "--output",
+            str(calibration),
+            "--quality",
+            "duration,norm",
+        ]
+    )
+    assert code == 0
+    calibrator = ScoreCalibrator.load(calibration)
+    assert list(calibrator.names)[0] == "score"
+    calibrated = run["out"] / "calibrated"
+    code = main(
+        [
+            "score",
+            str(trials),
+            str(run["store"]),
+            "--output",
+            str(calibrated),
+            "--calibration",
+            str(calibration),
+        ]
+    )
+    assert code == 0
+    result = json.loads((calibrated / "results.json").read_text())
+    # Fitted on these very trials: calibrated Cllr is no worse than raw.
+    assert result["calibrated"]["cllr"] <= result["cllr"] + 1e-6
+    assert result["calibrated"]["eer"] == pytest.approx(result["eer"])
+
+    capsys.readouterr()
+    assert main(["threshold", str(out / "scores.txt"), "--far", "0.25"]) == 0
+    line = capsys.readouterr().out
+    threshold = float(line.split()[1].rstrip(":"))
+    scored, scores = read_scores(out / "scores.txt")
+    labels = np.array([t.label for t in scored], dtype=bool)
+    assert (scores[~labels] >= threshold).mean() <= 0.25
+
+
+def test_verify_and_calibrated_export(run, capsys, tmp_path):
+    from speechbrain_unipet.export import export
+
+    wav = run["data"] / "wav"
+    a, b = wav / "id4/vid0/00001.wav", wav / "id4/vid1/00001.wav"
+    capsys.readouterr()
+    assert (
+        main(["verify", str(run["run"]), str(a), str(b), "--device=cpu"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    store = EmbeddingStore.load(run["store"])
+    ea, eb = store.vectors(["id4/vid0/00001", "id4/vid1/00001"])
+    cosine = float(torch.nn.functional.cosine_similarity(ea, eb, dim=0))
+    assert result["score"] == pytest.approx(cosine, abs=1e-4)
+    assert result["same_speaker"] is None and not result["calibrated"]
+
+    hub = export(run["run"], tmp_path / "hub")
+    calibration = tmp_path / "calibration.json"
+    args = ["calibrate", str(run["data"] / "trials.txt"), str(run["store"])]
+    code = main(
+        [
+            *args,
+            "--output",
+            str(calibration),
+            "--quality",
+            "duration,norm",
+            "--export-folder",
+            str(hub),
+        ]
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert main(["verify", str(hub), str(a), str(b), "--device=cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    calibrator = ScoreCalibrator.load(calibration)
+    norms = [float(ea.norm()), float(eb.norm())]
+    from speechbrain_unipet.calibration import quality_features
+
+    expected, names = quality_features(
+        np.array([cosine]),
+        enrol_durations=np.array([1.2]),
+        test_durations=np.array([1.2]),
+        enrol_norms=np.array([norms[0]]),
+        test_norms=np.array([norms[1]]),
+    )
+    # Every file lasts 1.2 s: the constant durations were left out.
+    assert calibrator.names == ["score", "norm_min", "norm_max"]
+    columns = [names.index(n) for n in calibrator.names]
+    assert result["calibrated"] and result["same_speaker"] is not None
+    assert result["score"] == pytest.approx(
+        float(calibrator(expected[:, columns])[0]), abs=1e-3
+    )
+
+    # AS-norm calibrations cannot travel with a model: refused, named.
+    code = main(
+        [
+            *args,
+            "--output",
+            str(tmp_path / "c2.json"),
+            "--cohort",
+            str(run["store"]),
+            "--top-n",
+            "3",
+            "--export-folder",
+            str(hub),
+        ]
+    )
+    assert code == 1
+
+
+def test_plot_writes_layer_weights_and_gates(run):
+    out = run["out"] / "plots"
+    code = main(
+        [
+            "plot",
+            str(run["run"]),
+            "--store",
+            str(run["store"]),
+            "--output",
+            str(out),
+            "--device=cpu",
+        ]
+    )
+    assert code == 0
+    for name in ("layer_weights.png", "gates.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_bad_inputs_exit_1_with_the_reason(run, tmp_path, capsys):
+    trials = tmp_path / "trials.txt"
+    trials.write_text(
+        "1 id4/vid0/00001.wav nobody/x/1.wav\n0 id4/vid0/00001.wav id5/vid0/00001.wav\n"
+    )
+    code = main(
+        [
+            "score",
+            str(trials),
+            str(run["store"]),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 1
+    assert "nobody/x/1" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    code = main(
+        [
+            "score",
+            str(trials),
+            str(tmp_path / "empty"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 1
+    assert "empty" in capsys.readouterr().err
+    code = main(
+        ["embed", str(tmp_path), str(run["data"] / "wav"), str(tmp_path / "s")]
+    )
+    assert code == 1
+    assert (
+        "neither a training run nor an exported model"
+        in capsys.readouterr().err
+    )
