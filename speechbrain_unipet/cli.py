@@ -128,11 +128,13 @@ def _scoring_inputs(args):
     )
     from speechbrain_unipet.store import EmbeddingStore
 
+    if args.cohort and args.subtract_mean:
+        raise CLIError(
+            "--subtract-mean and --cohort together: AS-norm subtracts the "
+            "cohort's own mean already; drop --subtract-mean"
+        )
     trials = read_trials(args.trials)
     store = EmbeddingStore.load(args.store)
-    if args.enrolment:
-        models = enrol_models(store, read_enrolment(args.enrolment))
-        store = EmbeddingStore.concat([store, models])
     cohort = mean = None
     if args.cohort:
         cohort_store = EmbeddingStore.load(args.cohort)
@@ -141,6 +143,10 @@ def _scoring_inputs(args):
         )
     if args.subtract_mean:
         mean = EmbeddingStore.load(args.subtract_mean).vectors().mean(0)
+    if args.enrolment:
+        # Models are built with the mean that scoring subtracts.
+        models = enrol_models(store, read_enrolment(args.enrolment), mean)
+        store = EmbeddingStore.concat([store, models])
     return trials, store, cohort, mean
 
 
@@ -179,6 +185,7 @@ def cmd_score(args):
         labels_of,
         save_evaluation_plots,
         score_store,
+        scoring_settings,
         verification_results,
         write_scores,
     )
@@ -190,15 +197,15 @@ def cmd_score(args):
     out.mkdir(parents=True, exist_ok=True)
     scores = details["scores"]
     write_scores(out / "scores.txt", trials, scores.tolist())
-    score_norm = "as-norm" if cohort is not None else None
-    result = {"num_trials": len(trials), "score_norm": score_norm}
+    scoring = scoring_settings(cohort, mean, args.top_n)
+    result = {"num_trials": len(trials), **scoring}
     labels = None
     if {t.label for t in trials} == {0, 1}:
         labels = labels_of(trials)
         result.update(verification_results(scores, labels))
     if args.calibration:
         calibrator = ScoreCalibrator.load(args.calibration)
-        llrs = apply_calibration(calibrator, trials, store, details, score_norm)
+        llrs = apply_calibration(calibrator, trials, store, details, scoring)
         write_scores(out / "calibrated_scores.txt", trials, llrs.tolist())
         if labels is not None:
             result["calibrated"] = verification_results(llrs, labels)
@@ -217,26 +224,22 @@ def cmd_calibrate(args):
         fit_calibration,
         labels_of,
         score_store,
+        scoring_settings,
         verification_results,
     )
 
     trials, store, cohort, mean = _scoring_inputs(args)
     details = score_store(trials, store, cohort, args.top_n, mean)
     quality = [q for q in args.quality.split(",") if q and q != "none"]
-    score_norm = "as-norm" if cohort is not None else None
+    scoring = scoring_settings(cohort, mean, args.top_n)
     calibrator = fit_calibration(
-        trials,
-        store,
-        details,
-        quality,
-        args.p_target,
-        extra={"score_norm": score_norm, "top_n": args.top_n},
+        trials, store, details, quality, args.p_target, extra=scoring
     )
     calibrator.save(args.output)
     labels = labels_of(trials)
     before = verification_results(details["scores"], labels)
     after = verification_results(
-        apply_calibration(calibrator, trials, store, details, score_norm),
+        apply_calibration(calibrator, trials, store, details, scoring),
         labels,
     )
     print(

@@ -221,8 +221,8 @@ def fit_calibration(
     p_target : float
         Effective prior the logistic regression is weighted for.
     extra : dict or None
-        Kept in the calibrator's ``to_dict`` (how the scores were made:
-        ``score_norm``, ``top_n``), checked when it is applied.
+        Kept in the calibrator's ``to_dict``: how the scores were made
+        (``scoring_settings``), checked when it is applied.
 
     Returns
     -------
@@ -251,9 +251,40 @@ def fit_calibration(
     return calibrator
 
 
+def scoring_settings(cohort=None, mean=None, top_n=300):
+    """How scores are made, as a calibration records and checks it.
+
+    Arguments
+    ---------
+    cohort : torch.Tensor or None
+        The AS-norm cohort, if any.
+    mean : torch.Tensor or None
+        The mean subtracted before scoring, if any.
+    top_n : int
+        AS-norm's top cohort scores (recorded only with a cohort).
+
+    Returns
+    -------
+    dict
+        ``score_norm`` ("as-norm" or None), ``subtract_mean`` and
+        ``top_n``.
+
+    Example
+    -------
+    >>> scoring_settings()
+    {'score_norm': None, 'subtract_mean': False, 'top_n': None}
+    """
+    return {
+        "score_norm": None if cohort is None else "as-norm",
+        "subtract_mean": mean is not None,
+        "top_n": None if cohort is None else int(top_n),
+    }
+
+
 def calibration_scoring(calibrator):
     """How the scores a calibrator expects were made (``score_norm``,
-    ``top_n``), from what ``fit_calibration`` or a saved file kept.
+    ``subtract_mean``, ``top_n``), from what ``fit_calibration`` or a
+    saved file kept.
 
     Arguments
     ---------
@@ -266,7 +297,51 @@ def calibration_scoring(calibrator):
     return dict(getattr(calibrator, "scoring", {}) or {})
 
 
-def apply_calibration(calibrator, trials, store, details, score_norm=None):
+def check_scoring(calibrator, scoring):
+    """Refuses scores made otherwise than the calibration's: an LLR
+    mapping fitted on one score distribution is wrong on another.
+
+    Arguments
+    ---------
+    calibrator : ScoreCalibrator
+    scoring : dict
+        ``scoring_settings`` of the scores to calibrate.
+
+    Raises
+    ------
+    EvaluationError
+        Naming each setting that differs.
+
+    Example
+    -------
+    >>> from speechbrain_unipet.calibration import ScoreCalibrator
+    >>> cal = ScoreCalibrator()
+    >>> cal.scoring = scoring_settings()
+    >>> check_scoring(cal, scoring_settings(mean=torch.zeros(2)))
+    Traceback (most recent call last):
+    ...
+    speechbrain_unipet.evaluation.EvaluationError: The calibration was fitted on scores with subtract_mean=False, these have subtract_mean=True: score the same way, or fit a calibration for these
+    """
+    fitted = calibration_scoring(calibrator)
+    given = dict(scoring or {})
+    differ = [
+        k
+        for k in ("score_norm", "subtract_mean", "top_n")
+        if k in fitted
+        and k in given
+        and (fitted[k] or None) != (given[k] or None)
+    ]
+    if differ:
+        raise EvaluationError(
+            "The calibration was fitted on scores with "
+            + ", ".join(f"{k}={fitted[k]}" for k in differ)
+            + ", these have "
+            + ", ".join(f"{k}={given[k]}" for k in differ)
+            + ": score the same way, or fit a calibration for these"
+        )
+
+
+def apply_calibration(calibrator, trials, store, details, scoring=None):
     """Calibrated LLRs of scored trials.
 
     Arguments
@@ -276,20 +351,15 @@ def apply_calibration(calibrator, trials, store, details, score_norm=None):
     store : EmbeddingStore
     details : dict
         ``score_store`` of the trials.
-    score_norm : str or None
-        How these scores were made; must match the calibration's.
+    scoring : dict or None
+        ``scoring_settings`` of these scores; must match the
+        calibration's (``check_scoring``).
 
     Returns
     -------
     numpy.ndarray
     """
-    fitted = calibration_scoring(calibrator).get("score_norm")
-    if fitted is not None and (fitted or "none") != (score_norm or "none"):
-        raise EvaluationError(
-            f"The calibration was fitted on {fitted} scores, these are "
-            f"{score_norm or 'none'} scores: score the same way, or fit a "
-            "calibration for these"
-        )
+    check_scoring(calibrator, scoring)
     quality = {n.rsplit("_", 1)[0] for n in calibrator.names if n != "score"}
     features, names = trial_features(trials, store, details, quality)
     missing = [n for n in calibrator.names if n not in names]
@@ -315,12 +385,12 @@ def write_scores(path, trials, scores):
     >>> p = getfixture("tmp_path") / "scores.txt"
     >>> write_scores(p, [Trial(1, "a", "b")], [0.5])
     >>> p.read_text()
-    'a b 1 0.500000\\n'
+    'a b 1 0.5\\n'
     """
     atomic_write(
         path,
         "".join(
-            f"{t.enrol} {t.test} {t.label} {float(s):.6f}\n"
+            f"{t.enrol} {t.test} {t.label} {float(s):.9g}\n"
             for t, s in zip(trials, list(scores), strict=True)
         ),
     )

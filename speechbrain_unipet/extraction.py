@@ -689,9 +689,15 @@ def extract(
         "utterances": _settings_digest(
             [(u.id, u.path, u.start, u.stop) for u in utterances]
         ),
-        "transform": getattr(transform, "name", None)
-        if transform is not None
-        else None,
+        # A condition's signature names its noise / RIR source and seed
+        # too: a store degraded another way must not be reused.
+        "transform": None
+        if transform is None
+        else getattr(
+            transform,
+            "signature",
+            getattr(transform, "name", getattr(transform, "__qualname__", "")),
+        ),
         "crops": list(crops) if crops else None,
         "sample_rate": sample_rate,
         **chunking,

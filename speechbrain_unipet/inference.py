@@ -154,13 +154,20 @@ def check_exportable(calibrator):
     Raises
     ------
     ValueError
-        If it was fitted on AS-norm scores or uses cohort means.
+        If it was fitted on AS-norm or mean-subtracted scores, or uses
+        cohort means.
     """
     scoring = dict(getattr(calibrator, "scoring", {}) or {})
     if (scoring.get("score_norm") or "none") != "none":
         raise ValueError(
             "This calibration was fitted on AS-norm scores; an exported "
             "model scores by cosine. Calibrate without --cohort for export."
+        )
+    if scoring.get("subtract_mean"):
+        raise ValueError(
+            "This calibration was fitted on mean-subtracted scores; an "
+            "exported model scores raw embeddings by cosine. Calibrate "
+            "without --subtract-mean for export."
         )
     extra = [
         n
@@ -333,9 +340,20 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
     """
     import pathlib
 
-    from speechbrain_unipet.audio import load_audio
+    from speechbrain_unipet.audio import AudioError, load_audio
+    from speechbrain_unipet.embedding import row_problems
     from speechbrain_unipet.export import EXPORT_MARKERS
     from speechbrain_unipet.extraction import model_modules
+
+    def load(path, rate):
+        wav = load_audio(path, rate)[None]
+        problem = row_problems(wav, torch.ones(1)).get(0)
+        if problem is not None:
+            raise AudioError(
+                f"{path}: cannot give a speaker embedding: {problem}; give "
+                "a recording with speech in it"
+            )
+        return wav.to(device)
 
     folder = pathlib.Path(model)
     calibrated = False
@@ -347,8 +365,7 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
         if threshold is None and calibrated:
             threshold = verifier.default_threshold()
         rate = getattr(verifier.hparams, "sample_rate", 16000)
-        a = load_audio(path_a, rate)[None].to(device)
-        b = load_audio(path_b, rate)[None].to(device)
+        a, b = load(path_a, rate), load(path_b, rate)
         score, _ = verifier.verify_batch(a, b, threshold=threshold or 0.0)
         score = float(score.reshape(-1)[0])
     else:
@@ -356,7 +373,7 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
         rate = info["sample_rate"]
         embs = []
         for path in (path_a, path_b):
-            wav = load_audio(path, rate)[None].to(device)
+            wav = load(path, rate)
             with torch.no_grad():
                 emb, _ = speaker_embeddings(*modules, wav, sample_rate=rate)
             embs.append(emb.reshape(-1))

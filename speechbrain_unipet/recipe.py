@@ -110,6 +110,7 @@ RECIPE_VALUES = {
     "chunk_overlap_seconds": _value("float", "window overlap", 0.0),
     "cohort_top_n": _value("int", "AS-norm top cohort scores", 1),
     "cohort_max_files": _value("int", "AS-norm cohort files", 1),
+    "cohort_seed": _value("int", "cohort file shuffle seed"),
     "lr_schedule": _value(
         "str", "learning-rate schedule", choices=LR_SCHEDULES
     ),

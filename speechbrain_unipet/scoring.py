@@ -195,10 +195,18 @@ def read_enrolment(path):
     return models
 
 
-def enrol_models(store, enrolment):
-    """A store of enrolment models, each the mean of its utterances'
-    L2-normalised embeddings (CN-Celeb's "Avg" enrolment, as WeSpeaker
-    scores it); a model's duration is the sum of its utterances'.
+def enrol_models(store, enrolment, mean=None):
+    """A store of enrolment models (CN-Celeb's "Avg" enrolment, as
+    WeSpeaker scores it), each scoring as the mean of its utterances'
+    L2-normalised embeddings.
+
+    Scoring subtracts ``mean`` and L2-normalises (``score_trials``), so a
+    model is stored in the utterances' own space: ``mean + r * u`` with
+    ``u`` the unit direction of the mean of the normalised, mean-subtracted
+    utterance embeddings and ``r`` their mean distance from ``mean``. A
+    one-utterance model is therefore exactly that utterance (same scores,
+    same norm for QMF calibration), with or without mean subtraction and
+    AS-norm. A model's duration is the sum of its utterances'.
 
     Arguments
     ---------
@@ -206,6 +214,9 @@ def enrol_models(store, enrolment):
         Holds the enrolment utterances.
     enrolment : dict
         model id -> utterance ids (``read_enrolment``).
+    mean : torch.Tensor or None
+        The mean that scoring subtracts (``speaker_cohort``'s, or the
+        training-set mean); pass the same one to ``score_trials``.
 
     Returns
     -------
@@ -215,8 +226,10 @@ def enrol_models(store, enrolment):
     -------
     >>> from speechbrain_unipet.store import EmbeddingStore
     >>> s = EmbeddingStore(["u1", "u2"], [[3.0, 0.0], [0.0, 1.0]])
-    >>> enrol_models(s, {"m": ["u1", "u2"]}).embeddings.tolist()
-    [[0.5, 0.5]]
+    >>> enrol_models(s, {"m": ["u1", "u2"]}).embeddings.astype(float).round(
+    ...     4
+    ... ).tolist()
+    [[1.4142, 1.4142]]
     """
     from speechbrain_unipet.store import EmbeddingStore, EmbeddingStoreError
 
@@ -226,13 +239,15 @@ def enrol_models(store, enrolment):
             f"Enrolment model id(s) {clash[:3]} are also utterance ids of the "
             "store: rename the models (e.g. a '-enroll' suffix)"
         )
+    _check_dim(store, mean, "subtracted mean")
+    centre = 0.0 if mean is None else mean.double()
     vectors, durations = [], []
     for model, utts in enrolment.items():
         rows = store.rows(utts, what=f"enrolment (model {model})")
-        x = torch.nn.functional.normalize(
-            torch.from_numpy(store.embeddings[rows]).double(), dim=-1
-        )
-        vectors.append(x.mean(0).float().numpy())
+        x = torch.from_numpy(store.embeddings[rows]).double() - centre
+        direction = _normalise(_normalise(x).mean(0))
+        radius = x.norm(dim=-1).mean()
+        vectors.append((centre + radius * direction).float().numpy())
         durations.append(float(store.durations[rows].sum()))
     return EmbeddingStore(
         list(enrolment), np.stack(vectors), np.array(durations)

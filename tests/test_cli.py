@@ -261,3 +261,54 @@ def test_bad_inputs_exit_1_with_the_reason(run, tmp_path, capsys):
         "neither a training run nor an exported model"
         in capsys.readouterr().err
     )
+
+
+def test_scoring_mismatches_and_unusable_audio_are_refused(
+    run, tmp_path, capsys
+):
+    import soundfile as sf
+
+    trials, store = str(run["data"] / "trials.txt"), str(run["store"])
+    # A calibration fitted on mean-subtracted scores is not applied to raw.
+    calibration = tmp_path / "mean.json"
+    args = ["calibrate", trials, store, "--quality", "none"]
+    code = main([*args, "--subtract-mean", store, "--output", str(calibration)])
+    assert code == 0
+    assert ScoreCalibrator.load(calibration).scoring["subtract_mean"] is True
+    capsys.readouterr()
+    code = main(
+        [
+            "score",
+            trials,
+            store,
+            "--output",
+            str(tmp_path / "o"),
+            "--calibration",
+            str(calibration),
+        ]
+    )
+    assert code == 1
+    assert "subtract_mean=True, these have subtract_mean=False" in (
+        capsys.readouterr().err
+    )
+    # Nor can it travel with an exported model (which scores raw cosine).
+    from speechbrain_unipet.export import add_calibration, export
+
+    hub = export(run["run"], tmp_path / "hub")
+    with pytest.raises(ValueError, match="mean-subtracted"):
+        add_calibration(hub, ScoreCalibrator.load(calibration))
+    # AS-norm subtracts the cohort's mean: a second mean is refused.
+    code = main(
+        [*args, "--cohort", store, "--subtract-mean", store, "--output", "x"]
+    )
+    assert code == 1
+    assert "drop --subtract-mean" in capsys.readouterr().err
+    # A silent recording: exit 1 naming the file, no traceback.
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, dtype="float32"), 16000)
+    good = run["data"] / "wav" / "id4/vid0/00001.wav"
+    for model in (run["run"], hub):
+        code = main(["verify", str(model), str(good), str(silent)])
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "silent.wav" in err and "digital silence" in err, err

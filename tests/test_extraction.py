@@ -159,6 +159,42 @@ def test_a_finished_store_is_reused_and_other_settings_replace_it(
     np.testing.assert_allclose(cut.durations, expected, rtol=1e-6)
 
 
+def test_a_condition_degrading_another_way_is_not_served_from_the_store(
+    setup, tmp_path
+):
+    """Same condition name, other seed: the noise differs, so the store
+    is embedded again (keyed by ``signature``, not ``name``)."""
+    from speechbrain_unipet.conditions import AdditiveNoise
+
+    modules = build_modules(setup["ssl"])
+    utts = utterances_from_folder(setup["audio"])[:2]
+    first = extract(
+        modules,
+        utts,
+        tmp_path / "n",
+        transform=AdditiveNoise(0.0, seed=1),
+        progress=False,
+    )
+    first = first.embeddings.copy()
+    again = extract(
+        modules,
+        utts,
+        tmp_path / "n",
+        transform=AdditiveNoise(0.0, seed=1),
+        progress=False,
+    )
+    np.testing.assert_array_equal(again.embeddings, first)
+    other = extract(
+        modules,
+        utts,
+        tmp_path / "n",
+        transform=AdditiveNoise(0.0, seed=2),
+        progress=False,
+    )
+    assert other.meta["transform"] == AdditiveNoise(0.0, seed=2).signature
+    assert np.abs(other.embeddings - first).max() > 1e-4
+
+
 def test_crops_average_windows(setup, tmp_path):
     modules = build_modules(setup["ssl"])
     utts = utterances_from_folder(setup["audio"])

@@ -166,8 +166,20 @@ def test_as_norm_scoring(recipe_env):
     out = recipe_env["root"] / "run_lora"
     if not (out / "hyperparams.yaml").is_file():
         train(recipe_env, "lora", out)
-    result = verify(out, "--score_norm=as-norm", "--cohort_top_n=2")
+    result = verify(
+        out, "--score_norm=as-norm", "--cohort_top_n=2", "--cohort_max_files=4"
+    )
     assert result["score_norm"] == "as-norm"
+    # A capped cohort is dealt over the speakers, not the first in order.
+    from speechbrain_unipet.recipe import read_csv_rows
+    from speechbrain_unipet.store import EmbeddingStore
+
+    cohort = EmbeddingStore.load(out / "embeddings" / "cohort")
+    rows = read_csv_rows(out / "save" / "train.csv")
+    speaker_of = {row["wav"]: row["spk_id"] for row in rows}
+    covered = {speaker_of[i.rsplit(":", 1)[0]] for i in cohort.ids}
+    assert len(cohort) == 4
+    assert len(covered) == min(4, len(set(speaker_of.values()))) > 1
 
 
 def epochs_logged(out):

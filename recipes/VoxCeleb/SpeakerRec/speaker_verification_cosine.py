@@ -26,6 +26,7 @@ Authors
 
 import json
 import pathlib
+import random
 import sys
 
 # First: it silences a SpeechBrain import-time notice nobody can act on.
@@ -51,6 +52,7 @@ from speechbrain_unipet.evaluation import (
     learned_layer_weights,
     save_evaluation_plots,
     score_store,
+    scoring_settings,
     verification_results,
     with_test_side,
     write_condition_report,
@@ -157,7 +159,10 @@ class Extractor:
 
 def cohort_rows(cfg, train_hparams):
     """Training regions for the AS-norm cohort / the training mean, and
-    the speaker of each."""
+    the speaker of each: at most ``cohort_max_files``, dealt round-robin
+    over the speakers (each speaker's regions in a seeded shuffle), so
+    that a capped cohort still covers every speaker rather than the first
+    ones in sorted order."""
     regions, speakers = {}, {}
     for row in read_csv_rows(train_hparams["train_annotation"]):
         uid = f"{row['wav']}:{row['utt_start']}-{row['utt_stop']}"
@@ -165,8 +170,19 @@ def cohort_rows(cfg, train_hparams):
         region["duration"] = ""
         regions.setdefault(uid, region)
         speakers[uid] = row["spk_id"]
-    chosen = sorted(regions.items())[: cfg["cohort_max_files"]]
-    return [r for _, r in chosen], speakers
+    by_speaker = {}
+    for uid in sorted(regions):
+        by_speaker.setdefault(speakers[uid], []).append(uid)
+    rng = random.Random(cfg["cohort_seed"])
+    queues = []
+    for spk in sorted(by_speaker):
+        rng.shuffle(by_speaker[spk])
+        queues.append(by_speaker[spk])
+    dealt = []
+    for rank in range(max(map(len, queues), default=0)):
+        dealt.extend(queue[rank] for queue in queues if rank < len(queue))
+    chosen = sorted(dealt[: cfg["cohort_max_files"]])
+    return [regions[uid] for uid in chosen], speakers
 
 
 def main(argv):
@@ -238,6 +254,7 @@ def main(argv):
         return None
 
     top_n = cfg["cohort_top_n"]
+    scoring = scoring_settings(cohort, mean, top_n)
     details = score_store(trials, store, cohort, top_n, mean)
     scores = details["scores"]
     result = {
@@ -245,7 +262,7 @@ def main(argv):
         "num_trials": len(trials),
         "num_target": int(labels.sum()),
         "score_norm": cfg["score_norm"],
-        "subtract_mean": bool(cfg["subtract_mean"]),
+        "subtract_mean": scoring["subtract_mean"],
         "num_crops": cfg["num_crops"],
         "pet_method": train_hparams["pet_method"],
         "ssl_hub": str(train_hparams["ssl_hub"]),
@@ -262,10 +279,10 @@ def main(argv):
             cal_details,
             cfg["calibration_quality"],
             cfg["calibration_p_target"],
-            extra={"score_norm": score_norm, "top_n": top_n},
+            extra=scoring,
         )
         calibrator.save(cfg["calibration_file"])
-        llrs = apply_calibration(calibrator, trials, store, details, score_norm)
+        llrs = apply_calibration(calibrator, trials, store, details, scoring)
         result["calibrated"] = verification_results(llrs, labels)
         result["calibration"] = {
             "trials": str(cal_file),
