@@ -346,6 +346,8 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
     from speechbrain_unipet.extraction import model_modules
 
     def load(path, rate):
+        """The recording [1, S] on ``device``, refused (naming the file)
+        when it cannot give an embedding."""
         wav = load_audio(path, rate)[None]
         problem = row_problems(wav, torch.ones(1)).get(0)
         if problem is not None:

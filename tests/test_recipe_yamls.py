@@ -239,6 +239,42 @@ def test_hyperparams_of_runs_with_the_old_nested_layout_load(
     assert pet_options(hparams) == {"adapter_dim": 64}
 
 
+# ------------------------------------------------ W2V-BERT 2.0 recipes
+W2V_BERT = HPARAMS / "w2v_bert"
+#: What a W2V-BERT recipe changes in its method's yaml (WeSpeaker's sizes).
+W2V_BERT_VALUES = {
+    "ssl_hub": "facebook/w2v-bert-2.0",
+    "backend": "mfa",
+    "lora_rank": 64,
+    "lora_alpha": 128.0,
+}
+
+
+@pytest.mark.parametrize("method", ["unipet", "lora"])
+def test_w2v_bert_yaml_is_its_method_yaml_on_w2v_bert(method):
+    ours = YAML().load(W2V_BERT / f"{method}.yaml")
+    base = YAML().load(HPARAMS / f"{method}.yaml")
+    assert set(ours) == set(base)
+    changed = {k for k in base if repr(ours[k]) != repr(base[k])}
+    assert changed == set(W2V_BERT_VALUES) & set(base)
+    assert all(ours[k] == W2V_BERT_VALUES[k] for k in changed)
+
+
+@pytest.mark.parametrize("method", ["unipet", "lora"])
+def test_w2v_bert_yaml_loads_and_builds(method, tmp_path):
+    from speechbrain_unipet.backbones import W2VBertBackbone
+
+    overrides = {
+        "data_folder": str(tmp_path / "data"),
+        "ssl_hub": str(REPO / "tests/data/tiny-wav2vec2-bert-0"),
+        "output_folder": str(tmp_path / "out"),
+    }
+    with open(W2V_BERT / f"{method}.yaml", encoding="utf-8") as f:
+        hparams = load_hyperpyyaml(f, overrides)
+    assert isinstance(hparams["ssl_encoder"].backbone, W2VBertBackbone)
+    assert hparams["backend"] == "mfa"
+
+
 # -------------------------------------------------- recipe-test CSV rows
 def test_recipe_csv_lists_every_yaml_and_existing_files():
     with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
@@ -253,14 +289,18 @@ def test_recipe_csv_lists_every_yaml_and_existing_files():
             if value.startswith(("samples/", "tests/data/")):
                 assert (REPO / value).exists(), flag
     listed = {row["Hparam_file"] for row in rows}
-    assert listed == {str(p.relative_to(REPO)) for p in HPARAMS.glob("*.yaml")}
+    assert listed == {str(p.relative_to(REPO)) for p in HPARAMS.rglob("*.yaml")}
 
 
 def test_unipet_row_runs_like_speechbrains_recipe_runner(tmp_path):
     """As ``tests/utils/recipe_tests.py`` runs a row: from the repository
     root, with ``--output_folder`` and ``--debug --debug_persistently``
     appended, then the ``file_exists`` checks."""
-    (row,) = [r for r in csv_rows() if r["Hparam_file"].endswith("unipet.yaml")]
+    (row,) = [
+        r
+        for r in csv_rows()
+        if r["Hparam_file"].endswith("hparams/unipet.yaml")
+    ]
     out = tmp_path / "VoxCeleb_row_02"
     done = subprocess.run(
         [

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes ``recipes/VoxCeleb/SpeakerRec/hparams/<method>.yaml`` for every
-method of the PET registry (``speechbrain_unipet.pet.PET_METHODS``).
+method of the PET registry (``speechbrain_unipet.pet.PET_METHODS``), and
+``hparams/w2v_bert/<method>.yaml`` for the W2V-BERT 2.0 recipes.
 
 Each method yaml is a full, self-contained SpeechBrain recipe, as in
 SpeechBrain's own recipe folders. The files differ only in their header,
@@ -210,6 +211,49 @@ def render(template, name):
     return text
 
 
+#: Recipes for other backbones: folder -> (title, hub id, methods, key ->
+#: value replacing the method yaml's, why). W2V-BERT 2.0 follows WeSpeaker's
+#: w2v-BERT recipe (layer-adapter MFA back-end; LoRA r=64, alpha=128 on
+#: q/v), which reads the whole layer stack.
+BACKBONE_RECIPES = {
+    "w2v_bert": (
+        "W2V-BERT 2.0 (580 M, Conformer)",
+        "facebook/w2v-bert-2.0",
+        ("unipet", "lora"),
+        {
+            "ssl_hub": "facebook/w2v-bert-2.0",
+            "backend": "mfa",
+            "lora_rank": "64",
+            "lora_alpha": "128.0",
+        },
+        "Sizes as WeSpeaker's w2v-BERT recipe (w2vbert_s1_lora.yaml): "
+        "MFA adapters of 128, LoRA r=64, alpha=128 on q/v.",
+    ),
+}
+
+
+def render_backbone(text, folder, name):
+    """A method yaml for another backbone: its header names the backbone
+    and the keys of ``BACKBONE_RECIPES`` take their values."""
+    title, hub, _, values, why = BACKBONE_RECIPES[folder]
+    for key, value in values.items():
+        pattern = re.compile(rf"^{key}: [^#\n]*?(\s*(#.*)?)$", re.M)
+        text, n = pattern.subn(
+            lambda m, k=key, v=value: f"{k}: {v}{m.group(1)}", text
+        )
+        if n > 1:
+            raise ValueError(f"{key} is set twice in {name}.yaml")
+    lines = text.split("\n")
+    lines[1:4] = [
+        f"# Model: {title} ({hub})",
+        f"# tuned with PET method '{name}' -> all hidden states -> layer-adapter",
+        "# MFA -> AAM-softmax speaker classifier.",
+        *textwrap.wrap(why, 78, initial_indent="# ", subsequent_indent="# "),
+    ]
+    text = "\n".join(lines)
+    return text.replace(f"hparams/{name}.yaml", f"hparams/{folder}/{name}.yaml")
+
+
 def main():
     if set(METHODS) != set(PET_METHODS):
         sys.exit(
@@ -223,6 +267,14 @@ def main():
             render(template, name), encoding="utf-8"
         )
         print(f"wrote {HPARAMS / name}.yaml")
+    for folder, (_, _, methods, _, _) in BACKBONE_RECIPES.items():
+        (HPARAMS / folder).mkdir(exist_ok=True)
+        for name in methods:
+            text = render_backbone(render(template, name), folder, name)
+            (HPARAMS / folder / f"{name}.yaml").write_text(
+                text, encoding="utf-8"
+            )
+            print(f"wrote {HPARAMS / folder / name}.yaml")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ from speechbrain_unipet.precision import grouped_conv_outside_cpu_autocast
 
 logger = get_logger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
+#: Transformer encoders ``SSLBackbone`` runs; ``wav2vec2-bert`` (W2V-BERT
+#: 2.0, a Conformer) is ``w2v_bert.W2VBertBackbone``.
+TRANSFORMER_MODEL_TYPES = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
+SUPPORTED_MODEL_TYPES = (*TRANSFORMER_MODEL_TYPES, "wav2vec2-bert")
 
 
 class SSLBackboneError(ValueError):
@@ -289,7 +292,12 @@ class SSLBackbone(HFTransformersInterface):
 
     def override_config(self, config):
         """Checks the model type and removes train-time randomness."""
-        if config.model_type not in SUPPORTED_MODEL_TYPES:
+        if config.model_type not in TRANSFORMER_MODEL_TYPES:
+            if config.model_type in SUPPORTED_MODEL_TYPES:
+                raise SSLBackboneError(
+                    f"'{config.model_type}' models load with "
+                    "speechbrain_unipet.backbones.load_backbone"
+                )
             raise SSLBackboneError(
                 f"'{getattr(config, '_name_or_path', '?')}' is a "
                 f"'{config.model_type}' model, not a supported SSL speech "
@@ -577,7 +585,7 @@ class SSLBackbone(HFTransformersInterface):
             x = enc.layer_norm(x)
         return enc.dropout(x)
 
-    def layer_context(self, x, frame_mask, prefix_length=0):
+    def layer_context(self, x, frame_mask, prefix_length=0, input_tokens=0):
         """What every layer of one forward pass shares.
 
         Arguments
@@ -588,6 +596,9 @@ class SSLBackbone(HFTransformersInterface):
             Bool [B, T], True on valid positions.
         prefix_length : int
             Prompt tokens some layers get as an attention prefix (0: none).
+        input_tokens : int
+            Leading shallow-prompt tokens of ``x`` (unused: no module of a
+            Transformer layer treats them apart).
 
         Returns
         -------
@@ -671,6 +682,12 @@ class SSLBackbone(HFTransformersInterface):
             modules.append(layer.layer_norm)
         return [p for m in modules for p in m.parameters()]
 
+    #: The hook places of a layer's feed-forward networks, in order (a
+    #: Conformer has two).
+    FFN_PLACES = ("feed_forward",)
+    #: FFN place -> the place of its output projection (AdapterBias).
+    FFN_INTERMEDIATE = {"feed_forward": "ffn_intermediate"}
+
     #: Where ``run_layer`` hooks can act: ``attention`` and ``feed_forward``
     #: (``fn(input, output) -> output`` on the sublayer, before its residual
     #: add) and ``ffn_intermediate`` (``fn(intermediate, output) -> output``
@@ -734,7 +751,7 @@ class SSLBackbone(HFTransformersInterface):
                 )
             if prefix_kv is not None:
                 handles.append(
-                    self.layers[index].attention.register_forward_pre_hook(
+                    self.attention(index).register_forward_pre_hook(
                         _prefix_kv_hook(prefix_kv), with_kwargs=True
                     )
                 )

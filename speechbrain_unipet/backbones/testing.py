@@ -37,7 +37,8 @@ def tiny_config(model_type="wavlm", pre_ln=False, **overrides):
     Arguments
     ---------
     model_type : str
-        ``wavlm``, ``hubert``, ``wav2vec2`` or ``data2vec-audio``.
+        ``wavlm``, ``hubert``, ``wav2vec2``, ``data2vec-audio`` or
+        ``wav2vec2-bert`` (W2V-BERT 2.0).
     pre_ln : bool
         "Stable layer norm" (pre-LN, large-model) layout; the CNN then uses
         LayerNorm in every layer, as the large checkpoints do.
@@ -61,8 +62,12 @@ def tiny_config(model_type="wavlm", pre_ln=False, **overrides):
         "wav2vec2": Wav2Vec2Config,
         "data2vec-audio": Data2VecAudioConfig,
     }
-    if model_type not in classes:
-        raise ValueError(f"model_type must be one of {list(classes)}")
+    if model_type not in classes and model_type != "wav2vec2-bert":
+        raise ValueError(
+            f"model_type must be one of {[*classes, 'wav2vec2-bert']}"
+        )
+    if model_type == "wav2vec2-bert":
+        return _tiny_w2v_bert_config(pre_ln, **overrides)
     kwargs = dict(TINY_COMMON)
     if model_type == "data2vec-audio":
         if pre_ln:
@@ -74,6 +79,40 @@ def tiny_config(model_type="wavlm", pre_ln=False, **overrides):
         kwargs["feat_extract_norm"] = "layer" if pre_ln else "group"
     kwargs.update(overrides)
     return classes[model_type](**kwargs)
+
+
+def _tiny_w2v_bert_config(pre_ln=False, **overrides):
+    """A small W2V-BERT 2.0 config: 80 mel bins stacked to 160, a kernel-5
+    depthwise convolution, relative-key positions clamped to [-8, 4] (so
+    that the tests' utterances reach the clamp)."""
+    from transformers import Wav2Vec2BertConfig
+
+    if pre_ln:
+        raise ValueError("W2V-BERT has one layout (pre-LN Conformer)")
+    kwargs = {
+        key: TINY_COMMON[key]
+        for key in (
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "hidden_dropout",
+            "attention_dropout",
+            "activation_dropout",
+            "feat_proj_dropout",
+            "layerdrop",
+            "mask_time_prob",
+        )
+    }
+    kwargs.update(
+        feature_projection_input_dim=160,
+        conv_depthwise_kernel_size=5,
+        left_max_position_embeddings=8,
+        right_max_position_embeddings=4,
+        conformer_conv_dropout=0.1,
+    )
+    kwargs.update(overrides)
+    return Wav2Vec2BertConfig(**kwargs)
 
 
 def tiny_ssl_folder(
@@ -95,7 +134,8 @@ def tiny_ssl_folder(
         Folder the model folder is created in. An existing one with the
         same name is reused.
     model_type : str
-        ``wavlm``, ``hubert``, ``wav2vec2`` or ``data2vec-audio``.
+        ``wavlm``, ``hubert``, ``wav2vec2``, ``data2vec-audio`` or
+        ``wav2vec2-bert``.
     pre_ln : bool
         "Stable layer norm" (pre-LN, large-model) layout, as in
         ``tiny_config``.
@@ -127,13 +167,19 @@ def tiny_ssl_folder(
     config = tiny_config(model_type, pre_ln, **overrides)
     model = AutoModel.from_config(config)
     model.save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=16000,
-        padding_value=0.0,
-        do_normalize=do_normalize,
-        return_attention_mask=True,
-    ).save_pretrained(folder)
+    if model_type == "wav2vec2-bert":
+        from transformers import SeamlessM4TFeatureExtractor
+
+        # What facebook/w2v-bert-2.0 ships (no waveform normalisation).
+        SeamlessM4TFeatureExtractor().save_pretrained(folder)
+    else:
+        Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=16000,
+            padding_value=0.0,
+            do_normalize=do_normalize,
+            return_attention_mask=True,
+        ).save_pretrained(folder)
     with open(folder / "preprocessor_config.json", encoding="utf-8") as f:
         json.load(f)  # fail early if HF wrote something unreadable
     return folder

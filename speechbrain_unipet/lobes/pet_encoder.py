@@ -18,7 +18,7 @@ from speechbrain.utils.logger import get_logger
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from speechbrain_unipet.backbones import SSLBackbone, lengths_to_mask
+from speechbrain_unipet.backbones import lengths_to_mask, load_backbone
 from speechbrain_unipet.pet.component import LayerContext
 from speechbrain_unipet.pet.methods import get_method
 from speechbrain_unipet.pet.state import PETStateMixin
@@ -133,7 +133,7 @@ class PETEncoder(PETStateMixin, nn.Module):
         if self.backbone is not None:
             raise RuntimeError("PETEncoder already has a backbone")
         self.source = str(source)
-        self.backbone = SSLBackbone(
+        self.backbone = load_backbone(
             self.source, self._save_path, self._normalize_wav
         )
         self.num_layers = self.backbone.num_layers
@@ -311,7 +311,7 @@ class PETEncoder(PETStateMixin, nn.Module):
         prefix_length = max(
             (c.prefix_length for c in self.components), default=0
         )
-        context = bb.layer_context(x, seq_mask, prefix_length)
+        context = bb.layer_context(x, seq_mask, prefix_length, prefix)
         gate_log = {}
         for index in range(self.num_layers):
             layer = LayerContext(index, frame_mask)

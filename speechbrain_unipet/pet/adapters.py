@@ -245,23 +245,20 @@ class InnerAdapterComponent(PETComponent):
         adapter_activation: str = _adapter_activation()
         inner_position: str = option(
             "ffn",
-            "Inner adapter parallel to: ffn | mhsa | both",
+            "Inner adapter parallel to: ffn | mhsa | both (ffn and mhsa); "
+            "W2V-BERT: ffn is both FFNs, or ffn1 | ffn2",
             "str",
-            choices=("ffn", "mhsa", "both"),
+            choices=("ffn", "mhsa", "both", "ffn1", "ffn2"),
         )
         pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)
         o = options
-        places = (
-            ("ffn", "mhsa")
-            if o.inner_position == "both"
-            else (o.inner_position,)
-        )
+        self.targets = inner_adapter_places(o.inner_position, backbone)
         layers = select_layers(o.pet_layers, backbone.num_layers)
         self.places = {}
-        for place in places:
+        for place in self.targets:
             self.places[place] = nn.ModuleDict(
                 {
                     str(i): BottleneckAdapter(
@@ -284,9 +281,52 @@ class InnerAdapterComponent(PETComponent):
             if str(layer.index) not in adapters:
                 continue
             adapter = adapters[str(layer.index)]
-            target = "feed_forward" if place == "ffn" else "attention"
-            hooks.append((target, _parallel(adapter, gate)))
+            hooks.append((self.targets[place], _parallel(adapter, gate)))
         return hooks
+
+
+def inner_adapter_places(position, backbone):
+    """Inner adapter places (child name suffix -> backbone hook place) for
+    an ``inner_position``.
+
+    A Transformer layer has one FFN (``ffn``); a Conformer (W2V-BERT) has
+    two, and ``ffn`` then means an adapter parallel to each (``ffn1``,
+    ``ffn2``), which may also be chosen alone.
+
+    Arguments
+    ---------
+    position : str
+        ``ffn``, ``mhsa``, ``both``, ``ffn1`` or ``ffn2``.
+    backbone : SSLBackbone
+        Gives its ``FFN_PLACES``.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> conformer = SimpleNamespace(FFN_PLACES=("ffn1", "ffn2"))
+    >>> inner_adapter_places("both", conformer)
+    {'ffn1': 'ffn1', 'ffn2': 'ffn2', 'mhsa': 'attention'}
+    """
+    ffns = tuple(backbone.FFN_PLACES)
+    if len(ffns) == 1:
+        by_name = {"ffn": ffns[0]}
+    else:
+        by_name = {f"ffn{i + 1}": place for i, place in enumerate(ffns)}
+    if position in ("ffn1", "ffn2") and position not in by_name:
+        raise ValueError(
+            f"inner_position={position!r} needs a backbone with two FFNs "
+            "per layer (W2V-BERT's Conformer); this one has one: use 'ffn'"
+        )
+    if position in by_name:
+        return {position: by_name[position]}
+    places = {} if position == "mhsa" else dict(by_name)
+    if position in ("mhsa", "both"):
+        places["mhsa"] = "attention"
+    return places
 
 
 def _parallel(adapter, gate):
@@ -324,6 +364,7 @@ class HoulsbyAdapterComponent(PETComponent):
         super().__init__(backbone, options, built)
         o = options
         layers = select_layers(o.pet_layers, backbone.num_layers)
+        self.backbone_ffn = backbone.FFN_PLACES[-1]
         self.houlsby = nn.ModuleDict(
             {
                 str(i): BottleneckAdapter(
@@ -343,7 +384,9 @@ class HoulsbyAdapterComponent(PETComponent):
         if key not in self.houlsby:
             return ()
         adapter = self.houlsby[key]
-        return [("feed_forward", lambda inputs, out: adapter.add_to(out, out))]
+        # After the layer's last FFN (a Conformer's FFN2).
+        place = self.backbone_ffn
+        return [(place, lambda inputs, out: adapter.add_to(out, out))]
 
 
 @register_component
@@ -373,6 +416,8 @@ class AdapterBiasComponent(PETComponent):
     def __init__(self, backbone, options, built=()):
         super().__init__(backbone, options, built)
         layers = select_layers(options.pet_layers, backbone.num_layers)
+        # On the layer's last FFN (a Conformer's FFN2).
+        self.place = backbone.FFN_INTERMEDIATE[backbone.FFN_PLACES[-1]]
         self.adapterbias = nn.ModuleDict(
             {
                 str(i): AdapterBias(
@@ -388,7 +433,7 @@ class AdapterBiasComponent(PETComponent):
         if key not in self.adapterbias:
             return ()
         shift = self.adapterbias[key]
-        return [("ffn_intermediate", lambda inter, out: out + shift(inter))]
+        return [(self.place, lambda inter, out: out + shift(inter))]
 
 
 @register_component

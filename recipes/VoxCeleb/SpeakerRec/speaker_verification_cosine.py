@@ -273,28 +273,42 @@ def main(argv):
         cal_details = score_store(
             cal_trials, calibration_store, cohort, top_n, mean
         )
-        calibrator = fit_calibration(
-            cal_trials,
-            calibration_store,
-            cal_details,
-            cfg["calibration_quality"],
-            cfg["calibration_p_target"],
-            extra=scoring,
-        )
-        calibrator.save(cfg["calibration_file"])
-        llrs = apply_calibration(calibrator, trials, store, details, scoring)
-        result["calibrated"] = verification_results(llrs, labels)
         result["calibration"] = {
             "trials": str(cal_file),
             "num_trials": len(cal_trials),
-            "features": list(calibrator.names),
-            "file": str(cfg["calibration_file"]),
         }
-        write_scores(
-            pathlib.Path(cfg["scores_file"]).with_name("calibrated_scores.txt"),
-            trials,
-            llrs.tolist(),
-        )
+        try:
+            calibrator = fit_calibration(
+                cal_trials,
+                calibration_store,
+                cal_details,
+                cfg["calibration_quality"],
+                cfg["calibration_p_target"],
+                extra=scoring,
+            )
+        except CalibrationError as err:
+            # The raw scores and their metrics are still what the user ran
+            # verification for: report them, without a calibration.
+            logger.warning("No calibration written: %s", err)
+            result["calibration"]["skipped"] = str(err)
+            calibrator = None
+        if calibrator is not None:
+            calibrator.save(cfg["calibration_file"])
+            llrs = apply_calibration(
+                calibrator, trials, store, details, scoring
+            )
+            result["calibrated"] = verification_results(llrs, labels)
+            result["calibration"].update(
+                features=list(calibrator.names),
+                file=str(cfg["calibration_file"]),
+            )
+            write_scores(
+                pathlib.Path(cfg["scores_file"]).with_name(
+                    "calibrated_scores.txt"
+                ),
+                trials,
+                llrs.tolist(),
+            )
     elif cfg["calibrate"] and calibration is None:
         logger.info(
             "No calibration: the run has no validation trials; give "
