@@ -2,9 +2,11 @@
 
     python benchmarks/training_cost.py [--device cpu|cuda] [--rounds 5]
         [--inference-rounds 20] [--methods a,b] [--inference-only]
-        [--inference-seconds 2] [--tiny]
+        [--inference-seconds 2] [--tiny] [--backbone wavlm|w2v-bert]
+        [--layers N]
 
-WavLM Base+ architecture (random weights), batch of 4 x 2 s, one step =
+WavLM Base+ or W2V-BERT 2.0 architecture (random weights; ``--layers``
+keeps the first N layers), batch of 4 x 2 s, one step =
 forward + backward + Adam step on the encoder's trainable tensors and the
 layer-weighted sum (no speaker back-end). On CUDA everything runs under bf16
 autocast.
@@ -44,6 +46,25 @@ import time
 import torch
 
 BATCH, SECONDS, RATE = 4, 2.0, 16000
+
+
+def _wavlm_config():
+    from transformers import WavLMConfig
+
+    return WavLMConfig()  # the Base+ sizes
+
+
+def _w2v_bert_config():
+    from transformers import Wav2Vec2BertConfig
+
+    return Wav2Vec2BertConfig()  # facebook/w2v-bert-2.0's sizes
+
+
+#: --backbone -> (family, full-size name, tiny model type, full-size config).
+BACKBONES = {
+    "wavlm": ("WavLM", "WavLM Base+", "wavlm", _wavlm_config),
+    "w2v-bert": ("W2V-BERT", "W2V-BERT 2.0", "wav2vec2-bert", _w2v_bert_config),
+}
 
 # (label, method, PETEncoder options; "merge_lora": merged after building)
 INFERENCE_RUNS = [
@@ -332,7 +353,7 @@ def main():
     parser.add_argument(
         "--tiny",
         action="store_true",
-        help="a tiny random WavLM instead of Base+ (checks this script only)",
+        help="a tiny random model instead of the full sizes (checks this script only)",
     )
     parser.add_argument(
         "--inference-seconds",
@@ -340,8 +361,21 @@ def main():
         default=SECONDS,
         help="utterance length for the inference table",
     )
+    parser.add_argument(
+        "--backbone",
+        default="wavlm",
+        choices=tuple(BACKBONES),
+        help="architecture: WavLM Base+ or W2V-BERT 2.0 (580 M, Conformer)",
+    )
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="keep only this many layers (a reduced depth, e.g. 6 of "
+        "W2V-BERT's 24 on 2 CPU cores)",
+    )
     args = parser.parse_args()
-    from transformers import WavLMConfig, WavLMModel
+    from transformers import AutoModel
 
     from speechbrain_unipet.lobes import PET_METHODS
     from speechbrain_unipet.testing import tiny_config
@@ -353,10 +387,16 @@ def main():
         if args.device.startswith("cuda")
         else "CPU"
     )
-    arch = "tiny WavLM" if args.tiny else "WavLM Base+ architecture"
-    config = tiny_config("wavlm") if args.tiny else WavLMConfig()
+    family, title, model_type, make_config = BACKBONES[args.backbone]
+    if args.tiny:
+        arch, config = f"tiny {family}", tiny_config(model_type)
+    else:
+        arch, config = f"{title} architecture", make_config()
+    if args.layers:
+        config.num_hidden_layers = args.layers
+        arch += f", first {args.layers} layers"
     with tempfile.TemporaryDirectory() as folder:
-        WavLMModel(config).save_pretrained(folder)
+        AutoModel.from_config(config).save_pretrained(folder)
         if not args.inference_only:
             training_table(folder, methods, args, f"{arch}, {name}")
         inference_table(folder, args, f"{arch}, {name}")

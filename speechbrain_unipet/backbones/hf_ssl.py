@@ -623,6 +623,14 @@ class SSLBackbone(HFTransformersInterface):
                 context["prefix_bias"] = full
         return context
 
+    def prompt_projection_modules(self, index):
+        """The modules prompt tokens meet in layer ``index`` on their way to
+        keys and values: (LayerNorm before the projections, None for post-LN
+        layers; key projection; value projection)."""
+        layer = self.layers[index]
+        norm = layer.layer_norm if self.pre_ln else None
+        return norm, layer.attention.k_proj, layer.attention.v_proj
+
     def prefix_kv(self, index, prompts, scale=None):
         """Keys and values of prompt tokens for layer ``index``.
 
@@ -640,46 +648,100 @@ class SSLBackbone(HFTransformersInterface):
         tuple
             Keys and values, [1 or B, P, D].
         """
-        layer = self.layers[index]
-        attn = layer.attention
-        if self.pre_ln:
-            if scale is not None:
-                prompts = prompts * scale[:, None, None]
-            prompts = layer.layer_norm(prompts)
-            return attn.k_proj(prompts), attn.v_proj(prompts)
-        keys_values = attn.k_proj(prompts), attn.v_proj(prompts)
-        return self.scale_prefix_kv(index, keys_values, scale)
+        basis = self.prefix_kv_basis(index, prompts)
+        return self.scale_prefix_kv(index, basis, scale)
 
-    def scale_prefix_kv(self, index, keys_values, scale=None):
-        """``prefix_kv(index, p, scale)`` from ``prefix_kv(index, p)``.
+    def prefix_kv_basis(self, index, prompts):
+        """The part of ``prefix_kv(index, prompts, scale)`` that does not
+        depend on the gate ``scale``: one projection of the prompts serves
+        the whole batch, and is reused across forward passes at inference.
 
-        Post-LN layers only: there the gate meets the prompts right before
-        the linear projections, so proj(g * p) = g * (proj(p) - b) + b and
-        one projection of the prompts serves the whole batch (and can be
-        reused across forward passes at inference). Pre-LN layers normalise
-        the scaled prompts first, which is not affine in the gate.
+        The gate scales the prompts before the projections. A projection is
+        affine, proj(s * p) = s * (proj(p) - proj(0)) + proj(0). A pre-LN
+        layer normalises first, and its LayerNorm factors exactly too:
+        LN(s * p) = c * z + beta, with z = gamma * (p - mean(p)) and
+        c = s / sqrt(s^2 * var(p) + eps), per token. Either way, keys are
+        ``factor * keys + keys_offset`` (``scale_prefix_kv``), which is
+        what the literal computation gives (tested against it).
+
+        Arguments
+        ---------
+        index : int
+            The layer.
+        prompts : torch.Tensor
+            Prompt tokens [1, P, D].
+
+        Returns
+        -------
+        dict
+            ``keys``/``values`` [1, P, D], ``keys_offset``/``values_offset``
+            [1, 1, D], and for pre-LN layers ``var`` [1, P, 1] and ``eps``.
         """
-        if scale is None:
-            return keys_values
-        if self.pre_ln:
-            raise ValueError(
-                "pre-LN layers scale prompts before their LayerNorm; call "
-                "prefix_kv(index, prompts, scale) instead"
+        norm, k_proj, v_proj = self.prompt_projection_modules(index)
+        length = prompts.shape[1]
+        zero = prompts.new_zeros(1, 1, prompts.shape[-1])
+        basis = {}
+        if norm is None:
+            rows = torch.cat([prompts, zero], 1)
+        else:
+            var, mean = torch.var_mean(
+                prompts, -1, unbiased=False, keepdim=True
             )
-        attn = self.layers[index].attention
-        keys, values = keys_values
+            centred = prompts - mean
+            if norm.weight is not None:
+                centred = centred * norm.weight.to(prompts.dtype)
+            shift = zero if norm.bias is None else norm.bias.to(prompts.dtype)
+            rows = torch.cat([centred, zero, shift.expand_as(zero)], 1)
+            basis.update(var=var, eps=norm.eps)
+        for name, projection in (("keys", k_proj), ("values", v_proj)):
+            out = projection(rows)
+            at_zero = out[:, length : length + 1]
+            basis[name] = out[:, :length] - at_zero
+            basis[f"{name}_offset"] = out[:, -1:]
+        return basis
+
+    def scale_prefix_kv(self, index, basis, scale=None):
+        """``prefix_kv(index, p, scale)`` from ``prefix_kv_basis(index, p)``.
+
+        Arguments
+        ---------
+        index : int
+            The layer.
+        basis : dict
+            From ``prefix_kv_basis``.
+        scale : torch.Tensor or None
+            Per-utterance factor [B] on the prompt tokens.
+
+        Returns
+        -------
+        tuple
+            Keys and values, [1 or B, P, D].
+        """
+        keys = basis["keys"]
+        factor = None if scale is None else scale[:, None, None]
+        if "var" in basis:
+            var = basis["var"].float()
+            if factor is None:
+                factor = torch.rsqrt(var + basis["eps"])
+            else:
+                factor = factor.float()
+                factor = factor * torch.rsqrt(factor**2 * var + basis["eps"])
+        if factor is None:
+            return keys + basis["keys_offset"], basis["values"] + basis[
+                "values_offset"
+            ]
+        factor = factor.to(keys.dtype)
         return (
-            _scale_affine(keys, attn.k_proj.bias, scale),
-            _scale_affine(values, attn.v_proj.bias, scale),
+            torch.addcmul(basis["keys_offset"], factor, keys),
+            torch.addcmul(basis["values_offset"], factor, basis["values"]),
         )
 
     def prefix_kv_parameters(self, index):
         """The tensors ``prefix_kv(index, ...)`` depends on besides the
         prompts (LoRA factors of a wrapped projection included)."""
-        layer = self.layers[index]
-        modules = [layer.attention.k_proj, layer.attention.v_proj]
-        if self.pre_ln:
-            modules.append(layer.layer_norm)
+        modules = [
+            m for m in self.prompt_projection_modules(index) if m is not None
+        ]
         return [p for m in modules for p in m.parameters()]
 
     #: The hook places of a layer's feed-forward networks, in order (a
@@ -870,11 +932,3 @@ def _prefix_kv_hook(prefix_kv):
         return args, {**kwargs, "prefix_kv": prefix_kv}
 
     return _hook
-
-
-def _scale_affine(y, bias, scale):
-    """``scale * (y - bias) + bias`` for y [1, P, D] and scale [B]."""
-    scale = scale[:, None, None].to(y.dtype)
-    if bias is None:
-        return y * scale
-    return (y - bias) * scale + bias

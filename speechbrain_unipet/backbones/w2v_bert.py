@@ -458,41 +458,15 @@ class W2VBertBackbone(SSLBackbone):
             "input_tokens": int(input_tokens),
         }
 
-    def prefix_kv(self, index, prompts, scale=None):
-        """Keys and values of prompt tokens for layer ``index`` (the
-        layer's attention LayerNorm first, as for the frames).
-
-        Arguments
-        ---------
-        index : int
-            The layer.
-        prompts : torch.Tensor
-            Prompt tokens [1, P, D].
-        scale : torch.Tensor or None
-            Per-utterance factor [B] on the prompt tokens (UniPET's gate).
-
-        Returns
-        -------
-        tuple
-            Keys and values, [1 or B, P, D].
-        """
-        layer = self.layers[index]
-        if scale is not None:
-            prompts = prompts * scale[:, None, None]
-        prompts = layer.self_attn_layer_norm(prompts)
-        attn = layer.self_attn
-        return attn.linear_k(prompts), attn.linear_v(prompts)
-
-    def prefix_kv_parameters(self, index):
-        """The tensors ``prefix_kv(index, ...)`` depends on besides the
-        prompts."""
-        layer = self.layers[index]
-        modules = [
-            layer.self_attn.linear_k,
-            layer.self_attn.linear_v,
-            layer.self_attn_layer_norm,
-        ]
-        return [p for m in modules for p in m.parameters()]
+    def prompt_projection_modules(self, index):
+        """(the attention's LayerNorm, key projection, value projection) of
+        layer ``index``: prompts are normalised like the frames."""
+        attn = self.layers[index].self_attn
+        return (
+            self.layers[index].self_attn_layer_norm,
+            attn.linear_k,
+            attn.linear_v,
+        )
 
     def _hook_target(self, index, place):
         layer = self.layers[index]

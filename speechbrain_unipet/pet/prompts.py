@@ -171,7 +171,6 @@ class DeepPromptComponent(PETComponent):
             backbone.hidden_size,
             options.prompt_init,
         )
-        self.pre_ln = backbone.pre_ln
         self._kv_cache = {}
 
     @property
@@ -186,7 +185,7 @@ class DeepPromptComponent(PETComponent):
             return None
         prompts = self.deep_prompt.tokens(row).to(x.dtype)
         gate = layer.gates.get(self.branch)
-        if torch.is_grad_enabled() or (gate is not None and self.pre_ln):
+        if torch.is_grad_enabled():
             return backbone.prefix_kv(layer.index, prompts, gate)
         # In-place writes (an optimiser step, load_state_dict) bump a
         # tensor's version; merge_lora replaces the tensor; .to() and
@@ -205,7 +204,7 @@ class DeepPromptComponent(PETComponent):
         cached = self._kv_cache.get(layer.index)
         if cached is None or cached[0] != key:
             held = [(t, t.detach()) for t in tensors]
-            kv = backbone.prefix_kv(layer.index, prompts)
+            kv = backbone.prefix_kv_basis(layer.index, prompts)
             cached = (key, held, kv)
             self._kv_cache[layer.index] = cached
         return backbone.scale_prefix_kv(layer.index, cached[2], gate)
