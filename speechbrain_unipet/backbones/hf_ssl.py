@@ -649,7 +649,7 @@ class SSLBackbone(HFTransformersInterface):
             Keys and values, [1 or B, P, D].
         """
         basis = self.prefix_kv_basis(index, prompts)
-        return self.scale_prefix_kv(index, basis, scale)
+        return self.scale_prefix_kv(basis, scale)
 
     def prefix_kv_basis(self, index, prompts):
         """The part of ``prefix_kv(index, prompts, scale)`` that does not
@@ -700,13 +700,12 @@ class SSLBackbone(HFTransformersInterface):
             basis[f"{name}_offset"] = out[:, -1:]
         return basis
 
-    def scale_prefix_kv(self, index, basis, scale=None):
+    @staticmethod
+    def scale_prefix_kv(basis, scale=None):
         """``prefix_kv(index, p, scale)`` from ``prefix_kv_basis(index, p)``.
 
         Arguments
         ---------
-        index : int
-            The layer.
         basis : dict
             From ``prefix_kv_basis``.
         scale : torch.Tensor or None

@@ -136,9 +136,9 @@ class DeepPromptComponent(PETComponent):
 
     Without autograd (inference) the prompts and the frozen projections are
     constants, so their keys and values are computed once and reused until
-    one of those tensors changes. With a UniPET gate on post-LN layers the
-    gate is applied to the cached keys/values (an affine map); pre-LN
-    layers normalise the gated prompts, so there they are recomputed.
+    one of those tensors changes. A UniPET gate is applied to the cached,
+    gate-free part (``SSLBackbone.prefix_kv_basis``), exactly, on post-LN
+    and pre-LN layers alike.
 
     Arguments
     ---------
@@ -207,7 +207,7 @@ class DeepPromptComponent(PETComponent):
             kv = backbone.prefix_kv_basis(layer.index, prompts)
             cached = (key, held, kv)
             self._kv_cache[layer.index] = cached
-        return backbone.scale_prefix_kv(layer.index, cached[2], gate)
+        return backbone.scale_prefix_kv(cached[2], gate)
 
 
 @register_component
