@@ -146,7 +146,7 @@ def make_step(name, device, tiny, encoder_folder=None):
         name, dim, layers, tiny, stack_input=encoder is None
     ).to(device)
     backend.train()
-    emb_dim = 16 if tiny else 192
+    emb_dim = 16 if tiny else backend.lin_neurons
     speakers = TINY_SPEAKERS if tiny else SPEAKERS
     classifier = Classifier(emb_dim, out_neurons=speakers).to(device)
     cost = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30))

@@ -16,12 +16,17 @@ likelihood ratios, LLRs):
   normalisation as ``speechbrain_unipet.metrics.min_dcf``): meaningful
   only for calibrated scores.
 
-``ScoreCalibrator`` is WeSpeaker's QMF (``wespeaker/bin/
-score_calibration.py``): a linear model of the score and quality measures
-(min / max of both sides' durations, embedding norms and AS-norm cohort
-means) trained to minimise the Cllr at an effective prior, here as the
-prior-weighted logistic regression of BOSARIS (L-BFGS on standardised
-features).
+``ScoreCalibrator`` with ``quality_features`` is WeSpeaker's
+quality-measure function (QMF) calibration (``wespeaker/bin/
+score_calibration.py``, run by ``examples/voxceleb/v2/local/
+score_calibration.sh``): a linear map of the (AS-norm) score and, for each
+quality measure, the min, max, max - min and max / min over the two sides
+(durations capped at 20 s, embedding norms, AS-norm cohort means), fitted by
+minimising the Cllr (each class's mean cost, equally weighted). It is
+solved to convergence (L-BFGS on standardised features: the same linear
+model, the same minimiser); WeSpeaker stops its L-BFGS (lr 0.01) after at
+most 50 steps or when a step gains less than 1e-4 bit. BOSARIS's
+prior-weighted objective is an option (``fit(p_target=...)``).
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -320,8 +325,18 @@ def threshold_for_far(nontarget_scores, far, target_scores=None):
     return Threshold(threshold, achieved, miss)
 
 
-#: Quality measures of ``quality_features``, in their column order.
+#: Quality measures of ``quality_features``, in their column order
+#: (WeSpeaker's: durations, embedding magnitudes, AS-norm cohort means).
 QUALITY_PAIRS = ("duration", "norm", "cohort")
+#: Functions of the two sides' values of a measure, in column order.
+PAIR_FUNCTIONS = ("min", "max", "diff", "ratio")
+#: Durations are capped at this many seconds (WeSpeaker's ``--max_dur 20``
+#: in ``local/score_calibration.sh``).
+MAX_DURATION = 20.0
+#: Version of ``ScoreCalibrator.to_dict``: 2 holds the features above and
+#: the Cllr objective; 1 (no ``format`` key) had log-duration min/max, raw
+#: embedding norms and AS-norm scores of an older cohort.
+CALIBRATION_FORMAT = 2
 
 
 def quality_features(
@@ -333,10 +348,10 @@ def quality_features(
     enrol_cohort_means=None,
     test_cohort_means=None,
 ):
-    """Calibration inputs: the score, then min and max of each given pair
-    of per-side quality measures (WeSpeaker's QMF set). Durations enter as
-    log seconds: doubling a short test utterance matters more than
-    doubling a long one.
+    """Calibration inputs as WeSpeaker's ``gather_calibration_factors``:
+    the score, then for each given pair of per-side quality measures its
+    ``min``, ``max``, ``max - min`` and ``max / min`` (durations first
+    capped at ``MAX_DURATION`` seconds, in seconds, no log).
 
     Arguments
     ---------
@@ -345,7 +360,8 @@ def quality_features(
     enrol_durations, test_durations : array_like or None
         Seconds.
     enrol_norms, test_norms : array_like or None
-        Embedding norms (before normalisation).
+        Norms of the embeddings after mean subtraction, before
+        normalisation (``score_trials``'s details).
     enrol_cohort_means, test_cohort_means : array_like or None
         Mean of each side's top-n AS-norm cohort scores.
 
@@ -354,13 +370,15 @@ def quality_features(
     features : numpy.ndarray
         [N, F] float64.
     names : list of str
-        ``score``, then ``<measure>_min`` / ``<measure>_max``.
+        ``score``, then ``<measure>_min``, ``_max``, ``_diff``, ``_ratio``.
 
     Example
     -------
-    >>> x, names = quality_features([0.5], [2.0], [8.0])
-    >>> names, np.exp(x[0, 1:]).round(3).tolist()
-    (['score', 'duration_min', 'duration_max'], [2.0, 8.0])
+    >>> x, names = quality_features([0.5], [2.0], [30.0])
+    >>> names
+    ['score', 'duration_min', 'duration_max', 'duration_diff', 'duration_ratio']
+    >>> x[0].tolist()
+    [0.5, 2.0, 20.0, 18.0, 10.0]
     """
     columns = [_scores(scores, "scores")]
     names = ["score"]
@@ -376,33 +394,49 @@ def quality_features(
         if a is None or b is None:
             raise CalibrationError(f"{name}: give both sides or neither")
         a, b = _scores(a, f"enrol {name}"), _scores(b, f"test {name}")
-        if name == "duration":
-            if (a <= 0).any() or (b <= 0).any():
-                raise CalibrationError("durations must be positive seconds")
-            a, b = np.log(a), np.log(b)
         if a.size != columns[0].size or b.size != columns[0].size:
             raise CalibrationError(
                 f"{name}: {a.size} / {b.size} values for "
                 f"{columns[0].size} scores"
             )
-        columns += [np.minimum(a, b), np.maximum(a, b)]
-        names += [f"{name}_min", f"{name}_max"]
+        if name == "duration":
+            if (a <= 0).any() or (b <= 0).any():
+                raise CalibrationError("durations must be positive seconds")
+            a, b = np.minimum(a, MAX_DURATION), np.minimum(b, MAX_DURATION)
+        low, high = np.minimum(a, b), np.maximum(a, b)
+        if (low == 0).any():
+            raise CalibrationError(
+                f"{name}: a value of 0 has no max / min ratio (trial "
+                f"{int(np.flatnonzero(low == 0)[0])})"
+            )
+        columns += [low, high, high - low, high / low]
+        names += [f"{name}_{f}" for f in PAIR_FUNCTIONS]
     return np.stack(columns, axis=1), names
 
 
 class ScoreCalibrator:
-    """Linear calibration of a score and quality measures into LLRs,
-    trained as BOSARIS's prior-weighted logistic regression (the Cllr at
-    ``p_target``) on standardised features.
+    """Linear calibration of a score and quality measures into LLRs
+    (natural log), ``llr = w . (x - mean) / std + b``.
 
-    ``llr = w . (x - mean) / std + b``. Training minimises
-    ``p/N_tar sum softplus(-(llr + logit p)) + (1-p)/N_non sum
-    softplus(llr + logit p) + l2 |w|^2`` with L-BFGS.
+    The default objective is WeSpeaker's (``score_calibration.py``'s
+    ``cllr``): the Cllr, ``(mean softplus(-llr_tar) + mean
+    softplus(llr_non)) / (2 ln 2)``, minimised to convergence with L-BFGS.
+    Standardising the features (``mean``, ``std``) only reparametrises the
+    linear model: the fitted LLRs are the minimiser of WeSpeaker's
+    objective on the raw features (where several minimise it, as when
+    ``max - min`` duplicates ``max`` and ``min``, they give the same LLRs).
+
+    ``fit(p_target=p)`` minimises BOSARIS's prior-weighted Cllr instead,
+    ``p mean softplus(-(llr + logit p)) + (1-p) mean softplus(llr +
+    logit p)`` (the same as the default for ``p = 0.5``).
 
     Arguments
     ---------
     l2 : float
-        Weight decay on ``w`` (keeps a separable toy set finite).
+        Weight decay on ``w`` (0, WeSpeaker: none). Perfectly separated
+        calibration trials have no finite minimiser: the weights grow
+        until the optimiser's tolerance stops them; a small ``l2`` keeps
+        them finite.
 
     Example
     -------
@@ -416,7 +450,9 @@ class ScoreCalibrator:
     True
     """
 
-    def __init__(self, l2=1e-4):
+    def __init__(self, l2=0.0):
+        if not l2 >= 0:
+            raise CalibrationError(f"l2 must be >= 0, got {l2}")
         self.l2 = l2
         self.names = None
         self.weights = None
@@ -426,7 +462,7 @@ class ScoreCalibrator:
         self.p_target = None
         self.scoring = {}
 
-    def fit(self, features, labels, names=None, p_target=0.05):
+    def fit(self, features, labels, names=None, p_target=None):
         """Fits the calibration.
 
         Arguments
@@ -438,8 +474,9 @@ class ScoreCalibrator:
         names : list of str or None
             Feature names (``quality_features``'s); default ``score``,
             ``f1``...
-        p_target : float
-            Effective prior of the objective.
+        p_target : float or None
+            None: WeSpeaker's Cllr objective; a prior in (0, 1): BOSARIS's
+            prior-weighted Cllr at that effective prior.
 
         Returns
         -------
@@ -460,9 +497,9 @@ class ScoreCalibrator:
             )
         if not np.isfinite(x).all():
             raise CalibrationError("Calibration features hold NaN or inf")
-        if not 0.0 < p_target < 1.0:
+        if p_target is not None and not 0.0 < p_target < 1.0:
             raise CalibrationError(
-                f"p_target must be in (0, 1), got {p_target}"
+                f"p_target must be in (0, 1) or None, got {p_target}"
             )
         self.names = (
             list(names)
@@ -477,14 +514,13 @@ class ScoreCalibrator:
         std = x.std(axis=0)
         self.std = np.where(std > 1e-12, std, 1.0)
         z = (x - self.mean) / self.std
-        offset = math.log(p_target / (1.0 - p_target))
-        weight = np.where(
-            y == 1, p_target / y.sum(), (1 - p_target) / (y == 0).sum()
-        )
+        prior = 0.5 if p_target is None else p_target
+        offset = math.log(prior / (1.0 - prior))
+        weight = np.where(y == 1, prior / y.sum(), (1 - prior) / (y == 0).sum())
         sign = np.where(y == 1, -1.0, 1.0)  # softplus(-a) for targets
 
         def objective(params):
-            """The weighted Cllr objective and its gradient."""
+            """The (prior-weighted) Cllr in nats and its gradient."""
             w, b = params[:-1], params[-1]
             a = sign * (z @ w + b + offset)
             loss = (weight * _softplus(a)).sum() + self.l2 * (w @ w)
@@ -494,9 +530,17 @@ class ScoreCalibrator:
             return loss, grad
 
         start = np.zeros(x.shape[1] + 1)
-        result = minimize(objective, start, jac=True, method="L-BFGS-B")
+        # Tight tolerances: the minimiser, not a point near it (the
+        # objective is convex and the problem small).
+        result = minimize(
+            objective,
+            start,
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 10000, "ftol": 1e-15, "gtol": 1e-10},
+        )
         self.weights, self.bias = result.x[:-1], float(result.x[-1])
-        self.p_target = float(p_target)
+        self.p_target = None if p_target is None else float(p_target)
         if self.weights[0] <= 0:
             raise CalibrationError(
                 "The calibration gives higher scores a lower likelihood of "
@@ -542,18 +586,25 @@ class ScoreCalibrator:
         """
         return {
             "type": "speechbrain_unipet.calibration.ScoreCalibrator",
+            "format": CALIBRATION_FORMAT,
             "names": list(self.names),
             "weights": [float(v) for v in self.weights],
             "bias": self.bias,
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
             "p_target": self.p_target,
+            "max_duration": MAX_DURATION,
             "scoring": dict(self.scoring),
         }
 
     @classmethod
     def from_dict(cls, data, source="calibration"):
         """A calibrator from ``to_dict``'s output.
+
+        A calibration of format 1 (written before WeSpeaker's QMF features
+        and AS-norm cohort) loads only where its meaning is unchanged: a
+        map of the score alone, fitted on (recorded) cosine scores. Others
+        are refused, naming ``source`` and the fix.
 
         Arguments
         ---------
@@ -564,6 +615,21 @@ class ScoreCalibrator:
         Returns
         -------
         ScoreCalibrator
+
+        Example
+        -------
+        >>> old = {
+        ...     "names": ["score", "duration_min", "duration_max"],
+        ...     "weights": [1.0, 0.1, 0.1],
+        ...     "bias": 0.0,
+        ...     "mean": [0.0] * 3,
+        ...     "std": [1.0] * 3,
+        ...     "p_target": 0.05,
+        ... }
+        >>> ScoreCalibrator.from_dict(old, "old.json")
+        Traceback (most recent call last):
+        ...
+        speechbrain_unipet.calibration.CalibrationError: old.json was written by an older speechbrain-unipet (calibration format 1), whose quality features (log-duration min/max, embedding norms before mean subtraction) and AS-norm cohort differ from the WeSpeaker ones used now: fit it again with speechbrain-unipet calibrate (or the verification recipe), and export it again if an exported model carries it
         """
         keys = ("names", "weights", "bias", "mean", "std", "p_target")
         missing = [k for k in keys if k not in (data or {})]
@@ -572,11 +638,41 @@ class ScoreCalibrator:
                 f"{source} is not a calibration (missing {missing}): make one "
                 "with speechbrain-unipet calibrate"
             )
+        version = data.get("format", 1)
+        if version not in (1, CALIBRATION_FORMAT):
+            raise CalibrationError(
+                f"{source} has calibration format {version!r}; this "
+                f"speechbrain-unipet reads formats 1 and "
+                f"{CALIBRATION_FORMAT}: update it, or fit the calibration "
+                "again with this one"
+            )
+        scoring = dict(data.get("scoring") or {})
+        # Format 1 keeps its meaning only as a map of plain cosine scores
+        # (those that recorded no scoring may have been AS-norm ones).
+        if version == 1 and (
+            list(data["names"]) != ["score"]
+            or "scoring" not in data
+            or (scoring.get("score_norm") or "none") != "none"
+        ):
+            raise CalibrationError(
+                f"{source} was written by an older speechbrain-unipet "
+                "(calibration format 1), whose quality features "
+                "(log-duration min/max, embedding norms before mean "
+                "subtraction) and AS-norm cohort differ from the WeSpeaker "
+                "ones used now: fit it again with speechbrain-unipet "
+                "calibrate (or the verification recipe), and export it again "
+                "if an exported model carries it"
+            )
         n = len(data["names"])
         if not all(len(data[k]) == n for k in ("weights", "mean", "std")):
             raise CalibrationError(
                 f"{source}: weights, mean and std must have one value per "
                 f"feature ({n})"
+            )
+        if data.get("max_duration", MAX_DURATION) != MAX_DURATION:
+            raise CalibrationError(
+                f"{source} caps durations at {data['max_duration']} s, this "
+                f"speechbrain-unipet at {MAX_DURATION} s: fit it again"
             )
         cal = cls()
         cal.names = list(data["names"])
@@ -584,8 +680,9 @@ class ScoreCalibrator:
         cal.bias = float(data["bias"])
         cal.mean = np.asarray(data["mean"], dtype=np.float64)
         cal.std = np.asarray(data["std"], dtype=np.float64)
-        cal.p_target = float(data["p_target"])
-        cal.scoring = dict(data.get("scoring") or {})
+        p_target = data["p_target"]
+        cal.p_target = None if p_target is None else float(p_target)
+        cal.scoring = scoring
         return cal
 
     def save(self, path):

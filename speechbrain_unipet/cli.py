@@ -390,7 +390,14 @@ def build_parser():
         default="duration,norm,cohort",
         help="quality measures: duration, norm, cohort (AS-norm), or none",
     )
-    p.add_argument("--p-target", type=float, default=0.05)
+    p.add_argument(
+        "--p-target",
+        type=float,
+        default=None,
+        help="objective of the fit: by default WeSpeaker's Cllr (each "
+        "class's mean cost weighted equally); a prior p gives BOSARIS's "
+        "prior-weighted Cllr at p (default: %(default)s)",
+    )
     p.add_argument("--output", required=True, help="calibration JSON to write")
     p.add_argument(
         "--export-folder",

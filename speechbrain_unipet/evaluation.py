@@ -4,7 +4,8 @@ what the recipe's verification script and the command line share.
 * ``score_store``: cosine or AS-norm scores of a trial list (optionally
   multi-utterance enrolment), with the details QMF calibration needs;
 * ``trial_features``: the quality measures of WeSpeaker's QMF (durations,
-  embedding norms, cohort means) per trial;
+  embedding norms, cohort means: min, max, max - min, max / min of the two
+  sides) per trial;
 * ``verification_results``: EER, minDCF, Cllr, min Cllr, actual DCF;
 * ``fit_calibration`` / ``apply_calibration``;
 * ``evaluate_conditions``: the same trials with the test side degraded.
@@ -122,7 +123,7 @@ def score_store(trials, store, cohort=None, top_n=300, mean=None):
     Returns
     -------
     dict
-        ``scores``, ``raw`` and, with a cohort, the cohort means.
+        ``scores``, ``raw``, the norms and, with a cohort, the cohort means.
 
     Example
     -------
@@ -142,8 +143,8 @@ def score_store(trials, store, cohort=None, top_n=300, mean=None):
 
 def trial_features(trials, store, details, quality=QUALITY_MEASURES):
     """Calibration inputs of trials: the score and WeSpeaker's quality
-    measures (min and max of both sides' durations, embedding norms and,
-    with AS-norm, top-n cohort means).
+    measures (``quality_features`` of both sides' durations, norms of the
+    mean-subtracted embeddings and, with AS-norm, top-n cohort means).
 
     Arguments
     ---------
@@ -151,7 +152,7 @@ def trial_features(trials, store, details, quality=QUALITY_MEASURES):
     store : EmbeddingStore
         The embeddings the trials were scored with.
     details : dict
-        ``score_store``'s result.
+        ``score_store``'s result (its norms and cohort means).
     quality : sequence of str
         Measures among ``QUALITY_MEASURES`` (cohort means only exist with
         AS-norm and are left out otherwise).
@@ -171,7 +172,7 @@ def trial_features(trials, store, details, quality=QUALITY_MEASURES):
     >>> trial_features(trials, store, score_store(trials, store), ["duration"])[
     ...     1
     ... ]
-    ['score', 'duration_min', 'duration_max']
+    ['score', 'duration_min', 'duration_max', 'duration_diff', 'duration_ratio']
     """
     unknown = sorted(set(quality) - set(QUALITY_MEASURES))
     if unknown:
@@ -194,8 +195,11 @@ def trial_features(trials, store, details, quality=QUALITY_MEASURES):
             enrol_durations=durations[enrol], test_durations=durations[test]
         )
     if "norm" in quality:
-        norms = np.linalg.norm(store.embeddings.astype(np.float64), axis=1)
-        kwargs.update(enrol_norms=norms[enrol], test_norms=norms[test])
+        # After mean subtraction, as WeSpeaker's score_norm.py measures them.
+        kwargs.update(
+            enrol_norms=details["enrol_norm"].numpy(),
+            test_norms=details["test_norm"].numpy(),
+        )
     if "cohort" in quality and "enrol_cohort_mean" in details:
         kwargs.update(
             enrol_cohort_means=details["enrol_cohort_mean"].numpy(),
@@ -205,7 +209,7 @@ def trial_features(trials, store, details, quality=QUALITY_MEASURES):
 
 
 def fit_calibration(
-    trials, store, details, quality=QUALITY_MEASURES, p_target=0.05, extra=None
+    trials, store, details, quality=QUALITY_MEASURES, p_target=None, extra=None
 ):
     """A QMF calibrator fitted on calibration trials.
 
@@ -218,8 +222,9 @@ def fit_calibration(
         ``score_store`` of those trials.
     quality : sequence of str
         Quality measures to use.
-    p_target : float
-        Effective prior the logistic regression is weighted for.
+    p_target : float or None
+        None: WeSpeaker's Cllr objective; a prior: BOSARIS's prior-weighted
+        Cllr at that prior (``ScoreCalibrator.fit``).
     extra : dict or None
         Kept in the calibrator's ``to_dict``: how the scores were made
         (``scoring_settings``), checked when it is applied.
@@ -230,7 +235,8 @@ def fit_calibration(
     """
     features, names = trial_features(trials, store, details, quality)
     # A measure that does not vary over the calibration trials (e.g. the
-    # duration of fixed-length validation segments) cannot be learnt.
+    # duration of fixed-length validation segments) cannot be learnt; its
+    # column would leave the fitted LLRs unchanged.
     constant = [
         n
         for k, n in enumerate(names)

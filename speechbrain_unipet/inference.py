@@ -250,7 +250,9 @@ class CalibratedSpeakerRecognition(SpeakerRecognition):
         if calibration:
             from speechbrain_unipet.calibration import ScoreCalibrator
 
-            self.calibrator = ScoreCalibrator.from_dict(calibration)
+            self.calibrator = ScoreCalibrator.from_dict(
+                calibration, source="the calibration of this exported model"
+            )
 
     def default_threshold(self):
         """The decision threshold without an explicit one: the

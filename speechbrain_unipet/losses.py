@@ -10,12 +10,14 @@ top of SpeechBrain's additive angular margin.
   ECAPA ``Classifier`` with ``sub_centers`` rows per class and that maximum;
   the AAM loss then sees one cosine per class, as usual.
 * **Inter-top-k** (Zhao et al., 2021): the ``top_k`` non-target classes
-  closest to an embedding get an extra margin ``top_k_margin`` in their
-  favour, ``cos(theta - m')``, which pushes the hardest impostors further
-  away.
+  closest to an embedding get an extra margin in their favour,
+  ``cos(theta - m')``, which pushes the hardest impostors further away.
+  As in WeSpeaker, ``m'`` follows the scheduled margin ``m``:
+  ``top_k_margin * m / 0.2``.
 
-SpeechBrain has neither (its ``AdditiveAngularMargin`` and ``Classifier``
-are used as they are otherwise).
+SpeechBrain has neither (its ``Classifier`` is used as it is otherwise).
+The target logit below the angle threshold is WeSpeaker's (continuous)
+unless ``fallback="speechbrain"`` asks for SpeechBrain's.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -109,26 +111,53 @@ class SubCenterClassifier(Classifier):
         )
 
 
+#: Margin at which ``top_k_margin`` is the inter-top-k penalty: WeSpeaker
+#: scales its ``mp`` with the current margin as ``mp * margin / 0.2``, so
+#: that the penalty rises with the margin schedule and is 0.06 at 0.2.
+TOP_K_REFERENCE_MARGIN = 0.2
+
+#: Below the angle threshold (``theta + m > pi``), the target logit is
+#: ``cos - offset``: WeSpeaker's offset ``1 + cos(pi - m)`` joins
+#: ``cos(theta + m)`` continuously at the threshold (both are -1 there);
+#: SpeechBrain's ``sin(pi - m) * m`` (CosFace-like) leaves a step.
+AAM_FALLBACKS = ("wespeaker", "speechbrain")
+
+
 class InterTopKAdditiveAngularMargin(AdditiveAngularMargin):
-    """SpeechBrain's additive angular margin with the inter-top-k penalty:
-    the ``top_k`` highest non-target cosines become ``cos(theta -
-    top_k_margin)``. The penalty is on while the margin is above 0.001 (so
-    that a margin schedule starting at 0 starts without it, as in
-    WeSpeaker); ``top_k=0`` is plain AAM. Large-margin fine-tuning usually
-    turns it off (WeSpeaker does).
+    """Additive angular margin with WeSpeaker's inter-top-k penalty
+    (``ArcMarginProduct_intertopk_subcenter``; the sub-centres are
+    ``SubCenterClassifier``'s): the target logit is ``cos(theta + m)``
+    and the ``top_k`` highest non-target cosines become ``cos(theta -
+    m')``, with the penalty growing with the margin as in WeSpeaker,
+    ``m' = top_k_margin * m / 0.2`` (``top_k_margin`` is the penalty at a
+    margin of 0.2; none at a margin of 0.001 or less, so that a schedule
+    starting at 0 starts without it). ``top_k=0`` is plain AAM.
+
+    Where ``theta + m`` would pass pi (cosines at or below ``cos(pi -
+    m)``), the target logit is ``cos - offset``: ``fallback="wespeaker"``
+    uses ``1 + cos(pi - m)``, continuous there; ``"speechbrain"`` uses
+    SpeechBrain's ``sin(pi - m) * m``, so that the loss is SpeechBrain's
+    ``AdditiveAngularMargin`` then.
+
+    Large-margin fine-tuning turns the penalty off in WeSpeaker
+    (``do_lm``: ``top_k=0``, sub-centres kept).
 
     Arguments
     ---------
     margin : float
         Angular margin of the target class (radians).
     scale : float
-        Scale of the logits.
+        Scale of the logits (WeSpeaker: 32).
     easy_margin : bool
-        As ``AdditiveAngularMargin``.
+        As ``AdditiveAngularMargin``: no margin where the cosine is
+        negative (the fallback is then unused).
     top_k : int
         Hardest non-target classes penalised (WeSpeaker: 5).
     top_k_margin : float
-        Their margin m' (WeSpeaker: 0.06).
+        Their penalty at a margin of 0.2 (WeSpeaker's ``mp``: 0.06).
+    fallback : str
+        ``wespeaker`` or ``speechbrain``: the target logit below the
+        angle threshold (see above).
 
     Example
     -------
@@ -139,8 +168,12 @@ class InterTopKAdditiveAngularMargin(AdditiveAngularMargin):
     >>> plain = AdditiveAngularMargin(0.2, 30)(cos, target)
     >>> torch.equal(logits[:, [0, 2]], plain[:, [0, 2]])
     True
-    >>> hard = 30 * math.cos(math.acos(0.4) - 0.1)
+    >>> hard = 30 * math.cos(math.acos(0.4) - 0.1)  # m' = 0.1 * 0.2 / 0.2
     >>> round(float(logits[0, 1]), 4) == round(hard, 4)
+    True
+    >>> aam.set_margin(0.4)  # the penalty follows: m' = 0.1 * 0.4 / 0.2
+    >>> hard = 30 * math.cos(math.acos(0.4) - 0.2)
+    >>> round(float(aam(cos, target)[0, 1]), 4) == round(hard, 4)
     True
     """
 
@@ -151,6 +184,7 @@ class InterTopKAdditiveAngularMargin(AdditiveAngularMargin):
         easy_margin=False,
         top_k=5,
         top_k_margin=0.06,
+        fallback="wespeaker",
     ):
         super().__init__(margin, scale, easy_margin)
         if not isinstance(top_k, int) or top_k < 0:
@@ -159,8 +193,40 @@ class InterTopKAdditiveAngularMargin(AdditiveAngularMargin):
             raise ValueError(
                 f"top_k_margin={top_k_margin!r} must be in [0, pi/2)"
             )
+        if fallback not in AAM_FALLBACKS:
+            raise ValueError(
+                f"fallback={fallback!r} must be one of {list(AAM_FALLBACKS)}"
+            )
         self.top_k = top_k
         self.top_k_margin = top_k_margin
+        self.fallback = fallback
+        self.set_margin(margin)
+
+    def set_margin(self, margin):
+        """Sets the margin and every constant derived from it (WeSpeaker's
+        ``update``): SpeechBrain's ``cos_m``, ``sin_m``, ``th`` and ``mm``,
+        the fallback offset and the inter-top-k penalty.
+
+        Arguments
+        ---------
+        margin : float
+            The new margin (radians).
+        """
+        self.margin = margin
+        self.cos_m = math.cos(margin)
+        self.sin_m = math.sin(margin)
+        self.th = math.cos(math.pi - margin)
+        self.mm = math.sin(math.pi - margin) * margin
+        self.offset = (
+            1.0 + math.cos(math.pi - margin)
+            if self.fallback == "wespeaker"
+            else self.mm
+        )
+        self.penalty = (
+            self.top_k_margin * margin / TOP_K_REFERENCE_MARGIN
+            if margin > 1e-3
+            else 0.0
+        )
 
     def forward(self, outputs, targets):
         """Logits with both margins.
@@ -177,16 +243,23 @@ class InterTopKAdditiveAngularMargin(AdditiveAngularMargin):
         torch.Tensor
             Scaled logits [N, C].
         """
-        logits = super().forward(outputs, targets)
-        k = min(self.top_k, outputs.shape[1] - 1)
-        if k <= 0 or self.top_k_margin == 0 or self.margin <= 1e-3:
-            return logits
+        # Clamped as SpeechBrain does: the sine's gradient is infinite at
+        # |cos| = 1.
         cosine = outputs.float().clamp(-1 + 1e-7, 1 - 1e-7)
         sine = torch.sqrt(1.0 - cosine**2)
-        # cos(theta - m') = cos cos m' + sin sin m'
-        closer = cosine * math.cos(self.top_k_margin) + sine * math.sin(
-            self.top_k_margin
-        )
-        hardest = torch.topk(cosine - 2.0 * targets, k, dim=1).indices
-        chosen = torch.zeros_like(cosine).scatter_(1, hardest, 1.0)
-        return logits + self.scale * chosen * (closer - cosine)
+        phi = cosine * self.cos_m - sine * self.sin_m  # cos(theta + m)
+        if self.easy_margin:
+            phi = torch.where(cosine > 0, phi, cosine)
+        else:
+            phi = torch.where(cosine > self.th, phi, cosine - self.offset)
+        logits = targets * phi + (1.0 - targets) * cosine
+        k = min(self.top_k, outputs.shape[1] - 1)
+        if k > 0 and self.penalty > 0:
+            # cos(theta - m') of the k highest non-target cosines.
+            closer = cosine * math.cos(self.penalty) + sine * math.sin(
+                self.penalty
+            )
+            hardest = torch.topk(cosine - 2.0 * targets, k, dim=1).indices
+            chosen = torch.zeros_like(cosine).scatter_(1, hardest, 1.0)
+            logits = logits + chosen * (closer - cosine)
+        return self.scale * logits

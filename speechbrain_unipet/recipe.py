@@ -14,6 +14,8 @@ Authors
 
 import csv
 import difflib
+import functools
+import inspect
 import io
 import os
 import pathlib
@@ -39,6 +41,7 @@ from speechbrain_unipet.data_prep import (
     DataPreparationError,
 )
 from speechbrain_unipet.embedding import InvalidAudioError, speaker_embeddings
+from speechbrain_unipet.losses import AAM_FALLBACKS
 from speechbrain_unipet.metrics import eer, min_dcf
 from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.pet.component import check_option
@@ -115,14 +118,38 @@ RECIPE_VALUES = {
         "str", "learning-rate schedule", choices=LR_SCHEDULES
     ),
     "lr_warmup_epochs": _value("float", "warm-up epochs", 0.0),
+    "lr_warmup_start": _value(
+        "float",
+        "warm-up factor at the first step; WeSpeaker's warm_from_zero: 0",
+        0.0,
+        1.0,
+    ),
+    "lr_decay_epochs": _value(
+        "float", "epochs between decays of warmup_step, 0: none", 0.0
+    ),
+    "lr_decay_gamma": _value("float", "decay factor of warmup_step", 0.0),
     "margin": _value("float", "AAM margin (radians)", 0.0, 1.5),
     "margin_initial": _value("float", "AAM margin at the start", 0.0, 1.5),
+    "margin_increase_start": _value(
+        "float", "1-based epoch where the margin starts rising", 0.0
+    ),
+    "margin_fix_start": _value(
+        "float",
+        "1-based epoch from which the margin is fixed; 0 or 1: from the start",
+        0.0,
+    ),
     "margin_increase_type": _value(
         "str", "margin increase", choices=SCHEDULE_TYPES
     ),
+    "aam_scale": _value("float", "scale of the AAM logits; WeSpeaker: 32", 0.0),
+    "aam_fallback": _value(
+        "str", "target logit past the angle threshold", choices=AAM_FALLBACKS
+    ),
     "sub_centers": _value("int", "sub-centres per class", 1),
     "top_k": _value("int", "inter-top-k classes", 0),
-    "top_k_margin": _value("float", "inter-top-k margin", 0.0, 1.5),
+    "top_k_margin": _value(
+        "float", "inter-top-k margin at margin 0.2", 0.0, 1.5
+    ),
     "ckpt_keep_last": _value("int", "last checkpoints kept", 0),
     "init_average_last": _value("int", "checkpoints averaged", 0),
     "average_last": _value("int", "checkpoints averaged", 0),
@@ -136,7 +163,10 @@ RECIPE_VALUES = {
 
 
 #: Keys of ``RECIPE_VALUES`` for which null means something.
-NULLABLE = {"max_chunk_seconds"}
+NULLABLE = {"max_chunk_seconds", "emb_dim", "calibration_p_target"}
+
+#: Keys of ``RECIPE_VALUES`` that must be above their minimum (0), not at it.
+POSITIVE = {"lr_final_ratio", "aam_scale", "lr_decay_gamma"}
 
 
 def check_recipe_values(values, source="--"):
@@ -170,6 +200,12 @@ def check_recipe_values(values, source="--"):
             check_option(f"{source}{key}", values[key], meta, label="")
         except ValueError as err:
             raise RecipeError(str(err).strip()) from None
+        if key in POSITIVE and values[key] <= 0:
+            raise RecipeError(
+                f"{source}{key}={values[key]!r} must be a number > 0 "
+                f"({meta['help']})."
+            )
+    _check_schedule_values(values, source)
     speeds = values.get("speeds")
     if speeds is not None and (
         not isinstance(speeds, (list, tuple))
@@ -193,6 +229,43 @@ def check_recipe_values(values, source="--"):
             f"{source}chunk_overlap_seconds={overlap} must be shorter than "
             f"{source}max_chunk_seconds={chunk}"
         )
+
+
+def _check_schedule_values(values, source):
+    """The rules between schedule keys (each is checked alone first)."""
+    start = values.get("margin_increase_start")
+    fix = values.get("margin_fix_start")
+    if start is not None and fix is not None and fix < start:
+        raise RecipeError(
+            f"{source}margin_fix_start={fix} comes before "
+            f"{source}margin_increase_start={start}: the margin rises from "
+            "the start of epoch margin_increase_start until the start of "
+            "epoch margin_fix_start (1-based, as WeSpeaker); give both 0 "
+            "for a fixed margin"
+        )
+    warmup = values.get("lr_warmup_epochs")
+    epochs = values.get("number_of_epochs")
+    if (
+        values.get("lr_schedule") in ("warmup_exp", "warmup_step")
+        and warmup is not None
+        and epochs is not None
+        and not warmup < epochs
+    ):
+        raise RecipeError(
+            f"{source}lr_warmup_epochs={warmup} must be less than "
+            f"{source}number_of_epochs={epochs} (lr_schedule "
+            f"{values.get('lr_schedule')})"
+        )
+
+
+def _plain_values(top):
+    """The top-level values of a yaml written as plain values (not
+    ``!ref``, ``!new:`` and other tags)."""
+    return {
+        key: value
+        for key, value in top.items()
+        if getattr(getattr(value, "tag", None), "value", None) is None
+    }
 
 
 def load_recipe_hparams(hparams_file, overrides=None):
@@ -243,6 +316,9 @@ def load_recipe_hparams(hparams_file, overrides=None):
             + listed
         )
     check_recipe_values(overrides)
+    # The yaml's values with the overrides, before anything is built: the
+    # rules between keys (e.g. a warm-up longer than the run) see both.
+    check_recipe_values({**_plain_values(top), **overrides})
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
     check_recipe_values(hparams, source="")  # values written in the yaml
@@ -1011,13 +1087,71 @@ def _copy_speaker_classes(theirs, their_modules, hparams):
     )
 
 
+def published_emb_dim(factory):
+    """The embedding size a back-end is published with: its class's own
+    ``lin_neurons`` default (SpeechBrain's ECAPA-TDNN: 192, as WeSpeaker's
+    ECAPA on WavLM; MHFA, CA-MHFA and the layer-adapter MFA: 256, as their
+    papers and WeSpeaker's configs).
+
+    Arguments
+    ---------
+    factory : callable
+        A back-end class or the yaml's ``!name:`` partial of one.
+
+    Returns
+    -------
+    int
+    """
+    func = getattr(factory, "func", factory)
+    param = inspect.signature(func).parameters.get("lin_neurons")
+    if param is None or not isinstance(param.default, int):
+        raise RecipeError(
+            f"{func.__name__} has no default embedding size (lin_neurons): "
+            "set emb_dim in the yaml"
+        )
+    return param.default
+
+
+def resolve_emb_dim(hparams):
+    """Fills in ``emb_dim: null`` (the back-end's published size, see
+    ``published_emb_dim``) in the back-end's and the classifier's partials
+    and in ``hparams["emb_dim"]``, so that everything built or exported
+    from them has the size; an explicit ``emb_dim`` is left as it is.
+
+    Arguments
+    ---------
+    hparams : dict
+        Recipe hparams (with ``backends``).
+    """
+    if "backends" not in hparams or hparams.get("emb_dim", 0) is not None:
+        return
+    factory = backend_factory(hparams)
+    size = published_emb_dim(factory)
+    hparams["emb_dim"] = size
+    if factory.keywords.get("lin_neurons", 0) is None:
+        hparams["backends"][hparams["backend"]] = functools.partial(
+            factory.func,
+            *factory.args,
+            **{**factory.keywords, "lin_neurons": size},
+        )
+    classifier = hparams["classifier"]
+    if classifier.keywords.get("input_size", 0) is None:
+        hparams["classifier"] = functools.partial(
+            classifier.func,
+            *classifier.args,
+            **{**classifier.keywords, "input_size": size},
+        )
+
+
 def build_backend(hparams, num_speakers):
     """Instantiates the speaker back-end and classifier for the encoder's
-    sizes and the number of training speakers (times the speeds of speed
+    sizes, the embedding size (``emb_dim``, null: the back-end's published
+    size) and the number of training speakers (times the speeds of speed
     perturbation), and registers them in ``modules`` and the checkpointer
     (their sizes are only known at run time). A back-end reading the layer
     stack makes the encoder return all hidden states."""
     encoder = hparams["ssl_encoder"]
+    resolve_emb_dim(hparams)
     factory = backend_factory(hparams)
     sizes = {"input_size": encoder.hidden_size}
     if reads_layer_stack(factory):

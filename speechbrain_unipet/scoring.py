@@ -1,15 +1,32 @@
 """Trial lists, cosine scoring and adaptive score normalisation (AS-norm).
 
-Cohort recipe (documented so that numbers are comparable with WeSpeaker's
-tables, pitfall 15): the cohort is one embedding per *training speaker*,
-the mean of that speaker's L2-normalised embeddings, computed after
-subtracting the mean embedding of the training set (``subtract_mean``),
-then L2-normalised again. Each enrol and test embedding (mean-subtracted
-the same way) is scored against the cohort; the ``top_n`` highest cohort
-scores give the mean/std of its z-normalisation, and the trial score is
-``0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``. WeSpeaker's VoxCeleb
-WavLM recipe uses Vox2-dev speakers and ``top_n=300``; SpeechBrain's script
-uses per-chunk cohort embeddings instead, which gives different numbers.
+The pipeline is WeSpeaker's (``wespeaker/bin/score.py``,
+``tools/vector_mean.py``, ``wespeaker/bin/score_norm.py``, chained by
+``examples/voxceleb/v2/local/score.sh`` and ``score_norm.sh``), so that
+given the same embeddings, cohort utterances and ``top_n``, the scores are
+WeSpeaker's (up to float32 rounding):
+
+* the subtracted ``mean`` is the plain mean of the cohort utterances' raw
+  embeddings (``score.py``'s ``mean_vec.npy`` of ``vox2_dev``);
+* the cohort is one embedding per training speaker: the plain mean of that
+  speaker's raw embeddings (``vector_mean.py``), minus ``mean``,
+  L2-normalised (``score_norm.py``'s ``split_embedding`` then
+  ``get_mean_std``);
+* enrol and test embeddings: minus ``mean``, L2-normalised; the raw score
+  is their cosine (``score.py``);
+* each side's mean ``mu`` and standard deviation ``sd`` (population, ddof 0,
+  as ``np.std``) of its ``top_n`` highest cohort scores give the trial
+  score ``0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``;
+* the quality measures of QMF calibration: the norm of each side's
+  mean-subtracted embedding before normalisation and its ``mu``
+  (``score_norm.py``'s ``enroll_mag`` and ``enroll_mean``).
+
+One deviation: ``sd`` is floored at 1e-6, so that a cohort of one speaker
+(or ``top_n=1``) gives finite scores where WeSpeaker divides by zero.
+WeSpeaker's VoxCeleb recipes use all Vox2-dev utterances for the mean and
+the cohort and ``top_n=300`` (``run_wavlm.sh``; ``score_norm.sh``'s own
+default is 100); SpeechBrain's script uses per-chunk cohort embeddings
+instead, which gives different numbers.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -195,18 +212,35 @@ def read_enrolment(path):
     return models
 
 
-def enrol_models(store, enrolment, mean=None):
-    """A store of enrolment models (CN-Celeb's "Avg" enrolment, as
-    WeSpeaker scores it), each scoring as the mean of its utterances'
-    L2-normalised embeddings.
+#: How ``enrol_models`` averages a model's utterances.
+ENROL_AVERAGES = {
+    "raw": "the plain mean of the raw embeddings (WeSpeaker)",
+    "normalised": "the mean direction of the normalised, mean-subtracted "
+    "embeddings at their mean distance from the mean",
+}
 
-    Scoring subtracts ``mean`` and L2-normalises (``score_trials``), so a
-    model is stored in the utterances' own space: ``mean + r * u`` with
-    ``u`` the unit direction of the mean of the normalised, mean-subtracted
-    utterance embeddings and ``r`` their mean distance from ``mean``. A
-    one-utterance model is therefore exactly that utterance (same scores,
-    same norm for QMF calibration), with or without mean subtraction and
-    AS-norm. A model's duration is the sum of its utterances'.
+
+def enrol_models(store, enrolment, mean=None, average="raw"):
+    """A store of enrolment models (CN-Celeb's "Avg" enrolment), each
+    scored as one more utterance.
+
+    ``average="raw"`` (default) is WeSpeaker's: a model is the plain mean of
+    its utterances' raw embeddings (``examples/cnceleb/v2/local/
+    extract_cnc.sh`` runs ``tools/vector_mean.py`` on ``enroll.map``), which
+    scoring then treats as any utterance (minus the mean, L2-normalised;
+    its QMF norm is that of the mean-subtracted mean). ``mean`` plays no
+    part in it: the mean of the mean-subtracted embeddings is the
+    mean-subtracted mean.
+
+    ``average="normalised"``: the direction ``u`` of the mean of the
+    utterances' L2-normalised, mean-subtracted embeddings, stored as
+    ``mean + r * u`` with ``r`` their mean distance from ``mean`` (each
+    utterance counts equally, whatever its norm). Pass the ``mean`` that
+    scoring subtracts.
+
+    Either way a one-utterance model is exactly that utterance (same
+    scores, same norm), with or without mean subtraction and AS-norm; a
+    model's duration is the sum of its utterances'.
 
     Arguments
     ---------
@@ -216,7 +250,9 @@ def enrol_models(store, enrolment, mean=None):
         model id -> utterance ids (``read_enrolment``).
     mean : torch.Tensor or None
         The mean that scoring subtracts (``speaker_cohort``'s, or the
-        training-set mean); pass the same one to ``score_trials``.
+        training-set mean); used by ``average="normalised"`` only.
+    average : str
+        A key of ``ENROL_AVERAGES``.
 
     Returns
     -------
@@ -226,13 +262,20 @@ def enrol_models(store, enrolment, mean=None):
     -------
     >>> from speechbrain_unipet.store import EmbeddingStore
     >>> s = EmbeddingStore(["u1", "u2"], [[3.0, 0.0], [0.0, 1.0]])
-    >>> enrol_models(s, {"m": ["u1", "u2"]}).embeddings.astype(float).round(
-    ...     4
-    ... ).tolist()
+    >>> enrol_models(s, {"m": ["u1", "u2"]}).embeddings.tolist()
+    [[1.5, 0.5]]
+    >>> enrol_models(
+    ...     s, {"m": ["u1", "u2"]}, average="normalised"
+    ... ).embeddings.astype(float).round(4).tolist()
     [[1.4142, 1.4142]]
     """
     from speechbrain_unipet.store import EmbeddingStore, EmbeddingStoreError
 
+    if average not in ENROL_AVERAGES:
+        raise ValueError(
+            f"average must be one of {', '.join(ENROL_AVERAGES)}, got "
+            f"{average!r}"
+        )
     clash = [m for m in enrolment if m in store]
     if clash:
         raise EmbeddingStoreError(
@@ -244,10 +287,14 @@ def enrol_models(store, enrolment, mean=None):
     vectors, durations = [], []
     for model, utts in enrolment.items():
         rows = store.rows(utts, what=f"enrolment (model {model})")
-        x = torch.from_numpy(store.embeddings[rows]).double() - centre
-        direction = _normalise(_normalise(x).mean(0))
-        radius = x.norm(dim=-1).mean()
-        vectors.append((centre + radius * direction).float().numpy())
+        x = torch.from_numpy(store.embeddings[rows]).double()
+        if average == "raw":
+            vectors.append(x.mean(0).float().numpy())
+        else:
+            x = x - centre
+            direction = _normalise(_normalise(x).mean(0))
+            radius = x.norm(dim=-1).mean()
+            vectors.append((centre + radius * direction).float().numpy())
         durations.append(float(store.durations[rows].sum()))
     return EmbeddingStore(
         list(enrolment), np.stack(vectors), np.array(durations)
@@ -288,7 +335,9 @@ def _check_dim(store, other, what):
 
 
 def speaker_cohort(embeddings, speaker_of, subtract_mean=True):
-    """Per-speaker mean embeddings for AS-norm (see the module docstring).
+    """WeSpeaker's AS-norm cohort (see the module docstring): per speaker
+    the plain mean of its raw embeddings, minus the mean of all the
+    utterances' raw embeddings, L2-normalised.
 
     Arguments
     ---------
@@ -297,14 +346,26 @@ def speaker_cohort(embeddings, speaker_of, subtract_mean=True):
     speaker_of : dict or callable
         utterance id -> speaker id.
     subtract_mean : bool
-        Subtract the mean training embedding first (WeSpeaker's recipe).
+        Subtract the mean training embedding (WeSpeaker's recipes do;
+        without it, as ``score_norm.py`` without ``mean_vec_path``).
 
     Returns
     -------
     cohort : torch.Tensor
-        [num_speakers, D], L2-normalised.
+        [num_speakers, D], L2-normalised, speakers in sorted order.
     mean : torch.Tensor or None
         The subtracted mean; pass it to ``score_trials``.
+
+    Example
+    -------
+    >>> emb = {
+    ...     "a/1": torch.tensor([2.0, 0.0]),
+    ...     "a/2": torch.tensor([0.0, 2.0]),
+    ...     "b/1": torch.tensor([4.0, 4.0]),
+    ... }
+    >>> cohort, mean = speaker_cohort(emb, lambda u: u[0])
+    >>> mean.tolist(), cohort.double().round(decimals=4).tolist()
+    ([2.0, 2.0], [[-0.7071, -0.7071], [0.7071, 0.7071]])
     """
     if not isinstance(embeddings, dict) or embeddings:
         store = _as_store(embeddings)
@@ -312,20 +373,23 @@ def speaker_cohort(embeddings, speaker_of, subtract_mean=True):
         raise ValueError("speaker_cohort: no embeddings given")
     spk = speaker_of if callable(speaker_of) else speaker_of.__getitem__
     x = store.vectors().double()
-    mean = x.mean(0) if subtract_mean else None
-    x = _normalise(x, mean)
     names = [spk(i) for i in store.ids]
     speakers = sorted(set(names))
     index = {s: k for k, s in enumerate(speakers)}
     labels = torch.tensor([index[s] for s in names])
     sums = torch.zeros(len(speakers), x.shape[1], dtype=x.dtype)
     sums.index_add_(0, labels, x)
-    return _normalise(sums).float(), None if mean is None else mean.float()
+    counts = torch.bincount(labels, minlength=len(speakers)).to(x.dtype)
+    speaker_means = sums / counts[:, None]
+    mean = x.mean(0) if subtract_mean else None
+    cohort = _normalise(speaker_means, mean)
+    return cohort.float(), None if mean is None else mean.float()
 
 
 def _cohort_stats(x, cohort, top_n):
-    """Mean and std of each row's ``top_n`` highest cohort scores, in row
-    blocks so that the [rows x cohort] scores never exist at once."""
+    """Mean and population std (ddof 0, as WeSpeaker's ``np.std``) of each
+    row's ``top_n`` highest cohort scores, in row blocks so that the
+    [rows x cohort] scores never exist at once."""
     k = min(top_n, cohort.shape[0])
     mu = torch.empty(x.shape[0])
     sd = torch.empty(x.shape[0])
@@ -337,7 +401,7 @@ def _cohort_stats(x, cohort, top_n):
             .values
         )
         mu[start : start + COHORT_BLOCK] = top.mean(1)
-        sd[start : start + COHORT_BLOCK] = top.std(1, unbiased=k > 1)
+        sd[start : start + COHORT_BLOCK] = top.std(1, correction=0)
     return mu, sd.clamp(min=1e-6)
 
 
@@ -360,9 +424,11 @@ def score_trials(
         Mean to subtract before scoring (from ``speaker_cohort``, or the
         training-set mean).
     return_details : bool
-        Return a dict: ``scores``, ``raw`` (cosine) and, with a cohort,
-        ``enrol_cohort_mean`` / ``test_cohort_mean`` (mean of each side's
-        top-n cohort scores, a QMF quality measure).
+        Return a dict: ``scores``, ``raw`` (cosine), ``enrol_norm`` /
+        ``test_norm`` (norm of each side's embedding after mean
+        subtraction, before normalisation: a QMF quality measure) and,
+        with a cohort, ``enrol_cohort_mean`` / ``test_cohort_mean`` (mean
+        of each side's top-n cohort scores, another).
 
     Returns
     -------
@@ -389,7 +455,10 @@ def score_trials(
     )
     e, t = np.split(torch.from_numpy(inverse.reshape(-1)), 2)
     x = torch.from_numpy(store.embeddings[rows])
-    x = _normalise(x, None if mean is None else mean.float())
+    if mean is not None:
+        x = x - mean.float()
+    norms = x.double().norm(dim=-1)
+    x = _normalise(x)
     # In blocks of trials: x[e] and x[t] of 580k trials at once would
     # take 0.9 GB.
     raw = torch.cat(
@@ -398,7 +467,12 @@ def score_trials(
             for k in range(0, len(trials), TRIAL_BLOCK)
         ]
     )
-    details = {"scores": raw, "raw": raw}
+    details = {
+        "scores": raw,
+        "raw": raw,
+        "enrol_norm": norms[e],
+        "test_norm": norms[t],
+    }
     if cohort is not None:
         mu, sd = _cohort_stats(x, cohort, top_n)
         details["scores"] = 0.5 * (

@@ -269,12 +269,12 @@ def test_mhfa_parameter_count_at_published_sizes():
         + (heads * comp * emb + emb)
     )
     assert reference - expected == comp + heads
-    assert count(MHFA(D_BASE, L_BASE, lin_neurons=emb)) == expected
+    assert count(MHFA(D_BASE, L_BASE)) == expected
     assert 2.2e6 < expected < 2.4e6  # "2.3 M" in the paper's tables
 
 
 def test_camhfa_parameter_count_at_published_sizes():
-    heads, comp, context, emb = 64, 128, 9, 256
+    heads, comp, context, emb = 64, 128, 5, 256
 
     def expected(context, groups=1):
         return (
@@ -284,13 +284,10 @@ def test_camhfa_parameter_count_at_published_sizes():
             + (heads * comp * emb + emb)
         )
 
-    assert count(CAMHFA(D_BASE, L_BASE, lin_neurons=emb)) == expected(context)
+    assert count(CAMHFA(D_BASE, L_BASE)) == expected(context)
     assert 2.2e6 < expected(context) < 2.5e6  # ~2.3 M (paper)
-    # The reference's VoxCeleb configuration (head_nb 256, group 64): 64
-    # attention maps, kernel 256 // 64 + 1 = 5 frames.
-    ref = CAMHFA(D_BASE, L_BASE, context=5, lin_neurons=emb)
-    assert count(ref) == expected(5)
-    grouped = CAMHFA(D_BASE, L_BASE, groups=4, lin_neurons=emb)
+    assert count(CAMHFA(D_BASE, L_BASE, context=9)) == expected(9)
+    grouped = CAMHFA(D_BASE, L_BASE, groups=4)
     assert count(grouped) == expected(context, groups=4)
 
 
@@ -309,8 +306,32 @@ def test_mfa_parameter_count_at_published_sizes():
     )
     bottleneck = 2 * channels * emb + emb
     expected = L_BASE * per_adapter + pooling + bottleneck
-    backend = LayerAdapterMFA(D_BASE, L_BASE, lin_neurons=emb)
+    backend = LayerAdapterMFA(D_BASE, L_BASE)
     assert count(backend) == expected
+
+
+def test_defaults_are_the_published_settings():
+    mhfa = MHFA(D_BASE, L_BASE)
+    # BUTSpeechFIT/wespeaker_ssl_public, examples/voxceleb/v4/conf/MHFA/
+    # MHFA_Base_Frozen.yaml lines 55-56: head_nb: 64, embed_dim: 256;
+    # wespeaker/models/ssl_backend.py line 7: compression_dim=128.
+    assert (mhfa.heads, mhfa.compression_dim, mhfa.lin_neurons) == (
+        64,
+        128,
+        256,
+    )
+    ca = CAMHFA(D_BASE, L_BASE)
+    # JunyiPeng00/Wespeaker_SSL, examples/voxceleb/v2/conf/CA_MHFA/
+    # wavlm_base_MHFA_LR_Pooling_Group4_Conv2D_64_L4.yaml lines 54-56:
+    # head_nb: 256, embed_dim: 256, group: 64; wespeaker/models/
+    # ssl_backend.py lines 305 and 325-326: compression_dim=128, 64 maps
+    # (group_nb), kernel head_nb // group_nb + 1 = 256 // 64 + 1 frames.
+    assert (ca.heads, ca.compression_dim, ca.lin_neurons) == (64, 128, 256)
+    assert ca.context == 256 // 64 + 1 == 5 and ca.groups == 1
+    mfa = LayerAdapterMFA(D_BASE, L_BASE)
+    # wenet-e2e/wespeaker, examples/voxceleb/v2/conf/w2vbert_s1_lora.yaml
+    # lines 66 and 69: embed_dim: 256, adapter_dim: 128.
+    assert (mfa.adapter_dim, mfa.lin_neurons) == (128, 256)
 
 
 def test_built_from_yaml_and_fed_by_the_encoder(ssl_folder):
@@ -357,3 +378,83 @@ def test_padded_waveforms_through_the_encoder(ssl_folder, pre_ln, name):
         for b, rel in enumerate(wav_lens.tolist()):
             alone = backend(enc(wavs[b : b + 1, : round(rel * 8000)]))
             torch.testing.assert_close(batch[b], alone[0], atol=1e-5, rtol=0)
+
+
+def reference_mhfa(x, weights_k, weights_v, wk, bk, wv, bv, wa, ba, wo, bo):
+    """MHFA written from Peng et al. (SLT 2022) and the equations of BUT's
+    ``ssl_backend.MHFA`` (layout [B, D, T, L] there, [L, B, T, D] here):
+    keys and values are softmax-weighted sums over layers, each compressed
+    linearly; per head, a softmax over time of a linear read of the keys
+    weights the compressed values; heads concatenated, projected. Every
+    bias of the reference is an argument (ours drops ``bk`` and ``ba``)."""
+    k = torch.einsum("l,lbtd->btd", torch.softmax(weights_k, 0), x)
+    v = torch.einsum("l,lbtd->btd", torch.softmax(weights_v, 0), x)
+    k = k @ wk.T + bk
+    v = v @ wv.T + bv
+    att = torch.softmax(k @ wa.T + ba, dim=1)  # [B, T, H], over time
+    pooled = torch.einsum("bth,btc->bhc", att, v)
+    return pooled.flatten(1) @ wo.T + bo
+
+
+def test_mhfa_equals_the_reference_equations_with_its_biases():
+    backend = build("mhfa").eval()
+    x = stack(3, 7, seed=5)
+    p = dict(backend.named_parameters())
+    gen = torch.Generator().manual_seed(9)
+    # The reference's key and logit biases, absent here: any values give
+    # the same embeddings (the softmax over time cancels them).
+    bk, ba = torch.randn(8, generator=gen), torch.randn(4, generator=gen)
+    want = reference_mhfa(
+        x,
+        p["weights_k"],
+        p["weights_v"],
+        p["cmp_linear_k.weight"],
+        bk,
+        p["cmp_linear_v.weight"],
+        p["cmp_linear_v.bias"],
+        p["att_head.weight"],
+        ba,
+        p["pooling_fc.weight"],
+        p["pooling_fc.bias"],
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backend(x)[:, 0], want.detach(), atol=1e-5, rtol=0
+        )
+
+
+def reference_mfa(x, backend):
+    """WeSpeaker's ``W2VBert_Adapter_MFA`` in eval mode, written from its
+    equations (``w2vbert_adapter_mfa.py``, ``pooling_layers.ASP``): per
+    hidden state ``Linear -> LayerNorm -> ReLU -> Linear``, concatenation
+    over layers, channel-wise attention ``Conv1x1 -> ReLU -> BatchNorm ->
+    Conv1x1 -> softmax over time``, weighted mean and
+    ``sqrt(E[x^2] - mean^2)`` floored at variance 1e-5, then a linear
+    bottleneck. The weights are read from ``backend`` by position only."""
+    p = [t.detach() for t in backend.parameters()]
+    b = [t.detach() for t in backend.buffers()]
+    adapted = []
+    for layer in range(x.shape[0]):
+        w1, b1, g, beta, w2, b2 = p[6 * layer : 6 * layer + 6]
+        h = torch.nn.functional.layer_norm(x[layer] @ w1.T + b1, (len(b1),))
+        adapted.append(torch.relu(h * g + beta) @ w2.T + b2)
+    feats = torch.cat(adapted, dim=-1)  # [B, T, C]
+    a1, c1, gn, bn, a2, c2, wo, bo = p[6 * x.shape[0] :]
+    running_mean, running_var = b[0], b[1]
+    h = torch.relu(feats @ a1.T + c1)
+    h = (h - running_mean) / torch.sqrt(running_var + 1e-5) * gn + bn
+    w = torch.softmax(h @ a2.T + c2, dim=1)  # over time, per channel
+    mu = (feats * w).sum(1)
+    sg = ((feats**2 * w).sum(1) - mu**2).clamp(min=1e-5).sqrt()
+    return torch.cat([mu, sg], dim=1) @ wo.T + bo
+
+
+def test_mfa_equals_the_reference_equations():
+    backend = build("mfa")
+    x = stack(3, 7, seed=6)
+    backend.train()(x)  # non-trivial BatchNorm running statistics
+    backend.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backend(x)[:, 0], reference_mfa(x, backend), atol=1e-4, rtol=1e-4
+        )

@@ -119,7 +119,7 @@ def test_quality_measures_help_when_quality_matters():
     scale = np.where(duration < 5, 0.1, 1.0)
     score = scale * llr
     feats, names = quality_features(score, duration, duration)
-    assert names == ["score", "duration_min", "duration_max"]
+    assert names[:3] == ["score", "duration_min", "duration_max"]
     # Interactions are what QMF's linear model can use: add score*dur.
     half = n // 2
     plain = ScoreCalibrator().fit(score[:half, None], label[:half])
@@ -159,7 +159,15 @@ def test_round_trips_and_errors(tmp_path):
     np.testing.assert_array_equal(
         ScoreCalibrator.load(tmp_path / "c.json")(x), cal(x)
     )
-    with pytest.raises(CalibrationError, match="expects 3 features"):
+    assert names == [
+        "score",
+        "duration_min",
+        "duration_max",
+        "duration_diff",
+        "duration_ratio",
+    ]
+    assert cal.to_dict()["format"] == 2
+    with pytest.raises(CalibrationError, match="expects 5 features"):
         cal(x[:, :2])
     with pytest.raises(CalibrationError, match="target .1. and non-target"):
         ScoreCalibrator().fit(x, np.ones(50))
@@ -170,3 +178,147 @@ def test_round_trips_and_errors(tmp_path):
         ScoreCalibrator.load(tmp_path / "bad.json")
     with pytest.raises(CalibrationError, match="No calibration file"):
         ScoreCalibrator.load(tmp_path / "none.json")
+
+
+# ------------------------------------------------- WeSpeaker's QMF
+def wespeaker_factors(scores, sides):
+    """WeSpeaker's gather_calibration_factors, trial by trial: the score,
+    then per measure (durations capped at --max_dur 20, as
+    local/score_calibration.sh passes) min, max, max - min, max / min."""
+    rows = []
+    for k, score in enumerate(scores):
+        row = [score]
+        for name, (enrol, test) in sides:
+            a, b = enrol[k], test[k]
+            if name == "duration":
+                a, b = min(a, 20.0), min(b, 20.0)
+            hi, lo = max(a, b), min(a, b)
+            row += [lo, hi, hi - lo, hi / lo]
+        rows.append(row)
+    return np.array(rows)
+
+
+def qmf_trials(n, rng):
+    """Labels and the quality measures of n synthetic trials whose score
+    reliability depends on duration."""
+    labels = rng.integers(0, 2, n)
+    durations = [rng.uniform(1.0, 40.0, n), rng.uniform(1.0, 40.0, n)]
+    shortest = np.minimum(*durations)
+    score = np.where(labels == 1, 0.6, 0.1) + rng.normal(0, 1, n) / (
+        2 + np.minimum(shortest, 20)
+    )
+    norms = [rng.uniform(5, 15, n), rng.uniform(5, 15, n)]
+    cohort = [rng.uniform(0.2, 0.6, n), rng.uniform(0.2, 0.6, n)]
+    sides = [("duration", durations), ("norm", norms), ("cohort", cohort)]
+    return labels, score, sides
+
+
+def test_quality_features_are_wespeakers_factors():
+    rng = np.random.default_rng(11)
+    _, score, sides = qmf_trials(40, rng)
+    got, names = quality_features(
+        score,
+        *sides[0][1],
+        *sides[1][1],
+        *sides[2][1],
+    )
+    np.testing.assert_allclose(got, wespeaker_factors(score, sides), rtol=1e-12)
+    assert names == ["score"] + [
+        f"{m}_{f}"
+        for m in ("duration", "norm", "cohort")
+        for f in ("min", "max", "diff", "ratio")
+    ]
+
+
+def wespeaker_cllr_gradient(x, labels, llr):
+    """Gradient over (W, b) of WeSpeaker's calibration loss, score_
+    calibration.py's cllr: 0.5 * (mean over targets of -log sigmoid(llr) +
+    mean over non-targets of -log sigmoid(-llr)) / ln 2, for the linear
+    model llr = x W + b on the raw factors."""
+    tar, non = labels == 1, labels == 0
+    dloss = np.where(
+        tar,
+        -0.5 / tar.sum() / (1 + np.exp(llr)),  # d/dllr of -log sigmoid(llr)
+        0.5 / non.sum() / (1 + np.exp(-llr)),
+    ) / math.log(2)
+    return np.r_[x.T @ dloss, dloss.sum()]
+
+
+def test_default_fit_minimises_wespeakers_cllr():
+    rng = np.random.default_rng(12)
+    labels, score, sides = qmf_trials(3000, rng)
+    x = wespeaker_factors(score, sides)
+    cal = ScoreCalibrator().fit(x, labels)
+    # A stationary point of the (convex) objective is its minimiser.
+    grad = wespeaker_cllr_gradient(x, labels, cal(x))
+    assert np.abs(grad).max() < 1e-7
+    # The test can tell objectives apart: BOSARIS's prior-weighted Cllr at
+    # 0.05 (the option) stops elsewhere.
+    weighted = ScoreCalibrator().fit(x, labels, p_target=0.05)
+    grad = wespeaker_cllr_gradient(x, labels, weighted(x))
+    assert np.abs(grad).max() > 1e-3
+    assert cal.p_target is None and weighted.p_target == 0.05
+
+
+def test_trial_features_use_mean_subtracted_norms():
+    import torch
+
+    from speechbrain_unipet.evaluation import score_store, trial_features
+    from speechbrain_unipet.scoring import Trial
+    from speechbrain_unipet.store import EmbeddingStore
+
+    vectors = np.array([[3.0, 4.0], [1.0, 1.0], [6.0, 8.0]])
+    store = EmbeddingStore(["a", "b", "c"], vectors, [2.0, 25.0, 9.0])
+    trials = [Trial(1, "a", "b"), Trial(0, "c", "b")]
+    mean = torch.tensor([1.0, 0.0])
+    details = score_store(trials, store, mean=mean)
+    got, names = trial_features(trials, store, details, ["duration", "norm"])
+    norms = np.linalg.norm(vectors - [1.0, 0.0], axis=1)
+    durations = [2.0, 25.0, 9.0]
+    sides = [
+        ("duration", ([durations[0], durations[2]], [durations[1]] * 2)),
+        ("norm", ([norms[0], norms[2]], [norms[1]] * 2)),
+    ]
+    expected = wespeaker_factors(details["scores"].numpy(), sides)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_old_calibrations_load_only_where_their_meaning_is_unchanged(
+    tmp_path,
+):
+    import json
+
+    score_only = {
+        "names": ["score"],
+        "weights": [2.0],
+        "bias": -1.0,
+        "mean": [0.0],
+        "std": [1.0],
+        "p_target": 0.05,
+        "scoring": {"score_norm": None, "subtract_mean": False},
+    }
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(score_only))
+    # A map of cosine scores alone: unchanged, loads.
+    assert ScoreCalibrator.load(path)(np.array([1.0])).tolist() == [1.0]
+    refused = [
+        dict(score_only, scoring={"score_norm": "as-norm"}),
+        {k: v for k, v in score_only.items() if k != "scoring"},
+        dict(
+            score_only,
+            names=["score", "duration_min", "duration_max"],
+            weights=[1.0] * 3,
+            mean=[0.0] * 3,
+            std=[1.0] * 3,
+        ),
+    ]
+    for data in refused:
+        path.write_text(json.dumps(data))
+        with pytest.raises(
+            CalibrationError,
+            match=r"old.json was written by an older .* format 1.*calibrate",
+        ):
+            ScoreCalibrator.load(path)
+    path.write_text(json.dumps(dict(score_only, format=3)))
+    with pytest.raises(CalibrationError, match="old.json has calibration form"):
+        ScoreCalibrator.load(path)

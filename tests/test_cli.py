@@ -183,7 +183,13 @@ def test_verify_and_calibrated_export(run, capsys, tmp_path):
         test_norms=np.array([norms[1]]),
     )
     # Every file lasts 1.2 s: the constant durations were left out.
-    assert calibrator.names == ["score", "norm_min", "norm_max"]
+    assert calibrator.names == [
+        "score",
+        "norm_min",
+        "norm_max",
+        "norm_diff",
+        "norm_ratio",
+    ]
     columns = [names.index(n) for n in calibrator.names]
     assert result["calibrated"] and result["same_speaker"] is not None
     assert result["score"] == pytest.approx(

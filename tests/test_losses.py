@@ -1,12 +1,13 @@
-"""Sub-centre classifier and inter-top-k AAM: against brute-force
-references, and through the recipe and the exported model."""
+"""Sub-centre classifier and inter-top-k AAM: against references written
+from WeSpeaker's definition (``ArcMarginProduct_intertopk_subcenter``) and
+brute force, and through the recipe and the exported model."""
 
 import math
 
 import pytest
 import torch
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
-from speechbrain.nnet.losses import AdditiveAngularMargin
+from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 from test_export import load_in_fresh_process
 from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
 from test_training_stages import checkpoints, ckpt_state, speakers
@@ -46,51 +47,115 @@ def test_each_class_takes_its_closest_sub_center():
     assert len(touched) == 1 and 4 <= touched[0] < 8
 
 
-def brute_force_logits(cosine, target, margin, scale, top_k, top_k_margin):
-    logits = torch.empty_like(cosine)
+# WeSpeaker's ArcMarginProduct_intertopk_subcenter, written here from its
+# definition: target cos(theta + m) while theta + m < pi, else cos - mmm with
+# mmm = 1 + cos(pi - m) (SpeechBrain: cos - sin(pi - m) * m); the k_top
+# highest non-target cosines cos(theta - mp), mp = 0.06 * m / 0.2 for
+# m > 0.001, else 0; everything times the scale.
+def reference_logits(cosine, target, m, scale, k_top, fallback):
+    mp = 0.06 * m / 0.2 if m > 0.001 else 0.0
+    offset = (
+        1 + math.cos(math.pi - m)
+        if fallback == "wespeaker"
+        else (math.sin(math.pi - m) * m)
+    )
+    logits = torch.empty(cosine.shape, dtype=torch.float64)
     for n in range(cosine.shape[0]):
         others = [c for c in range(cosine.shape[1]) if c != target[n]]
-        hardest = sorted(others, key=lambda c: -float(cosine[n, c]))[:top_k]
+        hardest = sorted(others, key=lambda c: -float(cosine[n, c]))[:k_top]
         for c in range(cosine.shape[1]):
-            theta = math.acos(float(cosine[n, c]))
+            x = float(cosine[n, c])
+            theta = math.acos(x)
             if c == target[n]:
                 value = (
-                    math.cos(theta + margin)
-                    if theta + margin < math.pi
-                    else float(cosine[n, c])
-                    - math.sin(math.pi - margin) * margin
+                    math.cos(theta + m) if theta + m < math.pi else x - offset
                 )
-            elif c in hardest and margin > 1e-3:
-                value = math.cos(theta - top_k_margin)
+            elif c in hardest:
+                value = math.cos(theta - mp)
             else:
-                value = float(cosine[n, c])
+                value = x
             logits[n, c] = scale * value
     return logits
 
 
-@pytest.mark.parametrize("top_k", [0, 1, 3])
-@pytest.mark.parametrize("margin", [0.0, 0.2])
-def test_inter_top_k_logits_match_brute_force(top_k, margin):
+# Target cosines below cos(pi - m) for m = 0.01 (-0.99999), 0.2 (-0.995)
+# and 0.5 (-0.95): the fallback branch.
+TARGET_COSINES = [-0.99999, -0.995, -0.95, -0.5, 0.3, 0.9]
+
+
+def cosines_and_targets(classes=7):
     torch.manual_seed(1)
-    cosine = torch.rand(5, 6) * 1.8 - 0.9
-    target = torch.randint(0, 6, (5,))
-    one_hot = torch.nn.functional.one_hot(target, 6).float()
-    aam = InterTopKAdditiveAngularMargin(
-        0.0, 30, top_k=top_k, top_k_margin=0.06
+    cosine = torch.rand(len(TARGET_COSINES), classes) * 1.8 - 0.9
+    target = torch.randint(0, classes, (len(TARGET_COSINES),))
+    cosine[torch.arange(len(target)), target] = torch.tensor(TARGET_COSINES)
+    return cosine, target
+
+
+@pytest.mark.parametrize("fallback", ["wespeaker", "speechbrain"])
+@pytest.mark.parametrize("top_k", [0, 1, 3])
+@pytest.mark.parametrize("margin", [0.0, 0.001, 0.01, 0.2, 0.5])
+def test_inter_top_k_logits_match_wespeaker(margin, top_k, fallback):
+    cosine, target = cosines_and_targets()
+    one_hot = torch.nn.functional.one_hot(target, 7).float()
+    expected = reference_logits(cosine, target, margin, 32, top_k, fallback)
+    built = InterTopKAdditiveAngularMargin(
+        margin, 32, top_k=top_k, top_k_margin=0.06, fallback=fallback
     )
-    set_margin(aam, margin)  # the margin schedule's way of changing it
-    expected = brute_force_logits(cosine, target, margin, 30, top_k, 0.06)
-    torch.testing.assert_close(
-        aam(cosine, one_hot), expected, atol=1e-4, rtol=0
+    scheduled = InterTopKAdditiveAngularMargin(
+        0.0, 32, top_k=top_k, top_k_margin=0.06, fallback=fallback
     )
-    if top_k == 0 or margin == 0.0:
-        plain = AdditiveAngularMargin(margin, 30)
-        torch.testing.assert_close(aam(cosine, one_hot), plain(cosine, one_hot))
+    set_margin(scheduled, margin)  # the margin schedule's way of changing it
+    for aam in (built, scheduled):
+        got = aam(cosine, one_hot).double()
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+        # The loss: cross-entropy of those logits.
+        loss = LogSoftmaxWrapper(aam)(cosine[:, None], target[:, None])
+        ce = torch.nn.functional.cross_entropy(expected, target)
+        assert float(loss) == pytest.approx(float(ce), abs=1e-4)
+    if fallback == "speechbrain" and top_k == 0:
+        plain = AdditiveAngularMargin(margin, 32)
+        torch.testing.assert_close(
+            built(cosine, one_hot), plain(cosine, one_hot)
+        )
+
+
+def test_wespeaker_fallback_is_continuous_at_the_threshold():
+    margin = 0.5
+    aam = InterTopKAdditiveAngularMargin(margin, 1, top_k=0)
+    edge = math.cos(math.pi - margin)
+    cos = torch.tensor([[edge + 1e-5], [edge - 1e-5]], dtype=torch.float64)
+    logits = aam(cos, torch.ones(2, 1))
+    assert float(logits[0, 0]) == pytest.approx(-1.0, abs=1e-3)
+    assert float(logits[1, 0]) == pytest.approx(-1.0, abs=1e-3)
+
+
+def test_sub_centres_with_inter_top_k_match_wespeaker():
+    torch.manual_seed(2)
+    classes, k = 6, 3
+    clf = SubCenterClassifier(5, out_neurons=classes, sub_centers=k)
+    aam = InterTopKAdditiveAngularMargin(0.0, 32, top_k=2)
+    x = torch.randn(4, 1, 5)
+    target = torch.tensor([0, 3, 5, 3])
+    unit = torch.nn.functional.normalize
+    # WeSpeaker: (batch, classes * K) cosines viewed as (batch, classes, K),
+    # the largest of each class's K.
+    flat = unit(x[:, 0], dim=1) @ unit(clf.weight.detach(), dim=1).T
+    cosine = flat.view(4, classes, k).amax(dim=-1)
+    for margin in (0.0, 0.1, 0.2):
+        set_margin(aam, margin)
+        expected = reference_logits(cosine, target, margin, 32, 2, "wespeaker")
+        one_hot = torch.nn.functional.one_hot(target, classes).float()
+        got = aam(clf(x).detach()[:, 0], one_hot).double()
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"top_k": -1}, "top_k"), ({"top_k_margin": 2.0}, "top_k_margin")],
+    [
+        ({"top_k": -1}, "top_k"),
+        ({"top_k_margin": 2.0}, "top_k_margin"),
+        ({"fallback": "arcface"}, "fallback"),
+    ],
 )
 def test_bad_loss_options_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -21,6 +21,7 @@ import sys
 
 import pytest
 import speechbrain as sb
+import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 from ruamel.yaml import YAML
 from speechbrain.utils.run_opts import RunOptions
@@ -210,6 +211,14 @@ def test_unknown_override_suggests_the_key():
         ("lr", float("nan"), "--lr=nan must be a finite number"),
         ("adapter_dim", 2.5, "PET option adapter_dim=2.5 must be an integer"),
         ("adapter_scale", float("nan"), "PET option adapter_scale=nan"),
+        ("aam_fallback", "arcface", "--aam_fallback='arcface' must be one of"),
+        ("aam_scale", 0, "--aam_scale=0 must be a number > 0"),
+        ("lr_final_ratio", 0, "--lr_final_ratio=0 must be a number > 0"),
+        ("lr_decay_gamma", 0.0, "--lr_decay_gamma=0.0 must be a number > 0"),
+        ("lr_warmup_start", 1.5, "--lr_warmup_start=1.5 must be a number"),
+        ("lr_decay_epochs", -1, "--lr_decay_epochs=-1 must be a number >= 0"),
+        ("margin_fix_start", -1, "--margin_fix_start=-1 must be a number"),
+        ("emb_dim", 0, "--emb_dim=0 must be an integer >= 1"),
     ],
 )
 def test_bad_override_values_name_the_key(key, value, expected, tmp_path):
@@ -218,6 +227,59 @@ def test_bad_override_values_name_the_key(key, value, expected, tmp_path):
     overrides = {"data_folder": str(tmp_path), "ssl_hub": str(folder)}
     with pytest.raises(ValueError, match=re.escape(expected)):
         load_recipe_hparams(HPARAMS / "unipet.yaml", {**overrides, key: value})
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (
+            {"margin_increase_start": 3, "margin_fix_start": 2},
+            "--margin_fix_start=2 comes before --margin_increase_start=3",
+        ),
+        (  # the yaml's number_of_epochs (10) with the overrides
+            {"lr_schedule": "warmup_exp", "lr_warmup_epochs": 10},
+            "--lr_warmup_epochs=10 must be less than --number_of_epochs=10",
+        ),
+    ],
+)
+def test_schedule_keys_are_checked_together_before_building(
+    overrides, expected, tmp_path
+):
+    overrides = {"data_folder": str(tmp_path), **overrides}
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_recipe_hparams(HPARAMS / "unipet.yaml", overrides)
+
+
+#: Published embedding sizes: ECAPA as WeSpeaker's ECAPA on WavLM (192);
+#: MHFA, CA-MHFA (Peng et al.) and WeSpeaker's W2V-BERT MFA recipe: 256.
+PUBLISHED_EMB_DIM = {"ecapa": 192, "mhfa": 256, "ca_mhfa": 256, "mfa": 256}
+
+
+@pytest.mark.parametrize("backend", sorted(PUBLISHED_EMB_DIM))
+def test_null_emb_dim_is_the_backends_published_size(
+    backend, tiny_ssl, tmp_path
+):
+    sizes = {"backend": backend, "mhfa_heads": 2, "mhfa_compression_dim": 4}
+    for emb_dim, expected in ((None, PUBLISHED_EMB_DIM[backend]), (12, 12)):
+        overrides = {**base_overrides(tiny_ssl, tmp_path), **sizes}
+        if emb_dim is not None:
+            overrides["emb_dim"] = emb_dim
+        hparams, _ = load_recipe_hparams(HPARAMS / "unipet.yaml", overrides)
+        assert hparams["emb_dim"] == emb_dim
+        embedding_model, classifier = build_backend(hparams, num_speakers=4)
+        encoder = hparams["ssl_encoder"]
+        frames = torch.randn(2, 20, encoder.hidden_size)
+        if backend != "ecapa":  # the layer stack [L+1, B, T, D]
+            frames = frames.expand(encoder.num_layers + 1, -1, -1, -1)
+        with torch.no_grad():
+            emb = embedding_model.eval()(frames)
+        assert emb.shape == (2, 1, expected)
+        assert classifier.weight.shape == (4, expected)
+        # What export and evaluation rebuild from: the filled-in sizes.
+        assert hparams["emb_dim"] == expected
+        factory = hparams["backends"][backend]
+        assert factory.keywords["lin_neurons"] == expected
+        assert hparams["classifier"].keywords["input_size"] == expected
 
 
 def test_hyperparams_of_runs_with_the_old_nested_layout_load(
@@ -247,6 +309,8 @@ W2V_BERT_VALUES = {
     "backend": "mfa",
     "lora_rank": 64,
     "lora_alpha": 128.0,
+    "number_of_epochs": 15,
+    "lr_schedule": "warmup_step",
 }
 
 

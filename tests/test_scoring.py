@@ -36,40 +36,87 @@ def test_missing_embedding_is_named():
         )
 
 
-def test_cosine_and_as_norm_match_a_per_trial_reference():
-    gen = torch.Generator().manual_seed(0)
-    emb = {f"u{i}": torch.randn(8, generator=gen) for i in range(12)}
-    trials = [
-        Trial(i % 2, f"u{i % 12}", f"u{(i * 5 + 1) % 12}") for i in range(20)
-    ]
-    train = {f"t{i}": torch.randn(8, generator=gen) for i in range(40)}
-    spk = {f"t{i}": f"s{i % 7}" for i in range(40)}
-    cohort, mean = speaker_cohort(train, spk, subtract_mean=True)
-    assert cohort.shape == (7, 8)
-    torch.testing.assert_close(cohort.norm(dim=1), torch.ones(7))
-    # per-speaker mean of the mean-subtracted, normalised embeddings
-    ref_mean = torch.stack(list(train.values())).mean(0)
-    s0 = torch.stack(
-        [
-            torch.nn.functional.normalize(train[k] - ref_mean, dim=0)
-            for k in train
-            if spk[k] == "s0"
-        ]
-    ).mean(0)
-    torch.testing.assert_close(cohort[0], s0 / s0.norm())
+def wespeaker_pipeline(trials, emb, train, speaker_of, top_n):
+    """WeSpeaker's cosine scoring + AS-norm, written from its scripts:
+    score.py (mean of the cohort set's raw embeddings, cosine of
+    mean-subtracted embeddings), tools/vector_mean.py (a speaker's plain
+    mean of raw embeddings), score_norm.py (everything minus the mean,
+    cohort and trial sides L2-normalised, top-n highest cohort scores,
+    np.mean / np.std, 0.5 * (z_e + z_t); magnitudes of the mean-subtracted
+    embeddings). float64, one trial at a time."""
+    mean_vec = np.mean(np.stack(list(train.values())), axis=0)
+    by_speaker = {}
+    for utt, vec in train.items():
+        by_speaker.setdefault(speaker_of(utt), []).append(vec)
+    cohort = np.stack([np.mean(v, axis=0) for v in by_speaker.values()])
+    cohort = cohort - mean_vec
+    cohort = cohort / np.sqrt((cohort**2).sum(axis=1, keepdims=True))
 
-    raw = score_trials(trials, emb)
-    normed = score_trials(trials, emb, cohort=cohort, top_n=4, mean=mean)
-    cos = torch.nn.functional.cosine_similarity
-    for k, t in enumerate(trials):
-        e, x = emb[t.enrol], emb[t.test]
-        assert raw[k] == pytest.approx(float(cos(e, x, dim=0)), abs=1e-6)
-        e, x = e - mean, x - mean
-        s = float(cos(e, x, dim=0))
-        ce = torch.sort(cohort @ (e / e.norm()), descending=True).values[:4]
-        ct = torch.sort(cohort @ (x / x.norm()), descending=True).values[:4]
-        ref = 0.5 * ((s - ce.mean()) / ce.std() + (s - ct.mean()) / ct.std())
-        assert normed[k] == pytest.approx(float(ref), abs=1e-5)
+    def side(utt):
+        vec = emb[utt] - mean_vec
+        unit = vec / np.sqrt((vec**2).sum())
+        top = np.sort(cohort @ unit)[::-1][:top_n]
+        return unit, np.mean(top), np.std(top), np.linalg.norm(vec)
+
+    rows = []
+    for trial in trials:
+        e, mu_e, sd_e, mag_e = side(trial.enrol)
+        t, mu_t, sd_t, mag_t = side(trial.test)
+        score = float(e @ t)
+        normed = 0.5 * ((score - mu_e) / sd_e + (score - mu_t) / sd_t)
+        rows.append((score, normed, mag_e, mag_t, mu_e, mu_t))
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("top_n", [3, 6, 100])
+def test_as_norm_equals_the_wespeaker_pipeline(top_n):
+    rng = np.random.default_rng(top_n)
+    dim = 8
+    offset = rng.normal(0, 2, dim)  # a common mean worth subtracting
+    # Speakers with 1 to 9 utterances of very different norms: a plain
+    # mean of raw embeddings differs from a mean of normalised ones.
+    train = {}
+    for k, count in enumerate([1, 2, 3, 5, 9, 1, 4, 2]):
+        centre = rng.normal(0, 1, dim)
+        for u in range(count):
+            scale = rng.uniform(0.2, 5.0)
+            train[f"spk{k}/u{u}"] = offset + scale * (
+                centre + 0.5 * rng.normal(0, 1, dim)
+            )
+    emb = {f"e{i}": offset + rng.normal(0, 2, dim) for i in range(9)}
+    ids = sorted(emb)
+    trials = [
+        Trial(int(i % 3 == 0), a, b)
+        for i, (a, b) in enumerate((a, b) for a in ids for b in ids if a < b)
+    ]
+
+    def speaker(utt):
+        return utt.split("/")[0]
+
+    expected = wespeaker_pipeline(trials, emb, train, speaker, top_n)
+    store = EmbeddingStore.from_dict(emb)
+    cohort, mean = speaker_cohort(EmbeddingStore.from_dict(train), speaker)
+    got = score_trials(trials, store, cohort, top_n, mean, return_details=True)
+    columns = [
+        "raw",
+        "scores",
+        "enrol_norm",
+        "test_norm",
+        "enrol_cohort_mean",
+        "test_cohort_mean",
+    ]
+    for k, name in enumerate(columns):
+        np.testing.assert_allclose(
+            got[name].double().numpy(),
+            expected[:, k],
+            rtol=1e-5,
+            atol=1e-5,
+            err_msg=name,
+        )
+    # The test can tell: ddof 1 would be off by far more than 1e-5.
+    if top_n < 8:
+        ddof1 = got["scores"].double().numpy() * np.sqrt((top_n - 1) / top_n)
+        assert np.abs(ddof1 - expected[:, 1]).max() > 1e-3
 
 
 def test_plots_are_written(tmp_path):
@@ -121,8 +168,9 @@ def brute_force_as_norm(trials, emb, cohort, top_n, mean):
         for side in (e, t):
             c = sorted((cohort.double() @ side).tolist(), reverse=True)[:top_n]
             c = torch.tensor(c, dtype=torch.float64)
-            # One cohort score has no spread: the 1e-6 floor of score_trials.
-            stats.append((c.mean(), c.std(unbiased=len(c) > 1).clamp(min=1e-6)))
+            # Population std (np.std); one cohort score has no spread: the
+            # 1e-6 floor of score_trials.
+            stats.append((c.mean(), c.std(unbiased=False).clamp(min=1e-6)))
         (mu_e, sd_e), (mu_t, sd_t) = stats
         out.append(0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t))
     return torch.tensor(out)
@@ -158,6 +206,8 @@ def test_as_norm_equals_brute_force(top_n, as_store, monkeypatch):
     assert set(details) == {
         "scores",
         "raw",
+        "enrol_norm",
+        "test_norm",
         "enrol_cohort_mean",
         "test_cohort_mean",
     }
@@ -229,23 +279,31 @@ def test_cnceleb_and_kaldi_lists_and_enrolment(tmp_path):
         [[2.0, 0.0], [0.0, 3.0], [1.0, 1.0], [1.0, -1.0]],
         [1.0, 2.0, 3.0, 4.0],
     )
+    # WeSpeaker's (vector_mean.py on enroll.map): the plain mean.
     models = enrol_models(store, read_enrolment(enrol))
-    # Mean direction of the normalised utterances, at their mean norm 2.5.
+    np.testing.assert_allclose(models.embeddings, [[1.0, 1.5]], rtol=1e-6)
+    assert models.durations.tolist() == [3.0]
+    # The named option: mean direction of the normalised utterances, at
+    # their mean norm 2.5.
+    models = enrol_models(store, read_enrolment(enrol), average="normalised")
     np.testing.assert_allclose(
         models.embeddings, [[2.5 / 2**0.5, 2.5 / 2**0.5]], rtol=1e-6
     )
-    assert models.durations.tolist() == [3.0]
     both = EmbeddingStore.concat([store, models])
     scores = score_trials(read_trials(cn), both)
     np.testing.assert_allclose(scores.numpy(), [1.0, 0.0], atol=1e-6)
+    with pytest.raises(ValueError, match="average must be one of raw"):
+        enrol_models(store, read_enrolment(enrol), average="median")
     with pytest.raises(EmbeddingStoreError, match="also utterance ids"):
         enrol_models(store, {"e/1": ["e/2"]})
 
 
 def test_enrolment_models_score_consistently_with_mean_and_cohort():
     """A one-utterance model scores exactly as its utterance under mean
-    subtraction and AS-norm; a two-utterance model scores as the mean of
-    its normalised, mean-subtracted utterances (brute force)."""
+    subtraction and AS-norm, for both averages; a two-utterance model
+    scores as the plain mean of its raw utterances (WeSpeaker) or, with
+    ``average="normalised"``, as the mean of its normalised,
+    mean-subtracted utterances (brute force)."""
     gen = torch.Generator().manual_seed(3)
     ids = ["e/1", "e/2", "t/1", "t/2", "t/3"]
     x = torch.randn(len(ids), 4, generator=gen) + 2.0
@@ -255,17 +313,25 @@ def test_enrolment_models_score_consistently_with_mean_and_cohort():
         (torch.randn(12, 4, generator=gen) + 1.0).numpy(),
     )
     cohort, mean = speaker_cohort(train, lambda u: u.split("/")[0])
-    models = enrol_models(store, {"one": ["e/1"], "two": ["e/1", "e/2"]}, mean)
-    np.testing.assert_allclose(
-        models.embeddings[0], store.embeddings[0], rtol=1e-6
-    )
-    both = EmbeddingStore.concat([store, models])
-    trials = [Trial(1, m, t) for m in ("one", "e/1", "two") for t in ids[2:]]
-    for kwargs in ({"mean": mean}, {"mean": mean, "cohort": cohort}):
-        got = score_trials(trials, both, top_n=3, **kwargs)
-        np.testing.assert_allclose(got[:3], got[3:6], rtol=1e-6)
     unit = torch.nn.functional.normalize(x.double() - mean.double(), dim=-1)
-    model = unit[:2].mean(0)
-    expected = (unit[2:] @ model) / model.norm()
-    got = score_trials(trials, both, mean=mean)[6:]
-    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5)
+    for average in ("raw", "normalised"):
+        models = enrol_models(
+            store, {"one": ["e/1"], "two": ["e/1", "e/2"]}, mean, average
+        )
+        np.testing.assert_allclose(
+            models.embeddings[0], store.embeddings[0], rtol=1e-6
+        )
+        both = EmbeddingStore.concat([store, models])
+        trials = [
+            Trial(1, m, t) for m in ("one", "e/1", "two") for t in ids[2:]
+        ]
+        for kwargs in ({"mean": mean}, {"mean": mean, "cohort": cohort}):
+            got = score_trials(trials, both, top_n=3, **kwargs)
+            np.testing.assert_allclose(got[:3], got[3:6], rtol=1e-6)
+        if average == "raw":
+            model = x[:2].double().mean(0) - mean.double()
+        else:
+            model = unit[:2].mean(0)
+        expected = (unit[2:] @ model) / model.norm()
+        got = score_trials(trials, both, mean=mean)[6:]
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5)

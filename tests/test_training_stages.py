@@ -140,10 +140,10 @@ def test_warmup_then_exponential_decay_per_step(recipe_env, tmp_path):  # noqa: 
     logged = re.findall(
         r"lr_backend: ([0-9.e+-]+)", (out / "train_log.txt").read_text()
     )
-    # The rate of each epoch's last step: warm-up over epoch 1, then
-    # 0.001 * 0.01 ** ((progress - 1) / 2).
+    # The rate of each epoch's last step (WeSpeaker's ExponentialDecrease):
+    # 0.001 * 0.01 ** (progress / 3), times the warm-up 0 -> 1 over epoch 1.
     last = [(e + (steps - 1) / steps) for e in range(3)]
-    expected = [0.001 * (p if p < 1 else 0.01 ** ((p - 1) / 2)) for p in last]
+    expected = [0.001 * min(p, 1) * 0.01 ** (p / 3) for p in last]
     assert [float(v) for v in logged] == pytest.approx(expected, rel=5e-3)
 
 

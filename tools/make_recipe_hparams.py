@@ -213,8 +213,12 @@ def render(template, name):
 
 #: Recipes for other backbones: folder -> (title, hub id, methods, key ->
 #: value replacing the method yaml's, why). W2V-BERT 2.0 follows WeSpeaker's
-#: w2v-BERT recipe (layer-adapter MFA back-end; LoRA r=64, alpha=128 on
-#: q/v), which reads the whole layer stack.
+#: w2v-BERT recipe (conf/w2vbert_s1_lora.yaml: layer-adapter MFA back-end
+#: reading the whole layer stack, 256-d embeddings; LoRA r=64, alpha=128 on
+#: q/v; 15 epochs of WarmupLR_withStepDecay, 5 warm-up epochs (its
+#: warmup_step is multiplied by epoch_iter) then x0.1 every 5 epochs, the
+#: yaml's defaults for lr_decay_epochs and lr_decay_gamma; fixed margin 0.2
+#: at scale 32, the defaults too).
 BACKBONE_RECIPES = {
     "w2v_bert": (
         "W2V-BERT 2.0 (580 M, Conformer)",
@@ -225,9 +229,13 @@ BACKBONE_RECIPES = {
             "backend": "mfa",
             "lora_rank": "64",
             "lora_alpha": "128.0",
+            "number_of_epochs": "15",
+            "lr_schedule": "warmup_step",
+            "lr_warmup_epochs": "5",
         },
-        "Sizes as WeSpeaker's w2v-BERT recipe (w2vbert_s1_lora.yaml): "
-        "MFA adapters of 128, LoRA r=64, alpha=128 on q/v.",
+        "As WeSpeaker's w2v-BERT recipe (w2vbert_s1_lora.yaml): MFA "
+        "adapters of 128, 256-d embeddings, LoRA r=64, alpha=128 on q/v, 15 "
+        "epochs, 5 warm-up epochs then the rates x0.1 every 5 epochs.",
     ),
 }
 

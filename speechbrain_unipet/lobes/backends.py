@@ -313,10 +313,11 @@ class MHFA(_FactorizedAttentiveBackend):
     softmax over (valid) time weights the compressed values; the ``heads``
     pooled vectors are concatenated and projected to ``lin_neurons``.
 
-    Published setting: 64 heads, ``compression_dim=128``, 256-dimensional
-    embeddings (``lin_neurons=256``; the default here is 192, as
-    SpeechBrain's ECAPA-TDNN). At WavLM Base+ sizes (D=768, 13 states) that
-    is 2,302,362 parameters.
+    Defaults: the published setting (BUTSpeechFIT/wespeaker_ssl_public,
+    ``examples/voxceleb/v4/conf/MHFA/MHFA_Base_Frozen.yaml``: ``head_nb:
+    64``, ``embed_dim: 256``; ``compression_dim`` 128, the reference's
+    default): 64 heads, ``compression_dim=128``, ``lin_neurons=256``. At
+    WavLM Base+ sizes (D=768, 13 states) that is 2,302,362 parameters.
 
     Deviation from the reference: the key compression and the logit layer
     have no bias. A bias there adds a per-head constant to the logits of all
@@ -344,7 +345,7 @@ class MHFA(_FactorizedAttentiveBackend):
     >>> backend = MHFA(input_size=32, num_layers=3, heads=4, compression_dim=8)
     >>> stack = torch.randn(3, 2, 50, 32)  # [L+1, B, T, D]
     >>> backend(stack, torch.tensor([1.0, 0.6])).shape
-    torch.Size([2, 1, 192])
+    torch.Size([2, 1, 256])
     """
 
     def __init__(
@@ -353,7 +354,7 @@ class MHFA(_FactorizedAttentiveBackend):
         num_layers,
         heads=64,
         compression_dim=128,
-        lin_neurons=192,
+        lin_neurons=256,
     ):
         super().__init__(
             input_size,
@@ -405,10 +406,14 @@ class CAMHFA(_FactorizedAttentiveBackend):
 
     Naming: the reference's ``group_nb`` is the number of attention maps
     (``heads`` here) and its kernel height is ``head_nb // group_nb + 1``
-    (``context`` here); its VoxCeleb configurations use 64 groups and
-    kernel 5 (``head_nb: 256, group: 64``) or 3. The default
-    ``context=9`` follows a third-party port reported to match the paper's
-    size (~2.3 M parameters).
+    (``context`` here). Defaults: the main published VoxCeleb setting,
+    JunyiPeng00/Wespeaker_SSL ``examples/voxceleb/v2/conf/CA_MHFA/
+    wavlm_base_MHFA_LR_Pooling_Group4_Conv2D_64_L4.yaml`` (``head_nb:
+    256``, ``embed_dim: 256``, ``group: 64``; the one with a large-margin
+    stage, ``..._64_L4_lm.yaml``, and the one its CN-Celeb recipe uses):
+    64 heads, ``context`` 256 // 64 + 1 = 5, ``compression_dim`` 128 (the
+    reference's default), ``lin_neurons=256``. Its other VoxCeleb
+    configurations have kernels of 3 (``_64_L2``, ``_32_L2``) or 5.
 
     ``groups`` (not in the reference, default 1 = the reference): heads in
     ``groups`` groups, each group's queries reading only its slice of
@@ -424,9 +429,8 @@ class CAMHFA(_FactorizedAttentiveBackend):
     not cancelled by the softmax, since the windows at the utterance's ends
     see fewer biased frames.
 
-    Defaults at WavLM Base+ sizes (D=768, 13 states) with 256-dimensional
-    embeddings: 2,368,026 parameters (2,335,258 with ``context=5``, the
-    reference's configuration).
+    Defaults at WavLM Base+ sizes (D=768, 13 states): 2,335,258
+    parameters (2,368,026 with ``context=9``).
 
     Arguments
     ---------
@@ -452,7 +456,7 @@ class CAMHFA(_FactorizedAttentiveBackend):
     ... )
     >>> stack = torch.randn(3, 2, 50, 32)  # [L+1, B, T, D]
     >>> backend(stack, torch.tensor([1.0, 0.6])).shape
-    torch.Size([2, 1, 192])
+    torch.Size([2, 1, 256])
     """
 
     def __init__(
@@ -461,9 +465,9 @@ class CAMHFA(_FactorizedAttentiveBackend):
         num_layers,
         heads=64,
         compression_dim=128,
-        context=9,
+        context=5,
         groups=1,
-        lin_neurons=192,
+        lin_neurons=256,
     ):
         super().__init__(
             input_size,
@@ -651,8 +655,9 @@ class LayerAdapterMFA(_LayerStackBackend):
     states: the back-end reads the whole stack) and ``dropout`` (default 0
     there) before the bottleneck.
 
-    Defaults at WavLM Base+ sizes (D=768, 13 states): 2,564,800 parameters
-    with 192-dimensional embeddings, 2,777,856 with the reference's 256.
+    Defaults: the reference's (WeSpeaker ``examples/voxceleb/v2/conf/
+    w2vbert_s1_lora.yaml``: ``embed_dim: 256``, ``adapter_dim: 128``).
+    At WavLM Base+ sizes (D=768, 13 states): 2,777,856 parameters.
 
     Arguments
     ---------
@@ -670,11 +675,11 @@ class LayerAdapterMFA(_LayerStackBackend):
     >>> backend = LayerAdapterMFA(input_size=32, num_layers=3, adapter_dim=8)
     >>> stack = torch.randn(3, 2, 50, 32)  # [L+1, B, T, D]
     >>> backend(stack, torch.tensor([1.0, 0.6])).shape
-    torch.Size([2, 1, 192])
+    torch.Size([2, 1, 256])
     """
 
     def __init__(
-        self, input_size, num_layers, adapter_dim=128, lin_neurons=192
+        self, input_size, num_layers, adapter_dim=128, lin_neurons=256
     ):
         super().__init__(input_size, num_layers, lin_neurons)
         self.adapter_dim = _check_positive_int("adapter_dim", adapter_dim)

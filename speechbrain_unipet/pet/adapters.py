@@ -149,38 +149,90 @@ class BottleneckAdapter(nn.Module):
         return torch.addcmul(residual, self._unscaled(x), factor)
 
 
+#: AdapterBias initialisations (the ``adapterbias_init`` option).
+ADAPTERBIAS_INITS = ("identity", "s3adapter")
+
+
 class AdapterBias(nn.Module):
     """AdapterBias (Fu et al. 2022): a token-dependent shift ``v * alpha(h)``.
 
-    ``v`` is a vector over the hidden size (initialised to ones, as in the
-    s3adapter code) and ``alpha`` a ``Linear(intermediate -> 1)`` applied to
-    the FFN's intermediate activation ``h``. ``alpha`` is zero-initialised
-    so the shift starts at zero (the original uses the default init; this is
-    exposed as ``zero_init``).
+    ``v`` is a vector over the hidden size and ``alpha`` a
+    ``Linear(intermediate -> 1)`` applied to the FFN's intermediate
+    activation ``h``; the shift is added to the FFN output.
+
+    Two initialisations (``init``):
+
+    * ``identity`` (default): ``alpha`` is zero, so the shift is zero and
+      the model starts as the pretrained one, and ``v`` is a random
+      direction orthogonal to the ones vector, scaled to the norm of the
+      ones vector (``sqrt(d)``). The shift goes through a LayerNorm before
+      anything reads it (post-LN layers of WavLM / HuBERT / wav2vec 2.0
+      Base, the Conformer's final LayerNorm of W2V-BERT 2.0), and a
+      LayerNorm removes any shift along the ones vector: its input gradient
+      ``g`` sums to zero. With ``alpha = 0``, ``dL/dv = alpha(h) g = 0``,
+      so ``alpha`` alone must start the training, through
+      ``dL/dalpha = (v . g) h``; with ``v = ones`` that is zero too (a
+      saddle nothing leaves). A ``v`` orthogonal to the ones vector puts
+      all of its norm where a LayerNorm passes gradient through; it is
+      random (isotropic otherwise) because no other direction is
+      preferred, and as long as the ones vector so that, for a gradient
+      with no preferred direction, ``(v . g)^2`` has the size it has with
+      ``v = ones`` where nothing normalises the shift (pre-LN layers):
+      ``alpha`` learns at the original's rate. ``v`` gets its gradient once
+      ``alpha`` is non-zero, as LoRA's A does once B is.
+    * ``s3adapter``: the original s3adapter code, ``v = ones`` and
+      PyTorch's default ``Linear`` init for ``alpha``: not the pretrained
+      model at init, and on post-LN layers ``alpha`` gets no gradient until
+      ``v`` has moved away from the ones vector.
 
     Arguments
     ---------
     hidden_size : int
-        Output (model) dimension.
+        Output (model) dimension ``d`` (at least 2).
     intermediate_size : int
         FFN intermediate dimension.
-    zero_init : bool
-        Zero-initialise ``alpha`` so the model starts as the pretrained one.
+    init : str
+        ``identity`` or ``s3adapter`` (see above).
 
     Example
     -------
     >>> ab = AdapterBias(8, 32)
-    >>> ab(torch.randn(2, 3, 32)).shape
-    torch.Size([2, 3, 8])
+    >>> ab(torch.randn(2, 3, 32)).abs().max().item()  # identity at init
+    0.0
+    >>> ab.vector.sum().abs().item() < 1e-5  # orthogonal to the ones vector
+    True
+    >>> AdapterBias(8, 32, init="s3adapter").vector.tolist() == [1.0] * 8
+    True
     """
 
-    def __init__(self, hidden_size, intermediate_size, zero_init=True):
+    def __init__(self, hidden_size, intermediate_size, init="identity"):
         super().__init__()
+        if hidden_size < 2:
+            # No direction is orthogonal to the ones vector in 1-D.
+            raise ValueError(
+                f"AdapterBias needs hidden_size >= 2, got {hidden_size}"
+            )
         self.vector = nn.Parameter(torch.ones(hidden_size))
         self.alpha = nn.Linear(intermediate_size, 1)
-        if zero_init:
+        self.reset_parameters(init)
+
+    def reset_parameters(self, init="identity"):
+        """Initialise the tensors (see the class docstring)."""
+        if init == "identity":
+            with torch.no_grad():
+                v = torch.randn_like(self.vector)
+                v -= v.mean()
+                self.vector.copy_(v * math.sqrt(v.numel()) / v.norm())
             nn.init.zeros_(self.alpha.weight)
             nn.init.zeros_(self.alpha.bias)
+        elif init == "s3adapter":
+            nn.init.ones_(self.vector)
+            self.alpha.reset_parameters()
+        else:
+            raise ValueError(
+                f"Unknown AdapterBias init '{init}'. "
+                f"Valid: {list(ADAPTERBIAS_INITS)}"
+            )
 
     def forward(self, intermediate):
         """Returns the shift for the FFN intermediate activation."""
@@ -393,7 +445,10 @@ class HoulsbyAdapterComponent(PETComponent):
 class AdapterBiasComponent(PETComponent):
     """AdapterBias on the FFN of every PET layer: its output gets
     ``v * alpha(h)``, ``h`` the FFN's intermediate activation (Fu et al.
-    2022). Child: ``adapterbias``.
+    2022). Child: ``adapterbias``. Option ``adapterbias_init``: see
+    ``AdapterBias`` (``identity``, the default, starts as the pretrained
+    model with a non-zero gradient behind LayerNorms; ``s3adapter`` is the
+    original code's init).
 
     Arguments
     ---------
@@ -411,6 +466,14 @@ class AdapterBiasComponent(PETComponent):
     class Options(ComponentOptions):
         """Options of AdapterBias."""
 
+        adapterbias_init: str = option(
+            "identity",
+            "identity (alpha 0, v orthogonal to ones: zero shift, real "
+            "gradient) | s3adapter (v ones, default alpha init: not identity "
+            "at init)",
+            "str",
+            choices=ADAPTERBIAS_INITS,
+        )
         pet_layers: tuple = pet_layers_option()
 
     def __init__(self, backbone, options, built=()):
@@ -421,7 +484,9 @@ class AdapterBiasComponent(PETComponent):
         self.adapterbias = nn.ModuleDict(
             {
                 str(i): AdapterBias(
-                    backbone.hidden_size, backbone.intermediate_size
+                    backbone.hidden_size,
+                    backbone.intermediate_size,
+                    init=options.adapterbias_init,
                 )
                 for i in layers
             }

@@ -63,6 +63,7 @@ from speechbrain_unipet.recipe import (
     same_folder,
     verification_validator,
 )
+from speechbrain_unipet.schedules import training_progress
 
 logger = get_logger(__name__)
 
@@ -161,14 +162,16 @@ class SpeakerBrain(sb.core.Brain):
 
     def on_fit_batch_start(self, batch, should_step):
         """Sets this step's AAM margin (``margin_scheduler``) and learning
-        rates (``lr_annealing``: a factor on both base rates)."""
-        progress = (
-            self.current_epoch
-            - 1
-            + (self.step - 1) / max(1, self.steps_per_epoch)
+        rates (``lr_annealing``: a factor on both base rates), as WeSpeaker
+        does before each batch: ``progress`` is its ``cur_iter /
+        epoch_iter`` (``self.step`` already counts this batch)."""
+        progress = training_progress(
+            self.current_epoch, self.step, self.steps_per_epoch
         )
         self.margin = self.hparams.margin_scheduler(progress)
-        self.lr_factor = self.hparams.lr_annealing(progress)
+        self.lr_factor = self.hparams.lr_annealing(
+            progress, self.steps_per_epoch
+        )
         for key, opt in self.optimizers_dict.items():
             # Not sb's update_learning_rate: it logs every change (each step).
             for group in opt.param_groups:
@@ -205,7 +208,7 @@ class SpeakerBrain(sb.core.Brain):
             # after it).
             factor = getattr(self, "lr_factor", None)
             if factor is None:
-                factor = self.hparams.lr_annealing(epoch)
+                factor = self.hparams.lr_annealing(epoch, self.steps_per_epoch)
             lrs = {
                 f"lr_{key}": self.base_lrs[key] * factor
                 for key in self.optimizers_dict
@@ -421,7 +424,8 @@ def main(argv):
     # Only training removes folders of saves that never completed (a
     # verification or export running beside it must not).
     run_on_main(hparams["checkpointer"].remove_incomplete)
-    # Batches per epoch and process (drop_last): the margin schedule's step.
+    # Batches per epoch and process (drop_last): the schedules' step, as
+    # WeSpeaker's epoch_iter (samples // world_size // batch_size).
     world = (
         torch.distributed.get_world_size()
         if torch.distributed.is_initialized()
