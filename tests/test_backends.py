@@ -458,3 +458,28 @@ def test_mfa_equals_the_reference_equations():
         torch.testing.assert_close(
             backend(x)[:, 0], reference_mfa(x, backend), atol=1e-4, rtol=1e-4
         )
+
+
+def test_camhfa_equals_the_reference_conv2d_equations():
+    # JunyiPeng00/Wespeaker_SSL MHFA_Group_Conv2D: logits from
+    # Conv2d(1, heads, (context, C), padding=(context // 2, 0)) over the
+    # compressed keys seen as a [T, C] image, softmax over time, as MHFA.
+    backend = build("ca_mhfa").eval()
+    x = stack(3, 7, seed=7)
+    p = dict(backend.named_parameters())
+    k = torch.einsum("l,lbtd->btd", torch.softmax(p["weights_k"], 0), x)
+    v = torch.einsum("l,lbtd->btd", torch.softmax(p["weights_v"], 0), x)
+    k = k @ p["cmp_linear_k.weight"].T + p["cmp_linear_k.bias"]
+    v = v @ p["cmp_linear_v.weight"].T + p["cmp_linear_v.bias"]
+    # Its kernel [heads, 1, context, C]: query j of head h for offset j - R.
+    kernel = p["att_head.weight"].transpose(1, 2).unsqueeze(1)
+    logits = torch.nn.functional.conv2d(
+        k.unsqueeze(1), kernel, padding=(kernel.shape[2] // 2, 0)
+    )  # [B, heads, T, 1]
+    att = torch.softmax(logits[..., 0], dim=2)  # over time
+    pooled = torch.einsum("bht,btc->bhc", att, v).flatten(1)
+    want = pooled @ p["pooling_fc.weight"].T + p["pooling_fc.bias"]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            backend(x)[:, 0], want.detach(), atol=1e-5, rtol=0
+        )

@@ -131,14 +131,20 @@ def trainable(enc):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def flush_denormals():
-    """Denormal floats as zero: a trial step at a too large rate saturates
-    softmaxes and LayerNorms, whose float64 outputs then hold denormals that
-    make each later pass up to 100x slower on x86 CPUs (measured: 0.9 s
-    instead of 10 ms). Values that small change no loss compared here."""
+def no_denormals():
+    """Denormal floats as zero, on one thread. A trial step at a too large
+    rate saturates softmaxes and LayerNorms, whose float64 outputs may then
+    hold denormals, which make each later pass up to 100x slower on x86
+    (measured: 0.9 s instead of 10 ms). Flushing them is a per-thread CPU
+    flag that PyTorch sets on the calling thread only, hence one intra-op
+    thread (the tiny models gain nothing from more). Values that small
+    change no loss compared here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     yield
     torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from speechbrain_unipet.pet.adapters import BottleneckAdapter
+from speechbrain_unipet.pet.gates import BranchGate
 
 
 @pytest.fixture
@@ -47,3 +48,21 @@ def test_adapter_add_to_keeps_residual_dtype_under_autocast(adapter):
     assert out.dtype == torch.float32
     ref = residual + gate[:, None, None] * adapter(x)
     torch.testing.assert_close(out, ref, atol=2e-2, rtol=0)
+
+
+def test_gate_is_unipelts_time_mean_of_sigmoids_over_valid_frames():
+    # UniPELT (Mao et al. 2022; the adapters library's gating): a gate is
+    # mean over time of sigmoid(W x_t + b); here over the valid frames only.
+    torch.manual_seed(0)
+    gate = BranchGate(input_size=6, num_branches=3, bias_init=0.5)
+    with torch.no_grad():
+        gate.proj.weight.normal_()
+    x = torch.randn(2, 5, 6)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    x[1, 2:] = 1e3  # padding must not count
+    w, b = gate.proj.weight.detach(), gate.proj.bias.detach()
+    want = torch.stack(
+        [torch.sigmoid(x[i, mask[i]] @ w.T + b).mean(0) for i in range(2)]
+    )
+    torch.testing.assert_close(gate(x, mask).detach(), want)
+    assert torch.allclose(gate.proj.bias, torch.full((3,), 0.5))

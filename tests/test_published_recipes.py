@@ -1,21 +1,25 @@
 """The published systems as recipe yamls (``hparams/published/``).
 
-Each yaml loads through the recipe's own loading and value checks
-(``load_recipe_hparams``) with a tiny model, passes SpeechBrain's yaml/script
-rule, builds its back-end, and has exactly the values of its table in
-``PUBLISHED.md``: every table row is checked against the yaml, and every key
-the yaml changes from its base yaml must have a row, so the table and the
-yamls cannot drift apart. Nothing is trained.
+``tools/make_recipe_hparams.py`` writes them, and their tables in the recipe
+README (section "Published systems"), from one table of its own;
+``tests/test_recipe_yamls.py`` checks that the files are what it writes, and
+runs SpeechBrain's yaml/script rule on every row of the recipe-test CSV,
+these yamls included. Here, on the files themselves: every README table cell
+is the yaml's value, and every key a yaml changes from its base yaml has a
+row, so the documentation and the yamls cannot drift apart; each yaml loads
+through the recipe's own loading and value checks with its CSV row's debug
+flags and a tiny model, and builds its back-end; each stage starts from the
+previous stage's output folder. Nothing is trained.
 """
 
+import csv
 import pathlib
 import re
 
 import pytest
+import speechbrain as sb
 import yaml
 from ruamel.yaml import YAML
-from speechbrain.utils.run_opts import RunOptions
-from test_recipe_yamls import script_reads, yaml_variables
 
 from speechbrain_unipet.recipe import (
     build_backend,
@@ -27,64 +31,70 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
 HPARAMS = RECIPE / "hparams"
 PUBLISHED = HPARAMS / "published"
-TABLES = RECIPE / "PUBLISHED.md"
-SCRIPT = RECIPE / "train_speaker_embeddings.py"
-TINY = {
-    "microsoft/wavlm-base-plus": REPO / "tests" / "data" / "tiny-wavlm-0",
-    "facebook/w2v-bert-2.0": REPO / "tests" / "data" / "tiny-wav2vec2-bert-0",
-}
-#: Multi-stage systems: each stage starts from the previous one's output.
-STAGES = [
-    [
-        "mhfa_wavlm_base_plus_s1_frozen",
-        "mhfa_wavlm_base_plus_s2_joint_ft",
-        "mhfa_wavlm_base_plus_s3_lmft",
-    ],
-    [
-        "w2v_bert_lora_mfa_s1",
-        "w2v_bert_lora_mfa_s2_joint_ft",
-        "w2v_bert_lora_mfa_s3_lmft",
-    ],
-]
-#: Embedding size the table's ``emb_dim: null`` stands for (PUBLISHED.md).
-PUBLISHED_EMB_DIM = {"mhfa": 256, "mfa": 256, "ecapa": 192}
-
-
-def published_tables():
-    """``{yaml name: {"base": base yaml, "rows": {key: value text}}}``
-    from the ``### `published/<name>.yaml``` sections of PUBLISHED.md: the
-    rows whose key and value cells are code (``—`` rows are published values
-    the recipe cannot express)."""
-    tables, current = {}, None
-    for line in TABLES.read_text(encoding="utf-8").splitlines():
-        heading = re.match(r"#+ `published/(\w+)\.yaml`", line)
-        if heading:
-            current = tables.setdefault(heading.group(1), {"rows": {}})
-            continue
-        if line.startswith("#"):
-            current = None
-        if current is None:
-            continue
-        base = re.match(r"Base: `hparams/([\w/]+\.yaml)`", line)
-        if base:
-            current["base"] = base.group(1)
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        key = re.fullmatch(r"`(\w+)`", cells[0])
-        if line.startswith("|") and key:
-            value = re.fullmatch(r"`(.*)`", cells[1])
-            assert value, f"{line}: the value cell must be code"
-            assert key.group(1) not in current["rows"], f"twice: {line}"
-            current["rows"][key.group(1)] = value.group(1)
-    return tables
-
-
-TABLE = published_tables()
+README = RECIPE / "README.md"
+RECIPE_CSV = REPO / "tests" / "recipes" / "VoxCeleb.csv"
 NAMES = sorted(p.stem for p in PUBLISHED.glob("*.yaml"))
+#: Set by the tool on every stage, not rows of the tables (the stage chain
+#: is checked below); pet_opt_class follows the row of opt_class.
+PLUMBING = {"output_folder", "init_from", "pet_opt_class"}
+
+
+def readme_tables():
+    """The tables of the README's "Published systems" section.
+
+    Returns
+    -------
+    values : dict
+        ``{yaml name: {key: value text}}``: a table's column headers name
+        the yamls (in code), the first column the key (in code), and a
+        cell's first code span is the yaml's value (``unknown (ours: `X`)``:
+        X). Cells without code (``—``, a stage not setting the key, or a
+        description) are not values.
+    chains : list
+        The yaml names of each multi-stage table, in column order.
+    """
+    text = README.read_text(encoding="utf-8")
+    section = text.split("\n## Published systems\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    values, chains, columns = {}, [], None
+    for line in section.splitlines():
+        if not line.startswith("|"):
+            columns = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if columns is None:  # the header of a table
+            names = [re.fullmatch(r"`(\w+)`", c) for c in cells]
+            columns = [m and m.group(1) in NAMES and m.group(1) for m in names]
+            stages = [c for c in columns if c]
+            if len(stages) > 1:
+                chains.append(stages)
+            continue
+        key = re.fullmatch(r"`(\w+)`", cells[0])
+        for name, cell in zip(columns, cells, strict=False):
+            value = re.search(r"`([^`]*)`", cell)
+            if key and name and value:
+                rows = values.setdefault(name, {})
+                assert key.group(1) not in rows, f"twice: {line}"
+                rows[key.group(1)] = value.group(1)
+    return values, chains
+
+
+TABLES, CHAINS = readme_tables()
+
+
+def csv_row(name):
+    with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
+        (row,) = [
+            r
+            for r in csv.DictReader(f)
+            if r["Hparam_file"].endswith(f"/published/{name}.yaml")
+        ]
+    return row
 
 
 def canon(value):
-    """A ruamel value as plain data, tags included (a ``!name:`` map whose
-    class changed must not compare equal)."""
+    """A ruamel value as plain data, tags included (a ``!name:`` mapping
+    whose class changed must not compare equal)."""
     tag = getattr(getattr(value, "tag", None), "value", None)
     if hasattr(value, "items"):
         inner = {k: canon(v) for k, v in value.items()}
@@ -96,114 +106,97 @@ def canon(value):
 
 
 def table_value(text):
-    """A table cell as ``canon`` gives the yaml value: ``!tag rest`` for
+    """A table cell as ``canon`` gives the yaml value: ``(tag, rest)`` for
     tagged values, else the YAML literal."""
     tag = re.fullmatch(r"(![\w.:]+)\s*(.*)", text)
-    if tag:
-        return tag.groups()
-    return yaml.safe_load(text)
+    return tag.groups() if tag else yaml.safe_load(text)
 
 
 def raw(name):
     return YAML().load(PUBLISHED / f"{name}.yaml")
 
 
-def yaml_base(name):
-    """The base yaml named in the yaml's header (``# Base: hparams/...``)."""
+def base_of(name):
+    """The base yaml named in the yaml's header."""
     text = (PUBLISHED / f"{name}.yaml").read_text(encoding="utf-8")
-    return re.search(r"^# Base: hparams/([\w/]+\.yaml)", text, re.M).group(1)
+    return re.search(r"from hparams/([\w/]+\.yaml)", text).group(1)
 
 
-def load(name, tmp_path):
-    """Loaded like the training script does, with a tiny model."""
-    overrides = {
-        "data_folder": str(tmp_path / "data"),
-        "verification_file": str(tmp_path / "trials.txt"),
-        "output_folder": str(tmp_path / "out"),
-        "ssl_hub": str(TINY[str(raw(name)["ssl_hub"])]),
-    }
-    hparams, _ = load_recipe_hparams(PUBLISHED / f"{name}.yaml", overrides)
-    return hparams, overrides
-
-
-def test_every_published_yaml_has_a_table_and_back():
-    assert NAMES and set(NAMES) == set(TABLE)
-    for name in NAMES:
-        assert TABLE[name].get("base") == yaml_base(name), name
-        assert (HPARAMS / yaml_base(name)).is_file()
+def test_every_published_yaml_has_a_table_column():
+    assert NAMES and set(TABLES) == set(NAMES)
+    assert sorted(n for chain in CHAINS for n in chain) == sorted(
+        n for n in NAMES if not n.startswith("unipet")
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_yaml_values_are_the_table_values(name):
-    data = raw(name)
-    for key, text in TABLE[name]["rows"].items():
+def test_readme_table_is_the_yaml(name):
+    data, base = raw(name), YAML().load(HPARAMS / base_of(name))
+    rows = TABLES[name]
+    for key, text in rows.items():
         assert key in data, f"{name}: table key {key} is not in the yaml"
         got = canon(data[key])
         if isinstance(got, tuple) and got[0].startswith("!name:"):
             got = (got[0], "")  # the class; its arguments are !refs
         assert got == table_value(text), f"{name}: {key}"
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_every_changed_key_is_in_the_table_with_a_comment(name):
-    """What the yaml changes from its base (or adds) is in the table, and
-    the yaml cites its source in a comment above it."""
-    data, base = raw(name), YAML().load(HPARAMS / yaml_base(name))
+    if "opt_class" in rows:  # one optimiser for all parameters
+        assert canon(data["pet_opt_class"])[0] == rows["opt_class"]
+    assert not set(base) - set(data), f"{name}: keys of the base dropped"
     changed = {
         k for k in data if k not in base or canon(data[k]) != canon(base[k])
     }
-    assert not set(base) - set(data), f"{name}: keys of the base dropped"
-    assert changed <= set(TABLE[name]["rows"]), name
-    if name.startswith("unipet"):
-        return  # nothing is published: the recipe's own values, no source
-    lines = (PUBLISHED / f"{name}.yaml").read_text(encoding="utf-8")
-    lines = lines.splitlines()
-    for key in changed - {"opt_class"}:  # one comment for both optimisers
-        at = next(i for i, ln in enumerate(lines) if ln.startswith(f"{key}:"))
-        assert lines[at - 1].startswith("#"), f"{name}: {key} has no source"
+    assert changed - PLUMBING <= set(rows), f"{name}: changes without a row"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_published_yaml_loads_checks_and_builds(name, tmp_path):
-    hparams, overrides = load(name, tmp_path)
-    # Plain values as loaded (checked by the recipe's value rules).
-    for key, text in TABLE[name]["rows"].items():
+def test_published_yaml_loads_with_its_csv_flags_and_builds(name, tmp_path):
+    """As the training script loads it, with the recipe-test CSV row's flags
+    (tiny model, demo data, one epoch): the recipe's value checks pass."""
+    flags = csv_row(name)["test_debug_flags"].split()
+    # From any working directory: the repository's paths made absolute.
+    flags = [
+        re.sub(r"=((?:samples|tests)/.*)", lambda m: f"={REPO / m[1]}", f)
+        for f in flags
+    ]
+    path, run_opts, overrides = sb.parse_arguments(
+        [
+            str(PUBLISHED / f"{name}.yaml"),
+            *flags,
+            f"--output_folder={tmp_path / 'out'}",
+        ]
+    )
+    hparams, overrides = load_recipe_hparams(path, overrides)
+    data = raw(name)
+    # The CSV row runs alone on a CPU: no earlier stage, no fp16.
+    if canon(data["init_from"]) is not None:
+        assert overrides["init_from"] is None
+    if data.get("precision") == "fp16":
+        assert run_opts["precision"] == "fp32"
+    for key, text in TABLES[name].items():  # plain values, as loaded
         value = table_value(text)
         if key not in overrides and not isinstance(value, tuple):
             assert hparams[key] == value, f"{name}: {key}"
     if not hparams["num_valid_speakers"]:  # ckpt_select must allow it
         assert verification_validator(hparams) is None
     build_backend(hparams, num_speakers=4)
-    assert hparams["emb_dim"] == PUBLISHED_EMB_DIM[hparams["backend"]]
-    optimiser = TABLE[name]["rows"].get("opt_class")
-    if optimiser:  # both optimisers: that class, the yaml's weight decay
-        for key in ("opt_class", "pet_opt_class"):
-            assert optimiser.endswith(f".{hparams[key].func.__name__}")
-            decay = hparams[key].keywords["weight_decay"]
-            assert decay == hparams["weight_decay"], f"{name}: {key}"
+    for key in ("opt_class", "pet_opt_class"):
+        optimiser = hparams[key]
+        if "opt_class" in TABLES[name]:
+            assert TABLES[name]["opt_class"].endswith(
+                f".{optimiser.func.__name__}"
+            )
+            assert optimiser.keywords["weight_decay"] == hparams["weight_decay"]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_published_yaml_variables_are_used_by_the_script(name):
-    """SpeechBrain's ``check_yaml_vs_script`` rule (see
-    test_recipe_yamls.py), run options exempt."""
-    script = SCRIPT.read_text(encoding="utf-8")
-    run_opts = set(RunOptions().as_dict())
-    unused = [
-        var
-        for var in yaml_variables(PUBLISHED / f"{name}.yaml")
-        if var not in run_opts and not script_reads(script, var)
-    ]
-    assert not unused, f"{name}: not used by the script"
-
-
-@pytest.mark.parametrize("stages", STAGES, ids=lambda s: s[0])
+@pytest.mark.parametrize("stages", CHAINS, ids=lambda s: s[0])
 def test_each_stage_starts_from_the_previous_one(stages):
-    first = raw(stages[0])
-    assert canon(first["init_from"]) is None
-    for before, after in zip(stages, stages[1:], strict=False):
-        earlier, later = raw(before), raw(after)
+    yamls = [raw(name) for name in stages]
+    for name, data in zip(stages, yamls, strict=True):
+        folder = f"results/published/{name}/<seed>"
+        assert canon(data["output_folder"]) == ("!ref", folder)
+    assert canon(yamls[0]["init_from"]) is None
+    for earlier, later in zip(yamls, yamls[1:], strict=False):
         assert canon(later["init_from"]) == canon(earlier["output_folder"])
         assert later["seed"] == earlier["seed"]  # the same <seed> folder
-        # The averaged checkpoints it starts from are kept.
+        # The checkpoints it averages are kept by the earlier stage.
         assert 0 < later["init_average_last"] <= earlier["ckpt_keep_last"]

@@ -1,5 +1,6 @@
-"""Consistency of the recipe yamls: with their scripts, with the PET registry,
-with the recipe-test CSV, and that each one loads and builds.
+"""Consistency of the recipe yamls: with the tool that writes them, with
+their scripts, with the PET registry, with the recipe-test CSV, and that each
+one loads and builds.
 
 The yaml/script rule is the one of SpeechBrain's recipe consistency test,
 ``tests/utils/check_yaml.py`` (``check_yaml_vs_script``, run by
@@ -13,6 +14,8 @@ that passes here passes there.
 """
 
 import csv
+import functools
+import importlib.util
 import os
 import pathlib
 import re
@@ -57,6 +60,46 @@ CSV_HEADER = [
 def csv_rows():
     with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, skipinitialspace=True))
+
+
+# ------------------------------------- the files the tool writes, current
+@functools.cache
+def make_recipe_hparams():
+    """``tools/make_recipe_hparams.py`` as a module."""
+    spec = importlib.util.spec_from_file_location(
+        "make_recipe_hparams", REPO / "tools" / "make_recipe_hparams.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_written_files_are_what_the_tool_writes():
+    """Every method yaml, the W2V-BERT and published yamls and the published
+    tables of the recipe README: an edit of unipet.yaml, of the tool's
+    tables or of one written file alone fails here until the tool runs."""
+    files = make_recipe_hparams().generate()
+    stale = sorted(
+        str(path.relative_to(REPO))
+        for path, text in files.items()
+        if not path.is_file() or path.read_text(encoding="utf-8") != text
+    )
+    assert not stale, f"run python tools/make_recipe_hparams.py: {stale}"
+    # No yaml outside the tool but the scoring one (none left behind).
+    written = set(HPARAMS.rglob("*.yaml")) - set(files)
+    assert written == {HPARAMS / "verification.yaml"}
+
+
+def test_published_yamls_follow_their_base_yaml():
+    """A change of a base yaml reaches the published yamls written from it
+    (only the keys of their tables are set)."""
+    tool = make_recipe_hparams()
+    system = tool.MHFA
+    base = (HPARAMS / system.stages[0].base).read_text(encoding="utf-8")
+    edited = base.replace("num_workers: 2\n", "num_workers: 7\n")
+    assert edited != base
+    text = tool.render_published(system, 0, edited)
+    assert "\nnum_workers: 7\n" in text and "\nseed: 716\n" in text
 
 
 # ------------------------------------------------ SpeechBrain's yaml rule
@@ -311,6 +354,7 @@ W2V_BERT_VALUES = {
     "lora_alpha": 128.0,
     "number_of_epochs": 15,
     "lr_schedule": "warmup_step",
+    "lr_warmup_epochs": 5,
 }
 
 

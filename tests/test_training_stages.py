@@ -11,15 +11,20 @@ import pytest
 import soundfile as sf
 import torch
 from speechbrain.augment.time_domain import SpeedPerturb
-from test_export import load_in_fresh_process, recipe_embeddings
-from test_recipe import recipe_env, train, verify  # noqa: F401 -- fixture
+from test_export import FILES, load_in_fresh_process, recipe_embeddings
+from test_recipe import RECIPE, recipe_env, train, verify  # noqa: F401 -- fixture
 
 from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.export import export
+from speechbrain_unipet.lobes import PETEncoder
 from speechbrain_unipet.recipe import (
     RecipeError,
     audio_pipeline,
+    build_backend,
     check_recipe_values,
+    compute_embedding,
+    init_from_export,
+    load_recipe_hparams,
 )
 
 BACKENDS = ["mhfa", "ca_mhfa", "mfa"]
@@ -305,18 +310,34 @@ def test_init_from_its_own_output_folder_is_refused(recipe_env, three_epochs):  
 
 
 # ------------------------------------------------------------ back-ends
+BACKEND_SIZES = (
+    "--mhfa_heads=4",
+    "--mhfa_compression_dim=8",
+    "--mfa_adapter_dim=8",
+)
+
+
+@pytest.fixture(scope="module")
+def lora_mhfa(recipe_env):  # noqa: F811
+    """A LoRA run with the MHFA back-end (WeSpeaker's W2V-BERT stage 1)."""
+    out = recipe_env["root"] / "lora_mhfa"
+    if not (out / "train_log.txt").is_file():
+        train(recipe_env, "lora", out, "--backend=mhfa", *BACKEND_SIZES)
+    return out
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_backend_trains_verifies_and_exports(recipe_env, backend, tmp_path):  # noqa: F811
-    out = tmp_path / backend
-    train(
-        recipe_env,
-        "lora",
-        out,
-        f"--backend={backend}",
-        "--mhfa_heads=4",
-        "--mhfa_compression_dim=8",
-        "--mfa_adapter_dim=8",
-    )
+def test_backend_trains_verifies_and_exports(
+    recipe_env,  # noqa: F811
+    backend,
+    tmp_path,
+    request,
+):
+    if backend == "mhfa":
+        out = request.getfixturevalue("lora_mhfa")
+    else:
+        out = tmp_path / backend
+        train(recipe_env, "lora", out, f"--backend={backend}", *BACKEND_SIZES)
     (ckpt,) = checkpoints(out)
     # The encoder returns all hidden states: its layer weights do not train.
     assert "layer_weights" not in ckpt_state(ckpt, "ssl_encoder")
@@ -331,3 +352,101 @@ def test_backend_trains_verifies_and_exports(recipe_env, backend, tmp_path):  # 
     merged = export(out, tmp_path / "merged", merge_lora=True)
     got = load_in_fresh_process(merged, recipe_env["data"], tmp_path, tmp_path)
     torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
+
+
+# ------------------------------ a method change: joint fine-tuning after LoRA
+def test_finetune_stage_starts_from_a_lora_run_with_lora_merged(
+    recipe_env,  # noqa: F811
+    lora_mhfa,
+    tmp_path,
+):
+    """WeSpeaker's W2V-BERT chain: LoRA, merged into the backbone, then full
+    fine-tuning; from the run and from an export with --merge-lora."""
+    first = lora_mhfa
+    (ssl,) = [
+        a.split("=", 1)[1]
+        for a in recipe_env["args"]
+        if a.startswith("--ssl_hub=")
+    ]
+    mhfa = ("--backend=mhfa", *BACKEND_SIZES)
+    # A method LoRA cannot carry into fails before the data preparation.
+    refused = train(
+        recipe_env,
+        "frozen",
+        tmp_path / "refused",
+        f"--init_from={first}",
+        *mhfa,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "holds method 'lora'" in refused.stderr
+    assert "trains method 'frozen'" in refused.stderr
+    assert not (tmp_path / "refused" / "save" / "train.csv").exists()
+
+    before = folder_digest(first)
+    second = tmp_path / "finetune"
+    # The encoder's rate 0: what it starts from is what it saves.
+    done = train(
+        recipe_env,
+        "finetune",
+        second,
+        f"--init_from={first}",
+        "--lr_pet=0",
+        *mhfa,
+    )
+    assert (
+        "Initialised the encoder (the Transformer weights (LoRA merged) of a "
+        "'lora' encoder) and the speaker back-end from the run"
+    ) in done.stderr + done.stdout
+    assert folder_digest(first) == before  # the first run is only read
+    (stage1,) = checkpoints(first)
+    (stage2,) = checkpoints(second)
+    lora = PETEncoder(ssl, method="lora", output_all_hiddens=True)
+    lora.load_pet_state_dict(ckpt_state(stage1, "ssl_encoder"))
+    lora.merge_lora()
+    merged = dict(lora.named_parameters())
+    carried = ckpt_state(stage2, "ssl_encoder")
+    assert any(".q_proj.weight" in k for k in carried)
+    for key, value in carried.items():
+        torch.testing.assert_close(value, merged[key], rtol=0, atol=0)
+    # The stage trained: an epoch with a finite loss, the back-end moved.
+    (loss,) = re.findall(
+        r"^epoch: 1,.* train loss: ([0-9.e+-]+)",
+        (second / "train_log.txt").read_text(),
+        flags=re.M,
+    )
+    assert torch.isfinite(torch.tensor(float(loss)))
+    old = ckpt_state(stage1, "embedding_model")
+    new = ckpt_state(stage2, "embedding_model")
+    assert any(not torch.equal(new[k], v) for k, v in old.items())
+
+    # From an export with LoRA merged (a 'frozen' model on its backbone/):
+    # the new run embeds exactly as the LoRA run.
+    hub = export(first, tmp_path / "merged", merge_lora=True)
+    hparams, _ = load_recipe_hparams(
+        str(RECIPE / "hparams/finetune.yaml"),
+        {
+            "data_folder": str(recipe_env["data"]),
+            "ssl_hub": ssl,
+            "output_folder": str(tmp_path / "from_export"),
+            "ecapa_channels": [16, 16, 16, 16, 48],
+            "emb_dim": 8,
+            "backend": "mhfa",
+            "mhfa_heads": 4,
+            "mhfa_compression_dim": 8,
+            "mfa_adapter_dim": 8,
+        },
+    )
+    build_backend(hparams, num_speakers=speakers(first))
+    init_from_export(hparams, hub)
+    modules = torch.nn.ModuleDict(hparams["modules"]).eval()
+    mine = torch.cat(
+        [
+            compute_embedding(
+                modules, load_audio(recipe_env["data"] / "wav" / f)[None]
+            )
+            for f in FILES
+        ]
+    )
+    ref = recipe_embeddings(first, recipe_env["data"])
+    torch.testing.assert_close(mine, ref, atol=1e-4, rtol=0)

@@ -345,6 +345,8 @@ def test_w2v_bert_recipe_trains_verifies_and_exports(
         out,
         f"--ssl_hub={tiny_ssl_folder(tmp_path, 'wav2vec2-bert')}",
         "--mfa_adapter_dim=8",
+        # One epoch: the yaml's 5 warm-up epochs would be refused.
+        "--lr_warmup_epochs=0",
         *(
             ["--adapter_dim=8", "--prompt_length=4"]
             if method == "unipet"

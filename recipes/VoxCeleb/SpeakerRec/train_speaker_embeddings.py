@@ -20,6 +20,10 @@ Large-margin fine-tuning, a second stage from a finished run (README):
       --init_from=results/unipet/1986 --output_folder=results/unipet/1986-lmft \
       --sentence_len=6.0 --margin=0.5 --speed_perturb=False --lr=0.0001 \
       --lr_pet=0.0005 --number_of_epochs=3
+A 'finetune' stage may start from a 'frozen', 'bitfit' or 'lora' run (LoRA
+merged into the weights; ``speechbrain_unipet.recipe.INIT_CHAINS``):
+> python train_speaker_embeddings.py hparams/finetune.yaml --data_folder=/data/voxceleb1 \
+      --init_from=results/lora/1986 --output_folder=results/lora/1986-ft
 Multi-GPU / multi-node:
 > torchrun --nproc_per_node=4 train_speaker_embeddings.py hparams/unipet.yaml ...
 
@@ -53,6 +57,7 @@ from speechbrain_unipet.embedding import speaker_embeddings
 from speechbrain_unipet.recipe import (
     USER_ERRORS,
     build_backend,
+    check_init_from,
     check_prepared_data,
     compute_embedding,
     dataio_prep,
@@ -333,6 +338,10 @@ def main(argv):
             f"ERROR: init_from '{hparams['init_from']}' is this run's own "
             "output_folder: give the second stage another --output_folder"
         )
+    # Before the data preparation: an init_from that cannot start this run
+    # (another method that does not carry into this one) fails in seconds.
+    if hparams["init_from"] and not hparams["checkpointer"].find_checkpoints():
+        check_init_from(hparams, hparams["init_from"])
 
     prep = {
         "data_folder": hparams["data_folder"],
