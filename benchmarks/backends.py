@@ -4,8 +4,8 @@
         [--encoder] [--encoder-rounds 3] [--threads N] [--tiny]
 
 Back-ends at WavLM Base+ sizes (D=768, 12 layers: 13 hidden states), each
-at its constructor defaults (192-dimensional embeddings, so that all share
-the same classifier):
+at its constructor defaults, the published sizes (ECAPA 192-dimensional
+embeddings, the others 256, each with its own classifier):
 
 * ``ecapa``: SpeechBrain's ``ECAPA_TDNN`` (channels 512 x 4 + 1536) on the
   learnable softmax-weighted sum of the hidden states (its 13 layer weights
@@ -15,7 +15,7 @@ the same classifier):
 
 One step = forward + backward + Adam step of the back-end and an AAM
 classifier (SpeechBrain's ECAPA ``Classifier``, 5994 speakers as VoxCeleb2
-dev, ``AdditiveAngularMargin`` 0.2 / 30) on a fixed batch of random hidden
+dev, ``AdditiveAngularMargin`` 0.2 / 32) on a fixed batch of random hidden
 states, 4 utterances x 3 s = 150 frames. All back-ends live in one process
 and take one step each in turn, round after round (the order rotates); the
 ratio is the median of the per-round ratios to ``ecapa``, so that every
@@ -146,10 +146,11 @@ def make_step(name, device, tiny, encoder_folder=None):
         name, dim, layers, tiny, stack_input=encoder is None
     ).to(device)
     backend.train()
-    emb_dim = 16 if tiny else backend.lin_neurons
+    # Each at its published size: ECAPA 192, the stack back-ends 256.
+    emb_dim = 16 if tiny else (192 if name == "ecapa" else backend.lin_neurons)
     speakers = TINY_SPEAKERS if tiny else SPEAKERS
     classifier = Classifier(emb_dim, out_neurons=speakers).to(device)
-    cost = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=30))
+    cost = LogSoftmaxWrapper(AdditiveAngularMargin(margin=0.2, scale=32))
     targets = torch.randint(speakers, (BATCH, 1), generator=gen).to(device)
     lengths = torch.ones(BATCH, device=device)
     params = [
