@@ -1,5 +1,6 @@
 """The ``speechbrain-unipet`` command line (also ``python -m
-speechbrain_unipet``): embed, score, calibrate, threshold, verify, plot.
+speechbrain_unipet``): embed, score, calibrate, threshold, verify, plot,
+export.
 
 > speechbrain-unipet embed MODEL AUDIO STORE        # folder / list / CSV -> store
 > speechbrain-unipet score TRIALS STORE --output DIR [--cohort STORE]
@@ -7,10 +8,13 @@ speechbrain_unipet``): embed, score, calibrate, threshold, verify, plot.
 > speechbrain-unipet threshold SCORES --far 0.01
 > speechbrain-unipet verify MODEL a.wav b.wav
 > speechbrain-unipet plot MODEL --output DIR [--store STORE]
+> speechbrain-unipet export RUN HUB [--copy-backbone]  # = python -m speechbrain_unipet.export
+> speechbrain-unipet --version
 
 ``MODEL`` is a training run's output folder or an exported model folder.
 Exit codes: 0 done, 1 bad input (the message says what and how to fix
-it), 2 bad command-line usage (argparse), 130 interrupted.
+it), 2 bad command-line usage (argparse), 130 interrupted. A refused run
+writes nothing: inputs and settings are checked before the first file.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -158,22 +162,31 @@ def _add_scoring_options(parser):
     parser.add_argument(
         "--enrolment",
         help="enrolment list: 'model utt1 [utt2 ...]' per line; a model is "
-        "the mean of its utterances' embeddings",
+        "the mean of its utterances' embeddings (default: none, the trials "
+        "name utterances of the store)",
     )
     parser.add_argument(
         "--cohort",
-        help="store of training utterances: AS-norm with this cohort",
+        help="store of training utterances: AS-norm with this cohort "
+        "(default: none, plain cosine scores)",
     )
     parser.add_argument(
         "--cohort-speakers",
         help="'utterance speaker' lines for the cohort store (default: the "
         "first folder of each id)",
     )
-    parser.add_argument("--top-n", type=int, default=300)
+    parser.add_argument(
+        "--top-n",
+        type=int,
+        default=300,
+        help="AS-norm: each side is normalised by the mean and spread of "
+        "its N highest cohort scores (default: %(default)s)",
+    )
     parser.add_argument(
         "--subtract-mean",
         help="store whose mean embedding is subtracted before scoring (e.g. "
-        "training utterances); AS-norm subtracts the cohort's mean already",
+        "training utterances); AS-norm subtracts the cohort's mean already "
+        "(default: none)",
     )
 
 
@@ -182,6 +195,7 @@ def cmd_score(args):
     from speechbrain_unipet.calibration import ScoreCalibrator
     from speechbrain_unipet.evaluation import (
         apply_calibration,
+        check_scoring,
         labels_of,
         save_evaluation_plots,
         score_store,
@@ -192,23 +206,30 @@ def cmd_score(args):
     from speechbrain_unipet.recipe import atomic_write
 
     trials, store, cohort, mean = _scoring_inputs(args)
-    details = score_store(trials, store, cohort, args.top_n, mean)
-    out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    scores = details["scores"]
-    write_scores(out / "scores.txt", trials, scores.tolist())
     scoring = scoring_settings(cohort, mean, args.top_n)
+    calibrator = None
+    if args.calibration:
+        # Refused before the (slow) scoring and before any file is written.
+        calibrator = ScoreCalibrator.load(args.calibration)
+        check_scoring(calibrator, scoring)
+    details = score_store(trials, store, cohort, args.top_n, mean)
+    scores = details["scores"]
+    llrs = None
+    if calibrator is not None:
+        llrs = apply_calibration(calibrator, trials, store, details, scoring)
     result = {"num_trials": len(trials), **scoring}
     labels = None
     if {t.label for t in trials} == {0, 1}:
         labels = labels_of(trials)
         result.update(verification_results(scores, labels))
-    if args.calibration:
-        calibrator = ScoreCalibrator.load(args.calibration)
-        llrs = apply_calibration(calibrator, trials, store, details, scoring)
-        write_scores(out / "calibrated_scores.txt", trials, llrs.tolist())
-        if labels is not None:
+        if llrs is not None:
             result["calibrated"] = verification_results(llrs, labels)
+    # Everything is computed and checked: only now is the output written.
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_scores(out / "scores.txt", trials, scores.tolist())
+    if llrs is not None:
+        write_scores(out / "calibrated_scores.txt", trials, llrs.tolist())
     atomic_write(out / "results.json", json.dumps(result, indent=2))
     if labels is not None:
         save_evaluation_plots(
@@ -235,6 +256,11 @@ def cmd_calibrate(args):
     calibrator = fit_calibration(
         trials, store, details, quality, args.p_target, extra=scoring
     )
+    if args.export_folder:
+        from speechbrain_unipet.export import check_calibration_target
+
+        # A calibration the model cannot take is refused before it is saved.
+        check_calibration_target(args.export_folder, calibrator)
     calibrator.save(args.output)
     labels = labels_of(trials)
     before = verification_results(details["scores"], labels)
@@ -257,17 +283,49 @@ def cmd_calibrate(args):
 def cmd_threshold(args):
     """``threshold``: a decision threshold from scored trials or a prior."""
     from speechbrain_unipet.calibration import (
+        act_dcf,
         bayes_threshold,
         threshold_for_far,
     )
     from speechbrain_unipet.evaluation import read_scores
 
     if args.p_target is not None:
+        if args.far is not None:
+            raise CLIError(
+                "--far and --p-target ask for two different thresholds: "
+                "give one (--far: a false-accept rate on SCORES; "
+                "--p-target: the Bayes decision of calibrated scores)"
+            )
         t = bayes_threshold(args.p_target)
         print(
             f"threshold {t:.6f}: the Bayes decision for calibrated scores "
             f"(LLRs) at a target prior of {args.p_target}"
         )
+        if args.scores is not None:
+            # The threshold does not depend on the scores; what they give
+            # at it does: the error rates of that decision on them.
+            trials, scores = read_scores(args.scores)
+            labels = np.array([t.label for t in trials], dtype=bool)
+            parts = []
+            if (~labels).any():
+                fa = float((scores[~labels] >= t).mean())
+                parts.append(
+                    f"false-accept rate {100 * fa:.3f} % on "
+                    f"{int((~labels).sum())} non-target trials"
+                )
+            if labels.any():
+                miss = float((scores[labels] < t).mean())
+                parts.append(
+                    f"miss rate {100 * miss:.3f} % on "
+                    f"{int(labels.sum())} target trials"
+                )
+            if labels.any() and (~labels).any():
+                cost = act_dcf(scores[labels], scores[~labels], args.p_target)
+                parts.append(f"actual DCF {cost:.4f}")
+            print(
+                f"on {args.scores} (read as LLRs, e.g. calibrated_scores.txt)"
+                f": {', '.join(parts)}"
+            )
         return
     if args.scores is None or args.far is None:
         raise CLIError(
@@ -308,13 +366,8 @@ def cmd_plot(args):
     from speechbrain_unipet.plotting import plot_gates, plot_layer_weights
 
     modules, _ = model_modules(args.model, _device(args.device))
-    out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     weights = learned_layer_weights(modules)
-    written = []
-    if weights:
-        plot_layer_weights(weights, out / "layer_weights.png")
-        written.append(out / "layer_weights.png")
+    gates = None
     if args.store:
         from speechbrain_unipet.store import EmbeddingStore
 
@@ -324,14 +377,32 @@ def cmd_plot(args):
                 f"{args.store} holds no gate values: only unipet models have "
                 "gates (embed with a unipet model first)"
             )
-        plot_gates(gates, out / "gates.png")
-        written.append(out / "gates.png")
-    if not written:
+    if not weights and not gates:
         raise CLIError(
             f"{args.model} has no learned layer weights to plot (give "
             "--store for UniPET gates)"
         )
+    out = pathlib.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if weights:
+        plot_layer_weights(weights, out / "layer_weights.png")
+        written.append(out / "layer_weights.png")
+    if gates:
+        plot_gates(gates, out / "gates.png")
+        written.append(out / "gates.png")
     print("\n".join(str(p) for p in written))
+
+
+def cmd_export(args):
+    """``export``: a training run -> an exported model folder (what
+    ``python -m speechbrain_unipet.export`` does)."""
+    from speechbrain_unipet.export import run
+
+    run(args)
+
+
+DEVICE_HELP = "torch device (default: cuda:0 where CUDA is available, else cpu)"
 
 
 def build_parser():
@@ -345,9 +416,20 @@ def build_parser():
     -------
     >>> build_parser().parse_args(["threshold", "--p-target", "0.01"]).command
     'threshold'
+    >>> build_parser().parse_args(["export", "run", "hub"]).average_last
+    0
     """
+    from speechbrain_unipet import __version__
+    from speechbrain_unipet.export import add_arguments as add_export_options
+
     parser = argparse.ArgumentParser(
         prog="speechbrain-unipet", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -355,31 +437,71 @@ def build_parser():
     p.add_argument("model", help="training run folder or exported model")
     p.add_argument("audio", help="folder of audio, list file or prepared CSV")
     p.add_argument("store", help="store folder to write (resumed if killed)")
-    p.add_argument("--device")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument(
         "--batch-size",
         type=int,
         help="utterances per batch (default: 32 on CUDA; 1 on CPU, where "
         "batching does not pay: benchmarks/extraction.py)",
     )
-    p.add_argument("--max-batch-seconds", type=float, default=240.0)
+    p.add_argument(
+        "--max-batch-seconds",
+        type=float,
+        default=240.0,
+        help="most seconds of padded audio in a batch (default: %(default)s)",
+    )
     p.add_argument(
         "--num-workers",
         type=int,
         help="audio-decoding processes (default: 2 on CUDA, 0 on CPU, where "
         "they would take the cores the model needs)",
     )
-    p.add_argument("--crops", type=int, default=0, help="N test-time crops")
-    p.add_argument("--crop-seconds", type=float, default=8.0)
-    p.add_argument("--condition", help="degrade the audio, e.g. noise:5")
-    p.add_argument("--noise-folder")
-    p.add_argument("--rir-folder")
-    p.add_argument("--average-last", type=int, default=0)
+    p.add_argument(
+        "--crops",
+        type=int,
+        default=0,
+        help="N test-time crops: the mean embedding of N windows spread "
+        "over each longer utterance (default: %(default)s, whole "
+        "utterances)",
+    )
+    p.add_argument(
+        "--crop-seconds",
+        type=float,
+        default=8.0,
+        help="length of each test-time crop (default: %(default)s)",
+    )
+    p.add_argument(
+        "--condition",
+        help="degrade the audio, e.g. noise:5, reverb, truncate:2, "
+        "telephone (default: none, the audio as it is)",
+    )
+    p.add_argument(
+        "--noise-folder",
+        help="noise files for --condition noise:SNR (default: none, "
+        "generated pink noise)",
+    )
+    p.add_argument(
+        "--rir-folder",
+        help="impulse responses for --condition reverb (default: none; "
+        "reverb needs it)",
+    )
+    p.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        metavar="N",
+        help="training runs: embed with the mean of the last N end-of-epoch "
+        "checkpoints (default: %(default)s, the best checkpoint)",
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("score", help="trials + store -> scores, results")
     _add_scoring_options(p)
-    p.add_argument("--calibration", help="calibration.json from calibrate")
+    p.add_argument(
+        "--calibration",
+        help="calibration.json from calibrate: also write "
+        "calibrated_scores.txt (default: none)",
+    )
     p.add_argument("--output", required=True, help="folder for the results")
     p.set_defaults(func=cmd_score)
 
@@ -388,46 +510,79 @@ def build_parser():
     p.add_argument(
         "--quality",
         default="duration,norm,cohort",
-        help="quality measures: duration, norm, cohort (AS-norm), or none",
+        help="quality measures: duration, norm, cohort (AS-norm), or none "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--p-target",
         type=float,
         default=None,
-        help="objective of the fit: by default WeSpeaker's Cllr (each "
-        "class's mean cost weighted equally); a prior p gives BOSARIS's "
-        "prior-weighted Cllr at p (default: %(default)s)",
+        help="objective of the fit: a prior p gives BOSARIS's "
+        "prior-weighted Cllr at p (default: none, WeSpeaker's Cllr, each "
+        "class's mean cost weighted equally)",
     )
     p.add_argument("--output", required=True, help="calibration JSON to write")
     p.add_argument(
         "--export-folder",
         help="also store the calibration in this exported model, so that "
-        "CalibratedSpeakerRecognition returns calibrated scores",
+        "CalibratedSpeakerRecognition returns calibrated scores "
+        "(default: none)",
     )
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("threshold", help="a decision threshold")
-    p.add_argument("scores", nargs="?", help="scores.txt of a scored list")
-    p.add_argument("--far", type=float, help="target false-accept rate")
     p.add_argument(
-        "--p-target", type=float, help="Bayes threshold of calibrated scores"
+        "scores",
+        nargs="?",
+        help="scores.txt of a scored list (with --p-target: calibrated "
+        "scores, whose error rates at the threshold are reported)",
+    )
+    p.add_argument(
+        "--far",
+        type=float,
+        help="target false-accept rate in [0, 1]: the lowest threshold "
+        "reaching it on SCORES (default: none; give --far or --p-target)",
+    )
+    p.add_argument(
+        "--p-target",
+        type=float,
+        help="prior of a target trial: the Bayes threshold of calibrated "
+        "scores (default: none; give --far or --p-target)",
     )
     p.set_defaults(func=cmd_threshold)
 
     p = sub.add_parser("verify", help="same speaker? (two audio files)")
     p.add_argument("model", help="training run folder or exported model")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--device")
+    p.add_argument("a", help="first audio file")
+    p.add_argument("b", help="second audio file")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="accept scores >= it (default: an exported model's "
+        "calibrated decision; without calibration no decision)",
+    )
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("plot", help="layer weights and gates of a model")
     p.add_argument("model", help="training run folder or exported model")
-    p.add_argument("--store", help="a store embedded with the model (gates)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--device")
+    p.add_argument(
+        "--store",
+        help="a store embedded with the model: also plot UniPET gates "
+        "(default: none, layer weights only)",
+    )
+    p.add_argument("--output", required=True, help="folder for the plots")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser(
+        "export",
+        help="training run -> exported model folder",
+        description="Export a trained PET speaker model (as python -m "
+        "speechbrain_unipet.export).",
+    )
+    add_export_options(p)
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -426,19 +426,44 @@ def write_card(hub, hparams, encoder, method, copied, merged, train_folder):
     (hub / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def main(argv=None):
-    """Command line: ``python -m speechbrain_unipet.export TRAIN HUB``."""
-    parser = argparse.ArgumentParser(
-        description="Export a trained PET speaker model."
+def add_arguments(parser):
+    """Adds the export options to ``parser``: this module's command line
+    and ``speechbrain-unipet export`` share them.
+
+    Arguments
+    ---------
+    parser : argparse.ArgumentParser
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        ``parser``.
+    """
+    parser.add_argument(
+        "train_folder",
+        help="output_folder of train_speaker_embeddings.py (the run)",
     )
-    parser.add_argument("train_folder")
-    parser.add_argument("hub_folder")
-    parser.add_argument("--copy-backbone", action="store_true")
-    parser.add_argument("--merge-lora", action="store_true")
+    parser.add_argument(
+        "hub_folder",
+        help="folder to write: outside the run, absent or empty (or an "
+        "earlier export, with --overwrite)",
+    )
+    parser.add_argument(
+        "--copy-backbone",
+        action="store_true",
+        help="copy the backbone into backbone/ for a self-contained folder "
+        "(default: off, the folder references the backbone)",
+    )
+    parser.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="fold LoRA into the copied backbone weights (LoRA models; "
+        "implies --copy-backbone; default: off)",
+    )
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace a non-empty HUB_FOLDER",
+        help="replace a non-empty HUB_FOLDER (default: off)",
     )
     parser.add_argument(
         "--average-last",
@@ -446,21 +471,47 @@ def main(argv=None):
         default=0,
         metavar="N",
         help="export the mean of the last N end-of-epoch checkpoints "
-        "(trained with --ckpt_keep_last N or more) instead of the best one",
+        "(trained with --ckpt_keep_last N or more) instead of the best one "
+        "(default: %(default)s, the best one)",
+    )
+    return parser
+
+
+def run(args):
+    """Exports as parsed by ``add_arguments`` and says where.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    hub = export(
+        args.train_folder,
+        args.hub_folder,
+        args.copy_backbone,
+        args.merge_lora,
+        args.overwrite,
+        args.average_last,
+    )
+    print(f"Exported to {hub}")
+    return hub
+
+
+def main(argv=None):
+    """Command line: ``python -m speechbrain_unipet.export TRAIN HUB``."""
+    parser = add_arguments(
+        argparse.ArgumentParser(
+            description="Export a trained PET speaker model."
+        )
     )
     args = parser.parse_args(argv)
     try:
-        hub = export(
-            args.train_folder,
-            args.hub_folder,
-            args.copy_backbone,
-            args.merge_lora,
-            args.overwrite,
-            args.average_last,
-        )
+        run(args)
     except (ExportError, FileNotFoundError, RecipeError) as err:
         sys.exit(f"ERROR: {err}")
-    print(f"Exported to {hub}")
     return 0
 
 
@@ -491,10 +542,37 @@ def add_calibration(hub_folder, calibrator, threshold=None, p_target=0.01):
     p_target : float
         Target prior of the default decision.
     """
+    hub = pathlib.Path(hub_folder)
+    yaml_path = hub / "hyperparams.yaml"
+    check_calibration_target(hub, calibrator)
+    entry = dict(
+        calibrator.to_dict(), threshold=threshold, decision_p_target=p_target
+    )
+    text = yaml_path.read_text(encoding="utf-8")
+    text = text.split("\n" + CALIBRATION_MARK, 1)[0].rstrip("\n") + "\n"
+    # JSON is YAML (flow style): the entry needs no YAML writer.
+    text += f"\n{CALIBRATION_MARK}\ncalibration: {json.dumps(entry)}\n"
+    atomic_write(yaml_path, text)
+    atomic_write(hub / "calibration.json", json.dumps(entry, indent=2))
+
+
+def check_calibration_target(hub_folder, calibrator):
+    """Refuses what ``add_calibration`` refuses, writing nothing: a folder
+    that is not an export, or a calibration an exported model cannot apply.
+
+    Arguments
+    ---------
+    hub_folder : str or pathlib.Path
+    calibrator : ScoreCalibrator
+
+    Raises
+    ------
+    ExportError
+        With the reason.
+    """
     from speechbrain_unipet.inference import check_exportable
 
     hub = pathlib.Path(hub_folder)
-    yaml_path = hub / "hyperparams.yaml"
     if not all((hub / m).is_file() for m in EXPORT_MARKERS):
         raise ExportError(
             f"{hub} is not an exported model folder (it lacks "
@@ -505,12 +583,3 @@ def add_calibration(hub_folder, calibrator, threshold=None, p_target=0.01):
         check_exportable(calibrator)
     except ValueError as err:
         raise ExportError(str(err)) from None
-    entry = dict(
-        calibrator.to_dict(), threshold=threshold, decision_p_target=p_target
-    )
-    text = yaml_path.read_text(encoding="utf-8")
-    text = text.split("\n" + CALIBRATION_MARK, 1)[0].rstrip("\n") + "\n"
-    # JSON is YAML (flow style): the entry needs no YAML writer.
-    text += f"\n{CALIBRATION_MARK}\ncalibration: {json.dumps(entry)}\n"
-    atomic_write(yaml_path, text)
-    atomic_write(hub / "calibration.json", json.dumps(entry, indent=2))

@@ -14,9 +14,15 @@ command line all embed through ``extract``:
   ``i % world_size``; each rank writes its own part files, the main
   process assembles the store;
 * **resumable**: parts are written every ``flush_every`` batches into
-  ``<store>.parts/``; a killed run started again with the same settings
-  skips the utterances already embedded (other settings are refused:
-  mixing them would give a store of two models);
+  ``<store>.parts/``, each row keyed by its utterance (id, file, region);
+  a killed or failed run started again with the same model and settings
+  skips the utterances already embedded, even with another utterance list
+  (a trial list without a bad file). Parts of other settings (another
+  model, crops, condition...) are never mixed in: they are moved aside to
+  ``<store>.parts.stale-<time>/`` with a warning, and the run starts over.
+  A run stopped by an error (a damaged file) first writes what it
+  embedded, so nothing computed is lost, and removes a part folder that
+  it created but holds nothing;
 * optional **test-time crops**: ``num_crops`` windows of ``crop_seconds``
   spread evenly over the utterance (first one at the start, last one at
   the end), embedded and averaged, as ESPnet's and WeSpeaker's
@@ -35,6 +41,7 @@ import json
 import os
 import pathlib
 import shutil
+import time
 
 import numpy as np
 import torch
@@ -454,41 +461,115 @@ def parts_folder(store_folder):
     return store_folder.with_name(store_folder.name + ".parts")
 
 
-def _check_parts(parts, settings, store_folder):
-    """Creates the part folder, or checks that it was made with these
-    settings (a resumed run must embed the same way)."""
+def _utterance_key(utt):
+    """What a part row must match to be reused for ``utt``."""
+    return _settings_digest([utt.id, utt.path, utt.start, utt.stop])
+
+
+def _set_aside(parts):
+    """Renames ``parts`` to ``<name>.stale-<time>`` (never over another)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stale = parts.with_name(f"{parts.name}.stale-{stamp}")
+    n = 1
+    while stale.exists():
+        stale = parts.with_name(f"{parts.name}.stale-{stamp}-{n}")
+        n += 1
+    os.replace(parts, stale)
+    return stale
+
+
+def _prepare_parts(parts, settings, store_folder):
+    """Creates the part folder, or checks that its parts were made with
+    these settings (a resumed run must embed the same way). Parts of other
+    settings are moved aside (logged), never mixed in nor refused.
+
+    Returns
+    -------
+    created : bool
+        Whether this call created the folder.
+    same_list : bool
+        Whether the parts were made for the same utterance list (parts
+        written before rows were keyed are only reused then).
+    """
+    settings = json.loads(json.dumps(settings, default=str))
     saved = parts / SETTINGS_FILE
-    if saved.is_file():
-        previous = json.loads(saved.read_text(encoding="utf-8"))
-        if previous != json.loads(json.dumps(settings, default=str)):
+    if parts.is_dir():
+        try:
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = None
+        has_parts = any(parts.glob("part-*.npz"))
+        if not has_parts:
+            # Killed or failed before its first part: nothing to keep.
+            shutil.rmtree(parts)
+        elif previous is None:
+            stale = _set_aside(parts)
+            logger.warning(
+                "%s held parts of an extraction into %s without readable "
+                "settings: moved them to %s and started over (delete it if "
+                "you do not need it)",
+                parts,
+                store_folder,
+                stale,
+            )
+        else:
             changed = sorted(
                 k
                 for k in set(previous) | set(settings)
-                if previous.get(k)
-                != json.loads(json.dumps(settings, default=str)).get(k)
+                if k != "utterances" and previous.get(k) != settings.get(k)
             )
-            raise ExtractionError(
-                f"{parts} holds the parts of an interrupted extraction into "
-                f"{store_folder} with other settings ({', '.join(changed)}): "
-                "delete that folder to start over, or extract into another "
-                "store folder"
+            if not changed:
+                return False, previous.get("utterances") == settings.get(
+                    "utterances"
+                )
+            stale = _set_aside(parts)
+            logger.warning(
+                "%s held the parts of an interrupted extraction into %s with "
+                "other settings (%s): moved them to %s and started over "
+                "(delete it, or rename it back to resume with those "
+                "settings)",
+                parts,
+                store_folder,
+                ", ".join(changed),
+                stale,
             )
-        return
     parts.mkdir(parents=True, exist_ok=True)
     tmp = saved.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=2, default=str), "utf-8")
+    tmp.write_text(json.dumps(settings, indent=2), "utf-8")
     os.replace(tmp, saved)
+    return True, True
 
 
-def _done_ids(parts):
-    done = set()
+def _usable_parts(parts, keys, same_list):
+    """Yields ``(data, ids, rows)`` per part file: ``rows`` are those of an
+    utterance in ``keys`` (id -> key) embedded from the same file and
+    region. Parts without keys (older runs) count only for the same list.
+    """
     for part in sorted(parts.glob("part-*.npz")):
         with np.load(part) as data:
-            done.update(data["ids"].tolist())
+            ids = data["ids"].tolist()
+            if "keys" in data.files:
+                part_keys = data["keys"].tolist()
+            elif same_list:
+                part_keys = [keys.get(i) for i in ids]
+            else:
+                continue
+            rows = [
+                k
+                for k, (uid, key) in enumerate(zip(ids, part_keys, strict=True))
+                if uid in keys and keys[uid] == key
+            ]
+            yield data, ids, rows
+
+
+def _done_ids(parts, keys, same_list=True):
+    done = set()
+    for _, ids, rows in _usable_parts(parts, keys, same_list):
+        done.update(ids[k] for k in rows)
     return done
 
 
-def _write_part(parts, rank, seq, ids, embeddings, durations, gates):
+def _write_part(parts, rank, seq, keys, ids, embeddings, durations, gates):
     """One part file, written whole then renamed (a killed run leaves only
     whole parts)."""
     final = parts / f"part-r{rank:03d}-{seq:06d}.npz"
@@ -498,6 +579,7 @@ def _write_part(parts, rank, seq, ids, embeddings, durations, gates):
         np.savez(
             f,
             ids=np.array(ids, dtype=str),
+            keys=np.array([keys[i] for i in ids], dtype=str),
             embeddings=np.stack(embeddings).astype(np.float32),
             durations=np.array(durations, dtype=np.float32),
             **gates,
@@ -505,22 +587,21 @@ def _write_part(parts, rank, seq, ids, embeddings, durations, gates):
     os.replace(tmp, final)
 
 
-def _assemble(parts, utterances, meta):
-    """The store of every part, rows in the order of ``utterances``."""
+def _assemble(parts, utterances, meta, keys, same_list=True):
+    """The store of every usable part row, rows in the order of
+    ``utterances``."""
     rows, gates = {}, {}
-    for part in sorted(parts.glob("part-*.npz")):
-        with np.load(part) as data:
-            part_ids = data["ids"].tolist()
-            for uid, emb, dur in zip(
-                part_ids, data["embeddings"], data["durations"], strict=True
-            ):
-                rows[uid] = (emb, dur)
-            for key in data.files:
-                if key.startswith("gate__"):
-                    # Per utterance: one re-embedded after a resume counts
-                    # once.
-                    per_utt = gates.setdefault(key[len("gate__") :], {})
-                    per_utt.update(zip(part_ids, data[key], strict=True))
+    for data, part_ids, use in _usable_parts(parts, keys, same_list):
+        embeddings, durations = data["embeddings"], data["durations"]
+        for k in use:
+            rows[part_ids[k]] = (embeddings[k], durations[k])
+        for key in data.files:
+            if key.startswith("gate__"):
+                # Per utterance: one re-embedded after a resume counts
+                # once.
+                per_utt = gates.setdefault(key[len("gate__") :], {})
+                values = data[key]
+                per_utt.update((part_ids[k], values[k]) for k in use)
     ids = [u.id for u in utterances]
     missing = [i for i in ids if i not in rows]
     if missing:
@@ -718,15 +799,19 @@ def extract(
             )
     rank, world = _distributed()
     parts = parts_folder(store_folder)
+    keys = {u.id: _utterance_key(u) for u in utterances}
+    created = False
     if rank == 0:
-        _check_parts(parts, settings, store_folder)
+        created, _ = _prepare_parts(parts, settings, store_folder)
     _barrier()
-    done = _done_ids(parts)
+    saved = json.loads((parts / SETTINGS_FILE).read_text(encoding="utf-8"))
+    same_list = saved.get("utterances") == settings["utterances"]
+    done = _done_ids(parts, keys, same_list)
     if done and rank == 0:
         logger.info(
             "Resuming %s: %d of %d utterances already embedded",
             store_folder,
-            len(done & set(ids)),
+            len(done),
             len(ids),
         )
     durations = _durations(utterances, sample_rate)
@@ -752,39 +837,61 @@ def extract(
         dynamic_ncols=True,
         unit="utt",
     )
-    for n, (indices, wavs, lens) in enumerate(loader, 1):
-        try:
-            emb, gates = _embed_batch(
-                modules,
-                wavs.to(device),
-                lens.to(device),
-                crops,
-                chunking,
-                sample_rate,
+    try:
+        for n, (indices, wavs, lens) in enumerate(loader, 1):
+            try:
+                emb, gates = _embed_batch(
+                    modules,
+                    wavs.to(device),
+                    lens.to(device),
+                    crops,
+                    chunking,
+                    sample_rate,
+                )
+            except InvalidAudioError as err:
+                row, why = next(iter(err.problems.items()))
+                utt = utterances[indices[row]]
+                raise ExtractionError(
+                    f"Cannot embed '{utt.path}' ({utt.id}): {why}; remove it "
+                    "from the list or fix the file"
+                ) from None
+            pending[0].extend(ids[i] for i in indices)
+            pending[1].extend(emb.float().cpu().numpy())
+            # Seconds of what was embedded (a transform may have cut it).
+            pending[2].extend((lens * wavs.shape[1] / sample_rate).tolist())
+            for key, value in gates.items():
+                value = value.float().reshape(value.shape[0], -1).cpu().numpy()
+                pending[3].setdefault(key, []).extend(value)
+            bar.update(len(indices))
+            if n % flush_every == 0 or n == len(mine):
+                _write_part(parts, rank, seq, keys, *pending)
+                seq += 1
+                pending = ([], [], [], {})
+    except BaseException:
+        # Stopped by an error (a damaged file, Ctrl-C): keep what was
+        # embedded, so that a run started again (with the file fixed or
+        # left out) resumes from it; a folder this run made for nothing
+        # goes.
+        if pending[0]:
+            try:
+                _write_part(parts, rank, seq, keys, *pending)
+            except Exception as err:  # keep the error that stopped the run
+                logger.warning("Could not keep the last batches: %s", err)
+        if created and not any(parts.glob("part-*.npz")):
+            shutil.rmtree(parts, ignore_errors=True)
+        elif rank == 0:
+            logger.info(
+                "Kept the embeddings computed so far in %s: the next "
+                "extraction into %s reuses them",
+                parts,
+                store_folder,
             )
-        except InvalidAudioError as err:
-            row, why = next(iter(err.problems.items()))
-            utt = utterances[indices[row]]
-            raise ExtractionError(
-                f"Cannot embed '{utt.path}' ({utt.id}): {why}; remove it "
-                "from the list or fix the file"
-            ) from None
-        pending[0].extend(ids[i] for i in indices)
-        pending[1].extend(emb.float().cpu().numpy())
-        # Seconds of what was embedded (a transform may have cut it).
-        pending[2].extend((lens * wavs.shape[1] / sample_rate).tolist())
-        for key, value in gates.items():
-            value = value.float().reshape(value.shape[0], -1).cpu().numpy()
-            pending[3].setdefault(key, []).extend(value)
-        bar.update(len(indices))
-        if n % flush_every == 0 or n == len(mine):
-            _write_part(parts, rank, seq, *pending)
-            seq += 1
-            pending = ([], [], [], {})
-    bar.close()
+        raise
+    finally:
+        bar.close()
     _barrier()
     if rank == 0:
-        store = _assemble(parts, utterances, meta)
+        store = _assemble(parts, utterances, meta, keys, same_list)
         store.save(store_folder)
         shutil.rmtree(parts)
     _barrier()

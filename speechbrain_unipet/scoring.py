@@ -174,8 +174,9 @@ def read_trials(path):
 
 
 def read_enrolment(path):
-    """Reads a multi-utterance enrolment list: ``model utt1 [utt2 ...]``
-    per line (a model may span several lines; CN-Celeb's ``enroll.map``).
+    """Reads a multi-utterance enrolment list (CN-Celeb's ``enroll.map``).
+
+    Each line is ``model utt1 [utt2 ...]``; a model may span several lines.
 
     Arguments
     ---------

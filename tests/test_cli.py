@@ -1,6 +1,8 @@
 """Every ``speechbrain-unipet`` command end to end on a tiny trained run:
-embed, score, calibrate, threshold, verify, plot; exit codes and errors."""
+embed, score, calibrate, threshold, verify, plot, export; ``--version``,
+help texts, exit codes and errors (a refused run writes nothing)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -12,8 +14,9 @@ import torch
 from test_export import trained
 from test_recipe import recipe_env  # noqa: F401 -- shared fixture
 
+import speechbrain_unipet
 from speechbrain_unipet.calibration import ScoreCalibrator
-from speechbrain_unipet.cli import main
+from speechbrain_unipet.cli import build_parser, main
 from speechbrain_unipet.evaluation import read_scores
 from speechbrain_unipet.store import EmbeddingStore
 
@@ -37,6 +40,51 @@ def run(recipe_env, tmp_path_factory):  # noqa: F811
         == 0
     )
     return {"run": folder, "store": store, "out": out, **recipe_env}
+
+
+def test_every_option_has_help_showing_its_default():
+    """Each argument of each command has help; each optional's rendered
+    help gives its default (the value itself where it has one)."""
+    parser = build_parser()
+    (commands,) = [
+        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    assert set(commands.choices) == {
+        "embed",
+        "score",
+        "calibrate",
+        "threshold",
+        "verify",
+        "plot",
+        "export",
+    }
+    checked = 0
+    for name, command in commands.choices.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"{name} {action.option_strings or action.dest}"
+            assert action.help and action.help != argparse.SUPPRESS, where
+            if not action.option_strings or action.required:
+                continue  # positionals and required options: no default
+            text = formatter._expand_help(action)
+            if action.default is None:
+                assert "default: " in text, (where, text)
+            elif action.default is False:  # a flag
+                assert "default: off" in text, (where, text)
+            else:
+                assert f"default: {action.default}" in text, (where, text)
+            checked += 1
+    assert checked >= 25
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out == f"speechbrain-unipet {speechbrain_unipet.__version__}\n"
 
 
 def test_embed_writes_a_store_of_every_file(run):
@@ -128,7 +176,28 @@ def test_score_calibrate_threshold(run, capsys):
     assert result["calibrated"]["cllr"] <= result["cllr"] + 1e-6
     assert result["calibrated"]["eer"] == pytest.approx(result["eer"])
 
+    # --p-target with a score file: the Bayes threshold (which the scores
+    # do not change) and that decision's error rates on the given LLRs.
+    llr_file = calibrated / "calibrated_scores.txt"
     capsys.readouterr()
+    assert main(["threshold", str(llr_file), "--p-target", "0.5"]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.startswith("threshold 0.000000: the Bayes decision")
+    scored, llrs = read_scores(llr_file)
+    labels = np.array([t.label for t in scored], dtype=bool)
+    fa = 100 * (llrs[~labels] >= 0).mean()
+    miss = 100 * (llrs[labels] < 0).mean()
+    assert f"false-accept rate {fa:.3f} % on {(~labels).sum()} non" in second
+    assert f"miss rate {miss:.3f} % on {labels.sum()} target" in second
+    assert "actual DCF" in second
+    # Two different thresholds asked for at once: refused, both named.
+    code = main(
+        ["threshold", str(llr_file), "--p-target", "0.5", "--far", ".1"]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--far and --p-target" in err
+
     assert main(["threshold", str(out / "scores.txt"), "--far", "0.25"]) == 0
     line = capsys.readouterr().out
     threshold = float(line.split()[1].rstrip(":"))
@@ -138,8 +207,6 @@ def test_score_calibrate_threshold(run, capsys):
 
 
 def test_verify_and_calibrated_export(run, capsys, tmp_path):
-    from speechbrain_unipet.export import export
-
     wav = run["data"] / "wav"
     a, b = wav / "id4/vid0/00001.wav", wav / "id4/vid1/00001.wav"
     capsys.readouterr()
@@ -153,7 +220,18 @@ def test_verify_and_calibrated_export(run, capsys, tmp_path):
     assert result["score"] == pytest.approx(cosine, abs=1e-4)
     assert result["same_speaker"] is None and not result["calibrated"]
 
-    hub = export(run["run"], tmp_path / "hub")
+    # speechbrain-unipet export: python -m speechbrain_unipet.export's
+    # arguments and behaviour (a non-empty destination is refused, exit 1).
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["export", str(run["run"]), str(tmp_path / "mine")]) == 1
+    assert "not empty. Give --overwrite" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+    hub = tmp_path / "hub"
+    assert main(["export", str(run["run"]), str(hub), "--average-last=0"]) == 0
+    assert capsys.readouterr().out == f"Exported to {hub.resolve()}\n"
+    assert (hub / "ssl_encoder.ckpt").is_file()
     calibration = tmp_path / "calibration.json"
     args = ["calibrate", str(run["data"] / "trials.txt"), str(run["store"])]
     code = main(
@@ -211,6 +289,8 @@ def test_verify_and_calibrated_export(run, capsys, tmp_path):
         ]
     )
     assert code == 1
+    assert "AS-norm" in capsys.readouterr().err
+    assert not (tmp_path / "c2.json").exists()  # refused before it is saved
 
 
 def test_plot_writes_layer_weights_and_gates(run):
@@ -247,6 +327,7 @@ def test_bad_inputs_exit_1_with_the_reason(run, tmp_path, capsys):
     )
     assert code == 1
     assert "nobody/x/1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
     (tmp_path / "empty").mkdir()
     code = main(
         [
@@ -259,6 +340,20 @@ def test_bad_inputs_exit_1_with_the_reason(run, tmp_path, capsys):
     )
     assert code == 1
     assert "empty" in capsys.readouterr().err
+    # plot: the store is read before any plot is written.
+    plots = tmp_path / "plots"
+    code = main(
+        [
+            "plot",
+            str(run["run"]),
+            "--store",
+            str(tmp_path / "empty"),
+            "--output",
+            str(plots),
+            "--device=cpu",
+        ]
+    )
+    assert code == 1 and not plots.exists()
     code = main(
         ["embed", str(tmp_path), str(run["data"] / "wav"), str(tmp_path / "s")]
     )
@@ -297,6 +392,8 @@ def test_scoring_mismatches_and_unusable_audio_are_refused(
     assert "subtract_mean=True, these have subtract_mean=False" in (
         capsys.readouterr().err
     )
+    # Refused before anything is written: no scores.txt, not even a folder.
+    assert not (tmp_path / "o").exists()
     # Nor can it travel with an exported model (which scores raw cosine).
     from speechbrain_unipet.export import add_calibration, export
 

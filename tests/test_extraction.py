@@ -273,24 +273,120 @@ def test_a_killed_extraction_resumes(setup, tmp_path):
     assert not parts.exists()
 
 
-def test_resuming_with_other_settings_is_refused(setup, tmp_path):
+def identity_counting(calls):
+    """An identity transform recording the ids it sees."""
+
+    def identity(wav, rate, key):
+        calls.append(key)
+        return wav
+
+    identity.name = "identity"
+    return identity
+
+
+def test_parts_of_other_settings_are_set_aside_not_refused(
+    setup, tmp_path, caplog
+):
     modules = build_modules(setup["ssl"])
     utts = utterances_from_folder(setup["audio"])
+    seen = []
 
-    def dies(wav, rate, key):
-        raise Killed
+    def dies_after_four(wav, rate, key):
+        if len(seen) == 4:
+            raise Killed
+        seen.append(key)
+        return wav
 
+    dies_after_four.name = "identity"
     with pytest.raises(Killed):
-        extract(modules, utts, tmp_path / "x", transform=dies, progress=False)
-    with pytest.raises(ExtractionError, match=r"other settings \(crops\)"):
         extract(
             modules,
             utts,
             tmp_path / "x",
-            transform=dies,
-            num_crops=2,
+            batch_size=2,
+            flush_every=1,
+            transform=dies_after_four,
             progress=False,
         )
+    parts = parts_folder(tmp_path / "x")
+    assert len(list(parts.glob("part-*.npz"))) == 2
+    calls = []
+    with caplog.at_level("WARNING"):
+        store = extract(
+            modules,
+            utts,
+            tmp_path / "x",
+            transform=identity_counting(calls),
+            num_crops=2,
+            crop_seconds=0.3,
+            progress=False,
+        )
+    assert len(store) == len(utts) and store.meta["crops"] == [2, 0.3]
+    assert sorted(calls) == sorted(u.id for u in utts)  # nothing mixed in
+    assert not parts.exists()
+    (stale,) = tmp_path.glob("x.parts.stale-*")
+    assert len(list(stale.glob("part-*.npz"))) == 2  # kept, not deleted
+    assert "other settings (crops)" in caplog.text
+    assert str(stale) in caplog.text
+
+
+def test_a_failed_verification_blocks_no_later_one(setup, tmp_path, caplog):
+    """A damaged file stops a verification with its name; then another
+    trial list of the same run, and of a copy of the run, verify (the
+    embeddings made before the error are reused, never refused)."""
+    import shutil
+
+    from speechbrain_unipet.audio import AudioError
+
+    modules = build_modules(setup["ssl"])
+    clean = utterances_from_folder(setup["audio"])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    nan = np.random.default_rng(1).standard_normal(3500) * 0.1
+    nan[100] = np.nan
+    sf.write(bad / "nan.wav", nan, 16000, subtype="FLOAT")
+    # Shortest but one: found in the last batch, after 6 utterances.
+    with_nan = clean + utterances_from_folder(bad)
+    run = tmp_path / "run"
+    store = run / "embeddings" / "test"
+
+    def verify(run_folder, utterances, calls):
+        return extract(
+            modules,
+            utterances,
+            run_folder / "embeddings" / "test",
+            batch_size=2,
+            transform=identity_counting(calls),
+            model_id=str(run_folder.resolve()),  # as model_modules does
+            progress=False,
+        )
+
+    with pytest.raises(AudioError, match=r"nan\.wav' holds NaN"):
+        verify(run, with_nan, [])
+    assert not store.exists()
+    # What was embedded before the error is kept (resumable), nothing else.
+    assert sorted(p.name for p in store.parent.iterdir()) == ["test.parts"]
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+
+    calls = []
+    result = verify(run, clean, calls)
+    assert len(calls) == 1  # the 6 embedded before the error are reused
+    reference = one_by_one(modules, clean)
+    assert result.ids == [u.id for u in clean]
+    for uid, row in zip(result.ids, result.embeddings, strict=True):
+        np.testing.assert_allclose(row, reference[uid], atol=1e-4)
+    assert sorted(p.name for p in store.parent.iterdir()) == ["test"]
+
+    # The copy's model path differs: its parts are set aside, logged.
+    calls = []
+    with caplog.at_level("WARNING"):
+        copied = verify(copy, clean, calls)
+    assert len(calls) == len(clean)
+    np.testing.assert_allclose(copied.embeddings, result.embeddings, atol=1e-6)
+    names = sorted(p.name for p in (copy / "embeddings").iterdir())
+    assert names[0] == "test" and names[1].startswith("test.parts.stale-")
+    assert len(names) == 2 and "other settings (model)" in caplog.text
 
 
 SHARD_SCRIPT = """
@@ -355,6 +451,8 @@ def test_bad_inputs_are_named(setup, tmp_path):
             tmp_path / "s",
             progress=False,
         )
+    # Failed on its first batch: no part folder is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["silent"]
     with pytest.raises(ExtractionError, match="No audio files"):
         (tmp_path / "empty").mkdir()
         utterances_from_folder(tmp_path / "empty")

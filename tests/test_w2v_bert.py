@@ -139,11 +139,12 @@ def literal_prompted_stack(enc, wav, wav_lens):
                 config=bb.model.config, inputs_embeds=seq, attention_mask=mask
             )
             attn = layer.self_attn
+            own_forward = attn.forward  # the backbone's, set per instance
             del attn.forward  # HF's own attention
             try:
                 attended = attn(seq, attention_mask=hf_mask)[0][:, n:]
             finally:
-                bb._use_own_attention()
+                attn.forward = own_forward
             h = attended + h
             h = h + layer.conv_module(h, attention_mask=frame_mask)
             h = layer.ffn2(layer.ffn2_layer_norm(h)) * 0.5 + h

@@ -125,6 +125,7 @@ def defaults(name):
 
 
 def header(name):
+    """The header comment block of method ``name``'s yaml."""
     title = METHODS[name][0]
     return "\n".join(
         [
@@ -151,6 +152,8 @@ def header(name):
 
 
 def method_section(name):
+    """The ``PET method`` section of ``name``'s yaml: method, ``lr_pet``
+    and the method's options with their registry defaults."""
     method = get_method(name)
     _, lr_pet, lr_note = METHODS[name]
     about = f"{method.summary[0].upper()}{method.summary[1:]}."
@@ -194,6 +197,7 @@ def method_section(name):
 
 
 def options_mapping(name):
+    """The ``options:`` mapping of ``ssl_encoder`` for method ``name``."""
     opts = defaults(name)
     if not opts:
         return "    options: {}"
@@ -582,7 +586,7 @@ def comment(text):
 
 
 def key_line(text, key):
-    """The match of the line ``key: ...`` (exactly one), or None."""
+    """The match of the line ``key: <value>`` (exactly one), or None."""
     found = list(re.finditer(rf"^{key}:(.*)$", text, re.M))
     if len(found) > 1:
         raise ValueError(f"{key} is set twice")

@@ -736,7 +736,7 @@ class SSLBackbone(HFTransformersInterface):
         )
 
     def prefix_kv_parameters(self, index):
-        """The tensors ``prefix_kv(index, ...)`` depends on besides the
+        """The tensors ``prefix_kv(index, prompts)`` depends on besides the
         prompts (LoRA factors of a wrapped projection included)."""
         modules = [
             m for m in self.prompt_projection_modules(index) if m is not None

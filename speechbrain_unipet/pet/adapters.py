@@ -116,7 +116,7 @@ class BottleneckAdapter(nn.Module):
             )
 
     def forward(self, x):
-        """Returns the adapter delta for ``x`` [..., d]."""
+        """Returns the adapter delta for ``x`` (last dimension ``d``)."""
         return self._unscaled(x) * self.scale
 
     def _unscaled(self, x):
