@@ -224,9 +224,10 @@ class Killed(Exception):
     pass
 
 
-def test_a_killed_extraction_resumes(setup, tmp_path):
-    modules = build_modules(setup["ssl"])
-    utts = utterances_from_folder(setup["audio"])
+def kill_after_two_batches(modules, utts, store):
+    """Starts an extraction into ``store`` that dies (like a SIGKILL: no
+    clean-up runs) after two batches of two utterances were flushed;
+    returns the ids it embedded."""
     seen = []
 
     def dies_after_four(wav, rate, key):
@@ -240,12 +241,19 @@ def test_a_killed_extraction_resumes(setup, tmp_path):
         extract(
             modules,
             utts,
-            tmp_path / "r",
+            store,
             batch_size=2,
             flush_every=1,
             transform=dies_after_four,
             progress=False,
         )
+    return seen
+
+
+def test_a_killed_extraction_resumes(setup, tmp_path):
+    modules = build_modules(setup["ssl"])
+    utts = utterances_from_folder(setup["audio"])
+    seen = kill_after_two_batches(modules, utts, tmp_path / "r")
     parts = parts_folder(tmp_path / "r")
     assert len(list(parts.glob("part-*.npz"))) == 2  # two whole batches
 
@@ -289,25 +297,7 @@ def test_parts_of_other_settings_are_set_aside_not_refused(
 ):
     modules = build_modules(setup["ssl"])
     utts = utterances_from_folder(setup["audio"])
-    seen = []
-
-    def dies_after_four(wav, rate, key):
-        if len(seen) == 4:
-            raise Killed
-        seen.append(key)
-        return wav
-
-    dies_after_four.name = "identity"
-    with pytest.raises(Killed):
-        extract(
-            modules,
-            utts,
-            tmp_path / "x",
-            batch_size=2,
-            flush_every=1,
-            transform=dies_after_four,
-            progress=False,
-        )
+    kill_after_two_batches(modules, utts, tmp_path / "x")
     parts = parts_folder(tmp_path / "x")
     assert len(list(parts.glob("part-*.npz"))) == 2
     calls = []
