@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from speechbrain_unipet.pet import OPTIONS
 from speechbrain_unipet.pet.adapters import BottleneckAdapter
 from speechbrain_unipet.pet.gates import BranchGate
 
@@ -66,3 +67,36 @@ def test_gate_is_unipelts_time_mean_of_sigmoids_over_valid_frames():
     )
     torch.testing.assert_close(gate(x, mask).detach(), want)
     assert torch.allclose(gate.proj.bias, torch.full((3,), 0.5))
+
+
+def test_inner_adapter_defaults_are_ipets_parallel_adapter():
+    # IPET models/adapter.py (after He et al. 2021): s * up(dropout(relu(
+    # down(x)))), s = 0.1, dropout 0.1, parallel to the FFN; "lora" init:
+    # down kaiming-uniform(a=sqrt 5), up and both biases zero.
+    defaults = {k: OPTIONS[k][0] for k in OPTIONS}
+    assert defaults["adapter_scale"] == 0.1
+    assert defaults["adapter_dropout"] == 0.1
+    assert defaults["adapter_activation"] == "relu"
+    assert defaults["inner_position"] == "ffn"
+    d, r = 12, 5
+    adapter = BottleneckAdapter(
+        d,
+        r,
+        scale=defaults["adapter_scale"],
+        activation=defaults["adapter_activation"],
+        dropout=defaults["adapter_dropout"],
+    )
+    down, up = adapter.down, adapter.up
+    assert not up.weight.any() and not up.bias.any() and not down.bias.any()
+    # kaiming_uniform(a=sqrt 5) bounds: sqrt(6 / ((1 + 5) fan_in)).
+    assert down.weight.abs().max() <= d**-0.5
+    assert down.weight.abs().max() > 0.5 * d**-0.5
+    with torch.no_grad():
+        up.weight.normal_()
+        up.bias.normal_()
+        down.bias.normal_()
+    x = torch.randn(2, 3, d)
+    h = torch.relu(x @ down.weight.T + down.bias)
+    want = 0.1 * (h @ up.weight.T + up.bias)
+    torch.testing.assert_close(adapter.eval()(x).detach(), want.detach())
+    assert adapter.dropout.p == 0.1
