@@ -25,10 +25,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from speechbrain_unipet.data_prep import (  # noqa: E402
-    AUDIO_EXTENSIONS,
-    prepare_speaker_data,
-)
+from speechbrain_unipet.data.layouts import AUDIO_EXTENSIONS  # noqa: E402
+from speechbrain_unipet.data.preparation import prepare_speaker_data  # noqa: E402
 
 
 def build_corpus(source, root, files, per_speaker):

@@ -10,7 +10,7 @@ behind it, embeds the same random-noise utterances (lengths spread evenly
 between ``--min-seconds`` and ``--max-seconds``, written as 16 kHz wav
 files, so decoding is part of the work) twice in one run, in turn:
 
-* **one by one**: ``speechbrain_unipet.extraction.extract`` with
+* **one by one**: ``speechbrain_unipet.evaluation.extraction.extract`` with
   ``batch_size=1`` and no DataLoader workers, what verification did before
   the engine;
 * **batched**: length-bucketed batches of ``--batch-size`` (at most 240 s
@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from speechbrain_unipet.extraction import extract, utterances_from_folder  # noqa: E402
+from speechbrain_unipet.evaluation.extraction import extract
+from speechbrain_unipet.evaluation.utterances import utterances_from_folder
 from speechbrain_unipet.lobes import PETEncoder  # noqa: E402
 from speechbrain_unipet.testing import tiny_ssl_folder  # noqa: E402
 

@@ -33,8 +33,8 @@ def measure(folder, seconds, windowed, device):
     from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
     from speechbrain.processing.features import InputNormalization
 
-    from speechbrain_unipet.embedding import speaker_embeddings
     from speechbrain_unipet.lobes import PETEncoder
+    from speechbrain_unipet.lobes.embedding import speaker_embeddings
 
     torch.manual_seed(0)
     encoder = PETEncoder(folder, method="unipet")
@@ -86,7 +86,7 @@ def main():
     args = parser.parse_args()
     from transformers import WavLMConfig, WavLMModel
 
-    from speechbrain_unipet.embedding import (
+    from speechbrain_unipet.lobes.embedding import (
         CHUNK_OVERLAP_SECONDS,
         MAX_CHUNK_SECONDS,
     )

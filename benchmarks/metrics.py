@@ -24,7 +24,7 @@ def timed(fn, *args, repeat=3):
 def main():
     from speechbrain.utils.metric_stats import EER, minDCF
 
-    from speechbrain_unipet.metrics import eer, min_dcf
+    from speechbrain_unipet.scoring.metrics import eer, min_dcf
 
     def ours(pos, neg):
         return eer(pos, neg)[0], min_dcf(pos, neg)[0]

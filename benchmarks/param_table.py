@@ -3,7 +3,8 @@
 Random weights (``WavLMConfig()`` defaults are the WavLM Base+ sizes,
 ``Wav2Vec2BertConfig()`` defaults those of ``facebook/w2v-bert-2.0``), saved
 and loaded like a hub checkpoint, every method with its default options.
-Prints a Markdown table for the README.
+Prints a Markdown table for docs/methods.md (section Methods; with
+``--backbone w2v-bert``, section W2V-BERT 2.0 (Conformer)).
 
     python benchmarks/param_table.py [--backbone wavlm|w2v-bert]
 """

@@ -31,9 +31,10 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from speechbrain_unipet.metrics import eer, min_dcf  # noqa: E402
-from speechbrain_unipet.scoring import read_trials, score_trials  # noqa: E402
-from speechbrain_unipet.store import EmbeddingStore  # noqa: E402
+from speechbrain_unipet.data.trials import read_trials
+from speechbrain_unipet.scoring.cosine import score_trials
+from speechbrain_unipet.scoring.metrics import eer, min_dcf
+from speechbrain_unipet.scoring.store import EmbeddingStore
 
 TARGET_SECONDS, TARGET_GB = 20.0, 4.0
 

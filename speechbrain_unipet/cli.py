@@ -29,10 +29,53 @@ import numpy as np
 import torch
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_unipet import __version__
+from speechbrain_unipet.data.trials import read_enrolment, read_trials
+from speechbrain_unipet.evaluation.conditions import (
+    parse_conditions,
+)
+from speechbrain_unipet.evaluation.extraction import extract
+from speechbrain_unipet.evaluation.plotting import (
+    plot_gates,
+    plot_layer_weights,
+)
+from speechbrain_unipet.evaluation.reports import (
+    apply_calibration,
+    check_scoring,
+    fit_calibration,
+    labels_of,
+    learned_layer_weights,
+    read_scores,
+    save_evaluation_plots,
+    score_store,
+    scoring_settings,
+    verification_results,
+    write_scores,
+)
+from speechbrain_unipet.evaluation.utterances import read_utterances
+from speechbrain_unipet.export import add_arguments as add_export_options
+from speechbrain_unipet.export import (
+    add_calibration,
+    check_calibration_target,
+    run,
+)
+from speechbrain_unipet.inference import verify_files
+from speechbrain_unipet.scoring.calibration import ScoreCalibrator
+from speechbrain_unipet.scoring.cosine import enrol_models, speaker_cohort
+from speechbrain_unipet.scoring.metrics import (
+    act_dcf,
+    bayes_threshold,
+    threshold_for_far,
+)
+from speechbrain_unipet.scoring.store import EmbeddingStore
+from speechbrain_unipet.training.runs import open_model
+from speechbrain_unipet.utils.errors import UserError
+from speechbrain_unipet.utils.files import atomic_write
+
 logger = get_logger(__name__)
 
 
-class CLIError(ValueError):
+class CLIError(UserError, ValueError):
     """Arguments that do not fit together."""
 
 
@@ -57,15 +100,9 @@ def _init_distributed():
 
 def cmd_embed(args):
     """``embed``: audio -> an embedding store."""
-    from speechbrain_unipet.conditions import parse_conditions
-    from speechbrain_unipet.extraction import (
-        extract,
-        model_modules,
-        read_utterances,
-    )
 
     device = _init_distributed() or _device(args.device)
-    modules, info = model_modules(args.model, device, args.average_last)
+    model = open_model(args.model, device, args.average_last)
     transform = None
     if args.condition:
         conditions = parse_conditions(
@@ -78,10 +115,10 @@ def cmd_embed(args):
             )
         transform = conditions[0]
     store = extract(
-        modules,
+        model.parts,
         read_utterances(args.audio),
         args.store,
-        sample_rate=info["sample_rate"],
+        sample_rate=model.sample_rate,
         batch_size=args.batch_size
         or (32 if str(device).startswith("cuda") else 1),
         max_batch_seconds=args.max_batch_seconds,
@@ -91,8 +128,8 @@ def cmd_embed(args):
         num_crops=args.crops,
         crop_seconds=args.crop_seconds,
         transform=transform,
-        model_id=info["model_id"],
-        **info["chunking"],
+        model_id=model.model_id,
+        **model.chunking,
     )
     print(f"{len(store)} embeddings of dimension {store.dim} in {args.store}")
 
@@ -124,13 +161,6 @@ def _speakers_of(ids, utt2spk):
 
 def _scoring_inputs(args):
     """Trials, the store (with enrolment models), cohort and mean."""
-    from speechbrain_unipet.scoring import (
-        enrol_models,
-        read_enrolment,
-        read_trials,
-        speaker_cohort,
-    )
-    from speechbrain_unipet.store import EmbeddingStore
 
     if args.cohort and args.subtract_mean:
         raise CLIError(
@@ -192,18 +222,6 @@ def _add_scoring_options(parser):
 
 def cmd_score(args):
     """``score``: trials + store -> scores.txt and results.json."""
-    from speechbrain_unipet.calibration import ScoreCalibrator
-    from speechbrain_unipet.evaluation import (
-        apply_calibration,
-        check_scoring,
-        labels_of,
-        save_evaluation_plots,
-        score_store,
-        scoring_settings,
-        verification_results,
-        write_scores,
-    )
-    from speechbrain_unipet.recipe import atomic_write
 
     trials, store, cohort, mean = _scoring_inputs(args)
     scoring = scoring_settings(cohort, mean, args.top_n)
@@ -240,14 +258,6 @@ def cmd_score(args):
 
 def cmd_calibrate(args):
     """``calibrate``: fits a QMF calibrator on calibration trials."""
-    from speechbrain_unipet.evaluation import (
-        apply_calibration,
-        fit_calibration,
-        labels_of,
-        score_store,
-        scoring_settings,
-        verification_results,
-    )
 
     trials, store, cohort, mean = _scoring_inputs(args)
     details = score_store(trials, store, cohort, args.top_n, mean)
@@ -257,8 +267,6 @@ def cmd_calibrate(args):
         trials, store, details, quality, args.p_target, extra=scoring
     )
     if args.export_folder:
-        from speechbrain_unipet.export import check_calibration_target
-
         # A calibration the model cannot take is refused before it is saved.
         check_calibration_target(args.export_folder, calibrator)
     calibrator.save(args.output)
@@ -274,20 +282,12 @@ def cmd_calibrate(args):
         f"trials (min Cllr {before['min_cllr']:.3f})"
     )
     if args.export_folder:
-        from speechbrain_unipet.export import add_calibration
-
         add_calibration(args.export_folder, calibrator)
         print(f"{args.export_folder} now returns calibrated scores")
 
 
 def cmd_threshold(args):
     """``threshold``: a decision threshold from scored trials or a prior."""
-    from speechbrain_unipet.calibration import (
-        act_dcf,
-        bayes_threshold,
-        threshold_for_far,
-    )
-    from speechbrain_unipet.evaluation import read_scores
 
     if args.p_target is not None:
         if args.far is not None:
@@ -351,7 +351,6 @@ def cmd_threshold(args):
 
 def cmd_verify(args):
     """``verify``: are two recordings the same speaker?"""
-    from speechbrain_unipet.inference import verify_files
 
     result = verify_files(
         args.model, args.a, args.b, _device(args.device), args.threshold
@@ -361,16 +360,11 @@ def cmd_verify(args):
 
 def cmd_plot(args):
     """``plot``: layer weights and UniPET gates of a trained model."""
-    from speechbrain_unipet.evaluation import learned_layer_weights
-    from speechbrain_unipet.extraction import model_modules
-    from speechbrain_unipet.plotting import plot_gates, plot_layer_weights
 
-    modules, _ = model_modules(args.model, _device(args.device))
-    weights = learned_layer_weights(modules)
+    model = open_model(args.model, _device(args.device))
+    weights = learned_layer_weights(model.parts)
     gates = None
     if args.store:
-        from speechbrain_unipet.store import EmbeddingStore
-
         gates = EmbeddingStore.load(args.store).meta.get("gate_means")
         if not gates:
             raise CLIError(
@@ -397,7 +391,6 @@ def cmd_plot(args):
 def cmd_export(args):
     """``export``: a training run -> an exported model folder (what
     ``python -m speechbrain_unipet.export`` does)."""
-    from speechbrain_unipet.export import run
 
     run(args)
 
@@ -419,8 +412,6 @@ def build_parser():
     >>> build_parser().parse_args(["export", "run", "hub"]).average_last
     0
     """
-    from speechbrain_unipet import __version__
-    from speechbrain_unipet.export import add_arguments as add_export_options
 
     parser = argparse.ArgumentParser(
         prog="speechbrain-unipet", description=__doc__.split("\n\n")[0]
@@ -598,31 +589,15 @@ def main(argv=None):
     -------
     int
     """
-    from speechbrain_unipet.calibration import CalibrationError
-    from speechbrain_unipet.conditions import ConditionError
-    from speechbrain_unipet.evaluation import EvaluationError
-    from speechbrain_unipet.export import ExportError
-    from speechbrain_unipet.extraction import ExtractionError
-    from speechbrain_unipet.recipe import USER_ERRORS
-    from speechbrain_unipet.store import EmbeddingStoreError
 
-    user_errors = (
-        *USER_ERRORS,
-        CLIError,
-        CalibrationError,
-        ConditionError,
-        EmbeddingStoreError,
-        EvaluationError,
-        ExportError,
-        ExtractionError,
-    )
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except user_errors as err:
+    except (UserError, FileNotFoundError) as err:
+        # FileNotFoundError: a file the user named, and the OS message names it
         print(f"ERROR: {err}", file=sys.stderr)
         return 1
     return 0

@@ -25,8 +25,8 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.testing import tiny_ssl_folder
+from speechbrain_unipet.utils.audio import load_audio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"

@@ -40,21 +40,22 @@ import tempfile
 import torch
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_unipet.embedding import (
+from speechbrain_unipet.inference import check_exportable
+from speechbrain_unipet.lobes.embedding import (
     CHUNK_OVERLAP_SECONDS,
     MAX_CHUNK_SECONDS,
 )
 from speechbrain_unipet.pet.state import save_pet_file
-from speechbrain_unipet.recipe import (
-    RecipeError,
-    atomic_write,
+from speechbrain_unipet.training.backends import (
     backend_factory,
-    dump_yaml,
-    load_trained_model,
     num_speakers,
     reads_layer_stack,
     sub_centers,
 )
+from speechbrain_unipet.training.hparams import RecipeError
+from speechbrain_unipet.training.runs import EXPORT_MARKERS, load_trained_model
+from speechbrain_unipet.utils.errors import UserError
+from speechbrain_unipet.utils.files import atomic_write, dump_yaml
 
 logger = get_logger(__name__)
 
@@ -114,11 +115,7 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
-#: Files that make a folder an earlier export (what --overwrite replaces).
-EXPORT_MARKERS = ("hyperparams.yaml", "ssl_encoder.ckpt")
-
-
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A training folder that cannot be exported, with the reason."""
 
 
@@ -570,7 +567,6 @@ def check_calibration_target(hub_folder, calibrator):
     ExportError
         With the reason.
     """
-    from speechbrain_unipet.inference import check_exportable
 
     hub = pathlib.Path(hub_folder)
     if not all((hub / m).is_file() for m in EXPORT_MARKERS):

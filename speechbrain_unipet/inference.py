@@ -6,23 +6,33 @@ lengths, then ``mean_var_norm(feats, wav_lens)`` and
 ``embedding_model(feats, wav_lens)``. An SSL front-end needs the lengths
 (padding would leak into attention), so here the first two steps pass the
 waveforms through and ``embedding_model`` runs the whole embedding path
-(``speechbrain_unipet.embedding.speaker_embeddings``, the one training and
+(``speechbrain_unipet.lobes.embedding.speaker_embeddings``, the one training and
 verification use) with the lengths ``encode_batch`` was given.
 
 Authors
  * speechbrain-unipet contributors 2026
 """
 
+import pathlib
+
 import torch
 from speechbrain.inference.speaker import SpeakerRecognition
 from speechbrain.processing.features import InputNormalization
 from torch import nn
 
-from speechbrain_unipet.embedding import (
+from speechbrain_unipet.lobes.embedding import (
     CHUNK_OVERLAP_SECONDS,
     MAX_CHUNK_SECONDS,
+    row_problems,
     speaker_embeddings,
 )
+from speechbrain_unipet.scoring.calibration import (
+    ScoreCalibrator,
+    quality_features,
+)
+from speechbrain_unipet.scoring.metrics import bayes_threshold
+from speechbrain_unipet.training.runs import is_export, open_model
+from speechbrain_unipet.utils.audio import AudioError, load_audio
 
 
 class PassThrough(nn.Module):
@@ -184,7 +194,7 @@ def check_exportable(calibrator):
 
 def pair_features(calibrator, scores, emb1, emb2, seconds1, seconds2):
     """Calibration features of verification pairs, in the calibrator's
-    order (see ``speechbrain_unipet.calibration.quality_features``).
+    order (see ``speechbrain_unipet.scoring.calibration.quality_features``).
 
     Arguments
     ---------
@@ -201,7 +211,6 @@ def pair_features(calibrator, scores, emb1, emb2, seconds1, seconds2):
     numpy.ndarray
         [B, F].
     """
-    from speechbrain_unipet.calibration import quality_features
 
     quality = {n.rsplit("_", 1)[0] for n in calibrator.names if n != "score"}
     kwargs = {}
@@ -248,8 +257,6 @@ class CalibratedSpeakerRecognition(SpeakerRecognition):
         self.calibrator = None
         calibration = getattr(self.hparams, "calibration", None)
         if calibration:
-            from speechbrain_unipet.calibration import ScoreCalibrator
-
             self.calibrator = ScoreCalibrator.from_dict(
                 calibration, source="the calibration of this exported model"
             )
@@ -259,7 +266,6 @@ class CalibratedSpeakerRecognition(SpeakerRecognition):
         calibration's Bayes threshold, else SpeechBrain's 0.25."""
         if self.calibrator is None:
             return 0.25
-        from speechbrain_unipet.calibration import bayes_threshold
 
         calibration = self.hparams.calibration
         if calibration.get("threshold") is not None:
@@ -340,12 +346,6 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
         ``score``, ``calibrated``, ``threshold`` and ``same_speaker``
         (None without a threshold).
     """
-    import pathlib
-
-    from speechbrain_unipet.audio import AudioError, load_audio
-    from speechbrain_unipet.embedding import row_problems
-    from speechbrain_unipet.export import EXPORT_MARKERS
-    from speechbrain_unipet.extraction import model_modules
 
     def load(path, rate):
         """The recording [1, S] on ``device``, refused (naming the file)
@@ -361,7 +361,7 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
 
     folder = pathlib.Path(model)
     calibrated = False
-    if all((folder / m).is_file() for m in EXPORT_MARKERS):
+    if is_export(folder):
         verifier = CalibratedSpeakerRecognition.from_hparams(
             source=str(folder), savedir=str(folder), run_opts={"device": device}
         )
@@ -373,13 +373,13 @@ def verify_files(model, path_a, path_b, device="cpu", threshold=None):
         score, _ = verifier.verify_batch(a, b, threshold=threshold or 0.0)
         score = float(score.reshape(-1)[0])
     else:
-        modules, info = model_modules(folder, device)
-        rate = info["sample_rate"]
+        model = open_model(folder, device)
+        rate = model.sample_rate
         embs = []
         for path in (path_a, path_b):
             wav = load(path, rate)
             with torch.no_grad():
-                emb, _ = speaker_embeddings(*modules, wav, sample_rate=rate)
+                emb, _ = speaker_embeddings(*model.parts, wav, sample_rate=rate)
             embs.append(emb.reshape(-1))
         score = float(torch.nn.functional.cosine_similarity(*embs, dim=0))
     return {

@@ -7,18 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from speechbrain_unipet.calibration import (
-    CalibrationError,
+from speechbrain_unipet.scoring.calibration import (
     ScoreCalibrator,
+    quality_features,
+)
+from speechbrain_unipet.scoring.metrics import (
+    CalibrationError,
     act_dcf,
     bayes_threshold,
     cllr,
+    eer,
     min_cllr,
+    min_dcf,
     pav,
-    quality_features,
     threshold_for_far,
 )
-from speechbrain_unipet.metrics import eer, min_dcf
 
 
 def gaussian_llrs(n, d, rng):
@@ -263,9 +266,12 @@ def test_default_fit_minimises_wespeakers_cllr():
 def test_trial_features_use_mean_subtracted_norms():
     import torch
 
-    from speechbrain_unipet.evaluation import score_store, trial_features
-    from speechbrain_unipet.scoring import Trial
-    from speechbrain_unipet.store import EmbeddingStore
+    from speechbrain_unipet.data.trials import Trial
+    from speechbrain_unipet.evaluation.reports import (
+        score_store,
+        trial_features,
+    )
+    from speechbrain_unipet.scoring.store import EmbeddingStore
 
     vectors = np.array([[3.0, 4.0], [1.0, 1.0], [6.0, 8.0]])
     store = EmbeddingStore(["a", "b", "c"], vectors, [2.0, 25.0, 9.0])

@@ -7,7 +7,10 @@ import logging
 import pytest
 import torch
 
-from speechbrain_unipet.checkpoints import AtomicCheckpointer, CheckpointError
+from speechbrain_unipet.training.checkpoints import (
+    AtomicCheckpointer,
+    CheckpointError,
+)
 
 
 def three_checkpoints(folder):
@@ -62,7 +65,7 @@ def test_a_checkpoint_of_other_options_is_not_called_damaged(tmp_path):
 
 
 def test_averaged_weights_are_the_mean_of_the_last_checkpoints(tmp_path):
-    from speechbrain_unipet.recipe import average_last_checkpoints
+    from speechbrain_unipet.training.checkpoints import average_last_checkpoints
 
     model = torch.nn.Linear(2, 2)
     checkpointer = AtomicCheckpointer(tmp_path, {"embedding_model": model})

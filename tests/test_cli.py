@@ -15,10 +15,10 @@ from test_export import trained
 from test_recipe import recipe_env  # noqa: F401 -- shared fixture
 
 import speechbrain_unipet
-from speechbrain_unipet.calibration import ScoreCalibrator
 from speechbrain_unipet.cli import build_parser, main
-from speechbrain_unipet.evaluation import read_scores
-from speechbrain_unipet.store import EmbeddingStore
+from speechbrain_unipet.evaluation.reports import read_scores
+from speechbrain_unipet.scoring.calibration import ScoreCalibrator
+from speechbrain_unipet.scoring.store import EmbeddingStore
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_verify_and_calibrated_export(run, capsys, tmp_path):
     result = json.loads(capsys.readouterr().out)
     calibrator = ScoreCalibrator.load(calibration)
     norms = [float(ea.norm()), float(eb.norm())]
-    from speechbrain_unipet.calibration import quality_features
+    from speechbrain_unipet.scoring.calibration import quality_features
 
     expected, names = quality_features(
         np.array([cosine]),

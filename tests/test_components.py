@@ -1,7 +1,7 @@
 """The component contract: a new kind of PET module, defined here, outside
 the package, and registered through the public API, trains, saves,
 reloads and keeps the padded-batch guarantee without any edit to the
-package; options are validated by the registry; the README's method tables
+package; options are validated by the registry; the method tables of docs/methods.md
 are the registry's."""
 
 import pathlib
@@ -179,10 +179,10 @@ def test_registered_options_are_validated_and_listed(ssl_folder):
 
 
 def test_readme_method_tables_are_the_registry():
-    """The README shows ``python -m speechbrain_unipet.pet`` output for the
+    """docs/methods.md shows ``python -m speechbrain_unipet.pet`` output for the
     built-in methods (in a fresh process: this module registers a test method)."""
-    readme = pathlib.Path(__file__).parents[1] / "README.md"
-    text = readme.read_text(encoding="utf-8")
+    methods_doc = pathlib.Path(__file__).parents[1] / "docs" / "methods.md"
+    text = methods_doc.read_text(encoding="utf-8")
     begin = "<!-- begin: python -m speechbrain_unipet.pet -->\n"
     end = "<!-- end: python -m speechbrain_unipet.pet -->"
     shown = text[text.index(begin) + len(begin) : text.index(end)]

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_unipet.conditions import (
+from speechbrain_unipet.evaluation.conditions import (
     AdditiveNoise,
     ConditionError,
     Reverberation,

@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
 
-from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.export import export
-from speechbrain_unipet.recipe import compute_embedding
+from speechbrain_unipet.training.runs import compute_embedding
+from speechbrain_unipet.utils.audio import load_audio
 
 FILES = ["id4/vid0/00001.wav", "id5/vid1/00001.wav", "id0/vid0/00001.wav"]
 

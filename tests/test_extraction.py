@@ -13,17 +13,19 @@ import torch
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 
-from speechbrain_unipet.embedding import speaker_embeddings
-from speechbrain_unipet.extraction import (
+from speechbrain_unipet.evaluation.extraction import (
     ExtractionError,
     extract,
     parts_folder,
+)
+from speechbrain_unipet.evaluation.utterances import (
     read_utterances,
     utterances_from_folder,
 )
 from speechbrain_unipet.lobes import PETEncoder
 from speechbrain_unipet.lobes.backends import MHFA
-from speechbrain_unipet.store import EmbeddingStore
+from speechbrain_unipet.lobes.embedding import speaker_embeddings
+from speechbrain_unipet.scoring.store import EmbeddingStore
 from speechbrain_unipet.testing import tiny_ssl_folder
 
 # Lengths in samples (16 kHz): different, so batches carry padding.
@@ -70,7 +72,7 @@ def setup(tmp_path_factory):
 
 def one_by_one(modules, utterances):
     """The reference: each file alone through the embedding path."""
-    from speechbrain_unipet.audio import load_audio
+    from speechbrain_unipet.utils.audio import load_audio
 
     out, gates = {}, {}
     with torch.no_grad():
@@ -146,7 +148,7 @@ def test_a_finished_store_is_reused_and_other_settings_replace_it(
     )
     assert store.meta["crops"] == [2, 0.3]
     # A transform that cuts the audio: the store keeps what was embedded.
-    from speechbrain_unipet.conditions import Truncation
+    from speechbrain_unipet.evaluation.conditions import Truncation
 
     cut = extract(
         modules,
@@ -164,7 +166,7 @@ def test_a_condition_degrading_another_way_is_not_served_from_the_store(
 ):
     """Same condition name, other seed: the noise differs, so the store
     is embedded again (keyed by ``signature``, not ``name``)."""
-    from speechbrain_unipet.conditions import AdditiveNoise
+    from speechbrain_unipet.evaluation.conditions import AdditiveNoise
 
     modules = build_modules(setup["ssl"])
     utts = utterances_from_folder(setup["audio"])[:2]
@@ -206,8 +208,8 @@ def test_crops_average_windows(setup, tmp_path):
         crop_seconds=0.3,
         progress=False,
     )
-    from speechbrain_unipet.audio import load_audio
-    from speechbrain_unipet.extraction import crop_starts
+    from speechbrain_unipet.evaluation.extraction import crop_starts
+    from speechbrain_unipet.utils.audio import load_audio
 
     utt = next(u for u in utts if sf.info(u.path).frames == 12000)
     wav = load_audio(utt.path, 16000)
@@ -326,7 +328,7 @@ def test_a_failed_verification_blocks_no_later_one(setup, tmp_path, caplog):
     embeddings made before the error are reused, never refused)."""
     import shutil
 
-    from speechbrain_unipet.audio import AudioError
+    from speechbrain_unipet.utils.audio import AudioError
 
     modules = build_modules(setup["ssl"])
     clean = utterances_from_folder(setup["audio"])

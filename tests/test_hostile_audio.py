@@ -11,11 +11,12 @@ import soundfile as sf
 import torch
 from test_long_audio import small_model
 
-from speechbrain_unipet.audio import AudioError, load_audio
-from speechbrain_unipet.data_prep import CSV_HEADER
-from speechbrain_unipet.embedding import InvalidAudioError
+from speechbrain_unipet.data.preparation import CSV_HEADER
 from speechbrain_unipet.inference import SpeakerEmbeddingModel
-from speechbrain_unipet.recipe import VerificationValidator, compute_embedding
+from speechbrain_unipet.lobes.embedding import InvalidAudioError
+from speechbrain_unipet.training.runs import compute_embedding
+from speechbrain_unipet.training.validator import VerificationValidator
+from speechbrain_unipet.utils.audio import AudioError, load_audio
 
 
 def test_nan_samples_are_an_error_naming_the_file(tmp_path):
@@ -99,7 +100,7 @@ def test_validation_leaves_out_a_silent_segment(ssl_folder, tmp_path, caplog):
 def test_dev_loss_path_does_not_refuse_rows(ssl_folder):
     """The training script's dev loss passes ``check_rows=False``: a silent
     dev crop gives a finite embedding instead of ending the run."""
-    from speechbrain_unipet.embedding import speaker_embeddings
+    from speechbrain_unipet.lobes.embedding import speaker_embeddings
 
     modules = small_model(ssl_folder("wavlm"))
     batch = torch.randn(2, 6000)

@@ -8,9 +8,9 @@ import torch
 from conftest import perturb_pet, variant_id
 
 from speechbrain_unipet.lobes import PETEncoder
-from speechbrain_unipet.recipe import (
+from speechbrain_unipet.training.hparams import RecipeError
+from speechbrain_unipet.training.warm_start import (
     INIT_CHAINS,
-    RecipeError,
     carry_encoder_state,
     check_init_from,
 )

@@ -6,10 +6,10 @@ import torch
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 
-from speechbrain_unipet.embedding import speaker_embeddings, window_starts
 from speechbrain_unipet.inference import SpeakerEmbeddingModel
 from speechbrain_unipet.lobes import PETEncoder
-from speechbrain_unipet.recipe import compute_embedding
+from speechbrain_unipet.lobes.embedding import speaker_embeddings, window_starts
+from speechbrain_unipet.training.runs import compute_embedding
 
 
 def small_model(folder):

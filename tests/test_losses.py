@@ -13,11 +13,11 @@ from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
 from test_training_stages import checkpoints, ckpt_state, speakers
 
 from speechbrain_unipet.export import export
-from speechbrain_unipet.losses import (
+from speechbrain_unipet.training.losses import (
     InterTopKAdditiveAngularMargin,
     SubCenterClassifier,
 )
-from speechbrain_unipet.schedules import set_margin
+from speechbrain_unipet.training.schedules import set_margin
 
 
 def test_one_sub_center_is_speechbrains_classifier():

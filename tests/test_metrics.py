@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_unipet.metrics import det_curve, eer, min_dcf
+from speechbrain_unipet.scoring.metrics import det_curve, eer, min_dcf
 
 
 def brute_force(pos, neg, p_target=0.01, c_miss=1.0, c_fa=1.0):

@@ -27,21 +27,21 @@ from test_recipe import (
     run_script,
 )
 
-from speechbrain_unipet.audio import AudioError, load_audio
-from speechbrain_unipet.data_prep import (
+from speechbrain_unipet.data.layouts import (
     DataPreparationError,
     detect_format,
     list_recordings,
-    prepare_speaker_data,
 )
+from speechbrain_unipet.data.preparation import prepare_speaker_data
+from speechbrain_unipet.data.trials import read_trials
 from speechbrain_unipet.demo import write_own_speakers
-from speechbrain_unipet.recipe import (
-    check_prepared_data,
+from speechbrain_unipet.testing import tiny_ssl_folder
+from speechbrain_unipet.training.checkpoints import (
     keep_best_checkpoint,
     recover_best_checkpoint,
 )
-from speechbrain_unipet.scoring import read_trials
-from speechbrain_unipet.testing import tiny_ssl_folder
+from speechbrain_unipet.training.pipelines import check_prepared_data
+from speechbrain_unipet.utils.audio import AudioError, load_audio
 
 OWN_RATE = 22050
 
@@ -342,7 +342,7 @@ def test_preflight_names_unknown_dev_speaker_and_missing_file(tmp_path):
 
 # --------------------------------------------------- checkpoint selection
 def test_best_eer_checkpoint_is_kept_and_loaded(tmp_path):
-    from speechbrain_unipet.checkpoints import AtomicCheckpointer
+    from speechbrain_unipet.training.checkpoints import AtomicCheckpointer
 
     model = torch.nn.Linear(1, 1, bias=False)
     ckpt = AtomicCheckpointer(tmp_path, {"model": model})
@@ -436,7 +436,7 @@ def test_one_recording_speakers_train_validate_and_verify(own_env):
     result = json.loads((out / "results.json").read_text())
     assert result["num_trials"] == 2 and result["num_target"] == 1
     # The checkpoint verification loaded is the best-EER one.
-    from speechbrain_unipet.recipe import load_trained_model
+    from speechbrain_unipet.training.runs import load_trained_model
 
     hparams, _ = load_trained_model(out)
     ckpts = hparams["checkpointer"].list_checkpoints()
@@ -475,13 +475,13 @@ def test_init_from_an_exported_model(own_env, tmp_path):
     from speechbrain.inference.speaker import EncoderClassifier
 
     from speechbrain_unipet.export import export
-    from speechbrain_unipet.recipe import (
+    from speechbrain_unipet.training.backends import build_backend
+    from speechbrain_unipet.training.hparams import (
         RecipeError,
-        build_backend,
-        compute_embedding,
-        init_from_export,
         load_recipe_hparams,
     )
+    from speechbrain_unipet.training.runs import compute_embedding
+    from speechbrain_unipet.training.warm_start import init_from_export
 
     source = own_env["root"] / "run_unipet"
     if not (source / "hyperparams.yaml").is_file():
@@ -603,7 +603,7 @@ def test_kaldi_segments_to_end_and_repeated_keys(tmp_path):
 
 
 def test_trials_stay_balanced_with_few_other_utterances():
-    from speechbrain_unipet.data_prep import make_trials
+    from speechbrain_unipet.data.trials import make_trials
 
     trials = make_trials({"a": [f"a{i}" for i in range(5)], "b": ["b0"]}, 0)
     labels = collections.Counter(label for label, _, _ in trials)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_unipet.plotting import (
+from speechbrain_unipet.evaluation.plotting import (
     plot_conditions,
     plot_gates,
     plot_layer_weights,

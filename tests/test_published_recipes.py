@@ -21,11 +21,9 @@ import speechbrain as sb
 import yaml
 from ruamel.yaml import YAML
 
-from speechbrain_unipet.recipe import (
-    build_backend,
-    load_recipe_hparams,
-    verification_validator,
-)
+from speechbrain_unipet.training.backends import build_backend
+from speechbrain_unipet.training.hparams import load_recipe_hparams
+from speechbrain_unipet.training.validator import verification_validator
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"

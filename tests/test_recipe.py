@@ -171,8 +171,8 @@ def test_as_norm_scoring(recipe_env):
     )
     assert result["score_norm"] == "as-norm"
     # A capped cohort is dealt over the speakers, not the first in order.
-    from speechbrain_unipet.recipe import read_csv_rows
-    from speechbrain_unipet.store import EmbeddingStore
+    from speechbrain_unipet.data.preparation import read_csv_rows
+    from speechbrain_unipet.scoring.store import EmbeddingStore
 
     cohort = EmbeddingStore.load(out / "embeddings" / "cohort")
     rows = read_csv_rows(out / "save" / "train.csv")
@@ -504,7 +504,7 @@ def test_a_copied_run_uses_its_own_files(recipe_env, tmp_path):
     and CSVs are read, even when the original is gone."""
     import shutil
 
-    from speechbrain_unipet.recipe import load_trained_model
+    from speechbrain_unipet.training.runs import load_trained_model
 
     out = recipe_env["root"] / "run_frozen"
     if not (out / "hyperparams.yaml").is_file():

@@ -30,12 +30,9 @@ from ruamel.yaml import YAML
 from speechbrain.utils.run_opts import RunOptions
 
 from speechbrain_unipet.pet import OPTIONS, PET_METHODS, get_method
-from speechbrain_unipet.recipe import (
-    build_backend,
-    load_recipe_hparams,
-    pet_options,
-)
 from speechbrain_unipet.testing import tiny_ssl_folder
+from speechbrain_unipet.training.backends import build_backend
+from speechbrain_unipet.training.hparams import load_recipe_hparams, pet_options
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
@@ -434,7 +431,7 @@ def test_unipet_row_runs_like_speechbrains_recipe_runner(tmp_path):
 
 
 def test_window_overlap_must_be_shorter_than_the_window():
-    from speechbrain_unipet.recipe import check_recipe_values
+    from speechbrain_unipet.training.hparams import check_recipe_values
 
     assert "max_chunk_seconds" in (HPARAMS / "verification.yaml").read_text()
     check_recipe_values(

@@ -15,8 +15,8 @@ import torch
 from speechbrain.nnet.losses import AdditiveAngularMargin
 from test_recipe import RECIPE, recipe_env, train  # noqa: F401 -- fixture
 
-from speechbrain_unipet.losses import InterTopKAdditiveAngularMargin
-from speechbrain_unipet.schedules import (
+from speechbrain_unipet.training.losses import InterTopKAdditiveAngularMargin
+from speechbrain_unipet.training.schedules import (
     LearningRateSchedule,
     MarginScheduler,
     set_margin,

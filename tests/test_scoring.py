@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from speechbrain_unipet.scoring import (
-    Trial,
+from speechbrain_unipet.data.trials import Trial, read_enrolment, read_trials
+from speechbrain_unipet.scoring.cosine import (
     enrol_models,
-    read_enrolment,
-    read_trials,
     score_trials,
     speaker_cohort,
 )
-from speechbrain_unipet.store import EmbeddingStore, EmbeddingStoreError
+from speechbrain_unipet.scoring.store import EmbeddingStore, EmbeddingStoreError
 
 
 def test_read_trials_errors_name_file_and_line(tmp_path):
@@ -120,7 +118,10 @@ def test_as_norm_equals_the_wespeaker_pipeline(top_n):
 
 
 def test_plots_are_written(tmp_path):
-    from speechbrain_unipet.plotting import plot_det, plot_score_histogram
+    from speechbrain_unipet.evaluation.plotting import (
+        plot_det,
+        plot_score_histogram,
+    )
 
     rng = np.random.default_rng(0)
     pos, neg = rng.normal(1, 1, 300), rng.normal(-1, 1, 3000)
@@ -146,7 +147,7 @@ def test_missing_matplotlib_gives_install_hint(monkeypatch, tmp_path):
 
 
 def test_repeated_trials_are_refused(tmp_path):
-    from speechbrain_unipet.scoring import TrialListError, read_trials
+    from speechbrain_unipet.data.trials import TrialListError, read_trials
 
     trials = tmp_path / "t.txt"
     trials.write_text(

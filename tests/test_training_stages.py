@@ -14,18 +14,18 @@ from speechbrain.augment.time_domain import SpeedPerturb
 from test_export import FILES, load_in_fresh_process, recipe_embeddings
 from test_recipe import RECIPE, recipe_env, train, verify  # noqa: F401 -- fixture
 
-from speechbrain_unipet.audio import load_audio
 from speechbrain_unipet.export import export
 from speechbrain_unipet.lobes import PETEncoder
-from speechbrain_unipet.recipe import (
+from speechbrain_unipet.training.backends import build_backend
+from speechbrain_unipet.training.hparams import (
     RecipeError,
-    audio_pipeline,
-    build_backend,
     check_recipe_values,
-    compute_embedding,
-    init_from_export,
     load_recipe_hparams,
 )
+from speechbrain_unipet.training.pipelines import audio_pipeline
+from speechbrain_unipet.training.runs import compute_embedding
+from speechbrain_unipet.training.warm_start import init_from_export
+from speechbrain_unipet.utils.audio import load_audio
 
 BACKENDS = ["mhfa", "ca_mhfa", "mfa"]
 

@@ -35,7 +35,8 @@ from speechbrain.integrations.huggingface.huggingface import (
 from speechbrain.utils.logger import get_logger
 from torch import nn
 
-from speechbrain_unipet.precision import grouped_conv_outside_cpu_autocast
+from speechbrain_unipet.utils.errors import MissingFileError, UserError
+from speechbrain_unipet.utils.precision import grouped_conv_outside_cpu_autocast
 
 logger = get_logger(__name__)
 
@@ -45,7 +46,7 @@ TRANSFORMER_MODEL_TYPES = ("wavlm", "hubert", "wav2vec2", "data2vec-audio")
 SUPPORTED_MODEL_TYPES = (*TRANSFORMER_MODEL_TYPES, "wav2vec2-bert")
 
 
-class SSLBackboneError(ValueError):
+class SSLBackboneError(UserError, ValueError):
     """Raised when ``source`` is not a usable SSL speech encoder."""
 
 
@@ -58,7 +59,7 @@ def _check_local_source(source):
             text.count("/") > 1
         )
         if looks_local:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"SSL source folder '{source}' does not exist. Give a "
                 "HuggingFace hub id (e.g. microsoft/wavlm-base-plus) or a "
                 "local folder holding config.json and model weights."

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from speechbrain_unipet.backbones.hf_ssl import SSLBackbone, SSLBackboneError
-from speechbrain_unipet.precision import grouped_conv_outside_cpu_autocast
+from speechbrain_unipet.utils.precision import grouped_conv_outside_cpu_autocast
 
 #: The SeamlessM4T feature extractor's fbank: 25 ms frames every 10 ms.
 FBANK_FRAME_SAMPLES = 400

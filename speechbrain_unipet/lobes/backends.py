@@ -39,7 +39,7 @@ import torch
 from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
-from speechbrain_unipet.precision import grouped_conv_outside_cpu_autocast
+from speechbrain_unipet.utils.precision import grouped_conv_outside_cpu_autocast
 
 
 def valid_frames(lengths, frames):

@@ -1,11 +1,11 @@
 """PETEncoder: a parameter-efficiently tunable SSL speech encoder lobe.
 
-The encoder only orchestrates: it builds the method's PET components (see
-``speechbrain_unipet.pet.component``), runs the backbone layer by layer
-with their stages, and mixes the hidden states with learnable softmax
-weights. What each component does lives in the component; what HuggingFace
-modules are called lives in ``speechbrain_unipet.backbones``; the PET file
-format lives in ``speechbrain_unipet.pet.state``.
+The encoder only orchestrates: it loads and freezes the backbone, attaches
+the method's PET components, runs them and mixes the hidden states with
+learnable softmax weights. What a component does lives in the component
+(``speechbrain_unipet.pet.component``), how several combine layer by layer
+in ``pet.attached``, the HuggingFace calls in ``speechbrain_unipet.backbones``
+and the PET file format in ``pet.state``.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -14,16 +14,14 @@ Authors
 from typing import NamedTuple
 
 import torch
-from speechbrain.utils.logger import get_logger
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from speechbrain_unipet.backbones import lengths_to_mask, load_backbone
-from speechbrain_unipet.pet.component import LayerContext
-from speechbrain_unipet.pet.methods import get_method
+from speechbrain_unipet.lobes.layer_mix import weighted_layer_sum
+from speechbrain_unipet.lobes.lengths import sample_lengths
+from speechbrain_unipet.pet.attached import AttachedComponents
+from speechbrain_unipet.pet.methods import get_method, option_values
 from speechbrain_unipet.pet.state import PETStateMixin
-
-logger = get_logger(__name__)
 
 
 class EncoderOutput(NamedTuple):
@@ -102,11 +100,7 @@ class PETEncoder(PETStateMixin, nn.Module):
         self.method = get_method(method)
         # Validated now (before any model is loaded), used at attach time.
         self.component_options = self.method.component_options(options)
-        self.options = {
-            name: value
-            for _, opts in self.component_options
-            for name, value in vars(opts).items()
-        }
+        self.options = option_values(self.component_options)
         self.output_all_hiddens = output_all_hiddens
         self.gradient_checkpointing = gradient_checkpointing
         self._save_path = save_path
@@ -141,16 +135,9 @@ class PETEncoder(PETStateMixin, nn.Module):
         # Before the components: the tensors they create (LoRA factors in
         # backbone modules too) are trainable.
         self.backbone.set_trainable(self.method.unfreeze)
-        for cls, opts in self.component_options:
-            component = cls(self.backbone, opts, tuple(self.components))
-            for name, child in component.named_children():
-                if name in self.pet:
-                    raise ValueError(
-                        f"component '{cls.name}' reuses the module name "
-                        f"'{name}' of another component"
-                    )
-                self.pet[name] = child
-            self.components.append(component)
+        self.components = AttachedComponents(
+            self.backbone, self.component_options, self.pet
+        )
         self.layer_weights = nn.Parameter(
             torch.zeros(self.num_layers + 1),
             requires_grad=not self.output_all_hiddens,
@@ -175,7 +162,7 @@ class PETEncoder(PETStateMixin, nn.Module):
     @property
     def grad_through_backbone(self):
         """Whether autograd runs through the Transformer stack."""
-        return any(c.needs_backbone_grad for c in self.components) or any(
+        return self.components.needs_backbone_grad or any(
             p.requires_grad for p in self.backbone.parameters()
         )
 
@@ -220,14 +207,9 @@ class PETEncoder(PETStateMixin, nn.Module):
             ``return_gates``, a pair (that tensor, gates).
         """
         hiddens, frame_mask, gates = self.hidden_states(wav, wav_lens)
-        stacked = torch.stack(hiddens)
-        if self.output_all_hiddens:
-            out = stacked
-        else:
-            weights = torch.softmax(self.layer_weights, dim=0)
-            out = torch.einsum(
-                "l,lbtd->btd", weights.to(stacked.dtype), stacked
-            )
+        out = torch.stack(hiddens)
+        if not self.output_all_hiddens:
+            out = weighted_layer_sum(out, self.layer_weights)
         if frame_mask is not None:
             out = out * frame_mask.unsqueeze(-1).to(out.dtype)
         return (out, gates) if return_gates else out
@@ -281,72 +263,14 @@ class PETEncoder(PETStateMixin, nn.Module):
         samples = None if wav_lens is None else sample_lengths(wav, wav_lens)
         use_grad = torch.is_grad_enabled() and self.grad_through_backbone
         with torch.set_grad_enabled(use_grad):
-            hiddens, frame_mask, gates = self._layer_stack(wav, samples)
-        stack_gates = {}
-        for component in self.components:
-            stack_gates.update(component.hidden_gates(hiddens, frame_mask))
-        for component in self.components:
-            hiddens = component.process_hiddens(
-                hiddens, frame_mask, stack_gates
+            hiddens, frame_mask, gates = self.components.layer_stack(
+                wav, samples, self.gradient_checkpointing and self.training
             )
+        hiddens, stack_gates = self.components.process_hiddens(
+            hiddens, frame_mask
+        )
         gates.update({k: v.detach() for k, v in stack_gates.items()})
         return EncoderOutput(hiddens, frame_mask, gates)
-
-    def _layer_stack(self, wav, samples):
-        """Runs the backbone with the components' per-layer stages."""
-        bb = self.backbone
-        x, frame_mask = bb.features(wav, samples)
-        seq_mask, prefix = frame_mask, 0
-        for component in self.components:
-            tokens = component.input_tokens(x.shape[0], x.dtype)
-            if tokens is not None:
-                x = torch.cat([tokens, x], dim=1)
-                prefix += tokens.shape[1]
-                if seq_mask is not None:
-                    seq_mask = nn.functional.pad(
-                        seq_mask, (tokens.shape[1], 0), value=True
-                    )
-        x = bb.encoder_input(x, seq_mask)
-        hiddens = [x[:, prefix:]]
-        prefix_length = max(
-            (c.prefix_length for c in self.components), default=0
-        )
-        context = bb.layer_context(x, seq_mask, prefix_length, prefix)
-        gate_log = {}
-        for index in range(self.num_layers):
-            layer = LayerContext(index, frame_mask)
-            for component in self.components:
-                component.before_layer(layer, x[:, prefix:])
-            for branch, value in layer.gates.items():
-                gate_log.setdefault(branch, []).append(value.detach())
-            if (
-                self.gradient_checkpointing
-                and self.training
-                and torch.is_grad_enabled()
-            ):
-                x = checkpoint(
-                    self._run_layer, layer, x, context, use_reentrant=False
-                )
-            else:
-                x = self._run_layer(layer, x, context)
-            hiddens.append(x[:, prefix:])
-        gates = {b: torch.stack(v, dim=1) for b, v in gate_log.items()}
-        return hiddens, frame_mask, gates
-
-    def _run_layer(self, layer, x, context):
-        """One layer with the components' prefixes and hooks (computed here
-        so that checkpointed layers recompute them too)."""
-        prefixes = [
-            kv
-            for c in self.components
-            if (kv := c.prefix_kv(layer, x, self.backbone)) is not None
-        ]
-        if len(prefixes) > 1:
-            raise ValueError("only one component may add attention prefixes")
-        hooks = [hook for c in self.components for hook in c.layer_hooks(layer)]
-        return self.backbone.run_layer(
-            layer.index, x, context, prefixes[0] if prefixes else None, hooks
-        )
 
     # ------------------------------------------------------------ utilities
     def count_parameters(self):
@@ -373,28 +297,3 @@ class PETEncoder(PETStateMixin, nn.Module):
                 f"merge_lora: method '{self.method.name}' has no LoRA to merge"
             )
         return merged
-
-
-def sample_lengths(wav, wav_lens):
-    """Valid samples per waveform from SpeechBrain's relative lengths.
-
-    Arguments
-    ---------
-    wav : torch.Tensor
-        Waveforms [B, S].
-    wav_lens : torch.Tensor
-        Relative lengths in [0, 1].
-
-    Returns
-    -------
-    torch.Tensor
-        Long [B], at least 1 and at most S.
-
-    Example
-    -------
-    >>> sample_lengths(torch.zeros(2, 10), torch.tensor([1.0, 0.44]))
-    tensor([10,  4])
-    """
-    total = wav.shape[1]
-    lens = torch.round(wav_lens.to(torch.float64) * total).long()
-    return lens.clamp(min=1, max=total).to(wav.device)

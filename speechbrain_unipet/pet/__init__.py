@@ -9,6 +9,7 @@ from .adapters import (
     InnerAdapterComponent,
     InterAdapterComponent,
 )
+from .attached import AttachedComponents
 from .component import (
     PET_COMPONENTS,
     ComponentOptions,
@@ -25,6 +26,7 @@ from .methods import (
     PET_METHODS,
     PETMethod,
     get_method,
+    option_values,
     register_method,
 )
 from .prompts import (
@@ -40,6 +42,7 @@ __all__ = [
     "PET_METHODS",
     "AdapterBias",
     "AdapterBiasComponent",
+    "AttachedComponents",
     "BottleneckAdapter",
     "BranchGate",
     "ComponentOptions",
@@ -61,6 +64,7 @@ __all__ = [
     "masked_time_mean",
     "merge_lora",
     "option",
+    "option_values",
     "register_component",
     "register_method",
     "select_layers",

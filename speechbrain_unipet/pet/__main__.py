@@ -1,4 +1,4 @@
-"""Prints the README's method and option tables from the registry:
+"""Prints the method and option tables of docs/methods.md from the registry:
 
 python -m speechbrain_unipet.pet
 """

@@ -5,7 +5,7 @@ which backbone tensors it unfreezes, and the defaults of its options that
 differ from the components' own. ``PETEncoder`` reads this table; adding a
 method that combines registered components is one ``register_method`` call,
 and a new kind of component is one ``register_component`` class. Option
-tables (``OPTIONS``, the README's, the recipe YAMLs' checks) derive from the
+tables (``OPTIONS``, docs/methods.md's, the recipe YAMLs' checks) derive from the
 component option dataclasses.
 
 Authors
@@ -165,6 +165,33 @@ class PETMethod:
         return out
 
 
+def option_values(component_options):
+    """Option name -> value over the components' validated options: the
+    flat view in which users set options.
+
+    Arguments
+    ---------
+    component_options : list
+        ``(component class, its Options instance)`` pairs, as
+        ``PETMethod.component_options`` returns them.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> pairs = PET_METHODS["lora"].component_options({"lora_rank": 2})
+    >>> option_values(pairs)["lora_rank"]
+    2
+    """
+    return {
+        name: value
+        for _, opts in component_options
+        for name, value in vars(opts).items()
+    }
+
+
 _METHODS = [
     PETMethod(
         "finetune",
@@ -285,7 +312,7 @@ def _cell(value):
 
 
 def method_tables():
-    """The README's method and option tables, derived from the registry.
+    """The method and option tables of docs/methods.md, derived from the registry.
 
     Returns
     -------

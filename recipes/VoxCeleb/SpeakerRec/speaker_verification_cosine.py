@@ -36,16 +36,19 @@ import torch
 from speechbrain.utils.distributed import if_main_process
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_unipet.calibration import CalibrationError
-from speechbrain_unipet.conditions import ConditionError, parse_conditions
-from speechbrain_unipet.data_prep import (
+from speechbrain_unipet.data.layouts import DataPreparationError
+from speechbrain_unipet.data.preparation import (
     TRIALS_FILE,
     VALID_TRIALS_FILE,
-    DataPreparationError,
     prepare_trial_manifest,
+    read_csv_rows,
 )
-from speechbrain_unipet.evaluation import (
-    EvaluationError,
+from speechbrain_unipet.data.trials import read_trials
+from speechbrain_unipet.evaluation.conditions import (
+    parse_conditions,
+)
+from speechbrain_unipet.evaluation.extraction import extract
+from speechbrain_unipet.evaluation.reports import (
     apply_calibration,
     fit_calibration,
     labels_of,
@@ -58,21 +61,13 @@ from speechbrain_unipet.evaluation import (
     write_condition_report,
     write_scores,
 )
-from speechbrain_unipet.extraction import (
-    ExtractionError,
-    extract,
-    utterances_from_rows,
-)
-from speechbrain_unipet.recipe import (
-    USER_ERRORS,
-    RecipeError,
-    atomic_write,
-    load_recipe_hparams,
-    load_trained_model,
-    read_csv_rows,
-)
-from speechbrain_unipet.scoring import read_trials, speaker_cohort
-from speechbrain_unipet.store import EmbeddingStoreError
+from speechbrain_unipet.evaluation.utterances import utterances_from_rows
+from speechbrain_unipet.scoring.cosine import speaker_cohort
+from speechbrain_unipet.scoring.metrics import CalibrationError
+from speechbrain_unipet.training.hparams import RecipeError, load_recipe_hparams
+from speechbrain_unipet.training.runs import load_trained_model
+from speechbrain_unipet.utils.errors import UserError
+from speechbrain_unipet.utils.files import atomic_write
 
 logger = get_logger(__name__)
 
@@ -393,7 +388,10 @@ def save_model_plots(cfg, modules, store):
     """The learned layer weights and the mean UniPET gates over the trial
     utterances (skipped without matplotlib)."""
     try:
-        from speechbrain_unipet.plotting import plot_gates, plot_layer_weights
+        from speechbrain_unipet.evaluation.plotting import (
+            plot_gates,
+            plot_layer_weights,
+        )
 
         weights = learned_layer_weights(modules)
         if weights:
@@ -408,12 +406,5 @@ def save_model_plots(cfg, modules, store):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except (
-        *USER_ERRORS,
-        CalibrationError,
-        ConditionError,
-        EmbeddingStoreError,
-        EvaluationError,
-        ExtractionError,
-    ) as err:
+    except (UserError, FileNotFoundError) as err:
         sys.exit(f"ERROR: {err}")

@@ -21,7 +21,7 @@ Large-margin fine-tuning, a second stage from a finished run (README):
       --sentence_len=6.0 --margin=0.5 --speed_perturb=False --lr=0.0001 \
       --lr_pet=0.0005 --number_of_epochs=3
 A 'finetune' stage may start from a 'frozen', 'bitfit' or 'lora' run (LoRA
-merged into the weights; ``speechbrain_unipet.recipe.INIT_CHAINS``):
+merged into the weights; ``speechbrain_unipet.training.warm_start.INIT_CHAINS``):
 > python train_speaker_embeddings.py hparams/finetune.yaml --data_folder=/data/voxceleb1 \
       --init_from=results/lora/1986 --output_folder=results/lora/1986-ft
 Multi-GPU / multi-node:
@@ -47,28 +47,25 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from speechbrain_unipet.data_prep import (
-    DataPreparationError,
+from speechbrain_unipet.data.layouts import DataPreparationError
+from speechbrain_unipet.data.preparation import (
     check_rerun,
     preparation_options,
     prepare_speaker_data,
 )
-from speechbrain_unipet.embedding import speaker_embeddings
-from speechbrain_unipet.recipe import (
-    USER_ERRORS,
-    build_backend,
-    check_init_from,
+from speechbrain_unipet.lobes.embedding import speaker_embeddings
+from speechbrain_unipet.training.backends import build_backend, num_classes
+from speechbrain_unipet.training.checkpoints import keep_best_checkpoint
+from speechbrain_unipet.training.hparams import load_recipe_hparams
+from speechbrain_unipet.training.pipelines import (
     check_prepared_data,
-    compute_embedding,
     dataio_prep,
-    init_from,
-    keep_best_checkpoint,
-    load_recipe_hparams,
-    num_classes,
-    same_folder,
-    verification_validator,
 )
-from speechbrain_unipet.schedules import training_progress
+from speechbrain_unipet.training.runs import compute_embedding, same_folder
+from speechbrain_unipet.training.schedules import training_progress
+from speechbrain_unipet.training.validator import verification_validator
+from speechbrain_unipet.training.warm_start import check_init_from, init_from
+from speechbrain_unipet.utils.errors import UserError
 
 logger = get_logger(__name__)
 
@@ -462,5 +459,5 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
-    except USER_ERRORS as err:
+    except (UserError, FileNotFoundError) as err:
         sys.exit(f"ERROR: {err}")

@@ -21,23 +21,30 @@ import numpy as np
 import torch
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_unipet.calibration import (
+from speechbrain_unipet.data.trials import Trial
+from speechbrain_unipet.evaluation.plotting import (
+    plot_conditions,
+    plot_det,
+    plot_score_histogram,
+)
+from speechbrain_unipet.scoring.calibration import (
     ScoreCalibrator,
-    calibration_metrics,
     quality_features,
 )
-from speechbrain_unipet.metrics import eer, min_dcf
-from speechbrain_unipet.recipe import atomic_write
-from speechbrain_unipet.scoring import Trial, score_trials
-from speechbrain_unipet.store import EmbeddingStore
+from speechbrain_unipet.scoring.cosine import score_trials
+from speechbrain_unipet.scoring.metrics import calibration_metrics, eer, min_dcf
+from speechbrain_unipet.scoring.store import EmbeddingStore
+from speechbrain_unipet.utils.errors import UserError
+from speechbrain_unipet.utils.files import atomic_write
 
 logger = get_logger(__name__)
+
 
 #: Quality measures a calibrator may use (WeSpeaker's QMF set).
 QUALITY_MEASURES = ("duration", "norm", "cohort")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """Trials, stores or calibrations that do not fit together."""
 
 
@@ -105,7 +112,7 @@ def verification_results(scores, labels, p_target=0.01):
 
 
 def score_store(trials, store, cohort=None, top_n=300, mean=None):
-    """Scores and details (see ``speechbrain_unipet.scoring.score_trials``)
+    """Scores and details (see ``speechbrain_unipet.scoring.cosine.score_trials``)
     of trials whose ids are in ``store``.
 
     Arguments
@@ -320,13 +327,13 @@ def check_scoring(calibrator, scoring):
 
     Example
     -------
-    >>> from speechbrain_unipet.calibration import ScoreCalibrator
+    >>> from speechbrain_unipet.scoring.calibration import ScoreCalibrator
     >>> cal = ScoreCalibrator()
     >>> cal.scoring = scoring_settings()
     >>> check_scoring(cal, scoring_settings(mean=torch.zeros(2)))
     Traceback (most recent call last):
     ...
-    speechbrain_unipet.evaluation.EvaluationError: The calibration was fitted on scores with subtract_mean=False, these have subtract_mean=True: score the same way, or fit a calibration for these
+    speechbrain_unipet.evaluation.reports.EvaluationError: The calibration was fitted on scores with subtract_mean=False, these have subtract_mean=True: score the same way, or fit a calibration for these
     """
     fitted = calibration_scoring(calibrator)
     given = dict(scoring or {})
@@ -544,8 +551,6 @@ def write_condition_report(rows, folder):
     atomic_write(folder / "conditions.md", table + "\n")
     atomic_write(folder / "conditions.json", json.dumps(rows, indent=2))
     try:
-        from speechbrain_unipet.plotting import plot_conditions
-
         plot_conditions(rows, folder / "conditions.png")
     except ImportError as err:
         logger.warning("No condition plot: %s", err)
@@ -568,8 +573,6 @@ def save_evaluation_plots(det_path, histogram_path, scores, labels, title):
     """
     scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
     try:
-        from speechbrain_unipet.plotting import plot_det, plot_score_histogram
-
         plot_det(scores[labels], scores[~labels], det_path, title=title)
         plot_score_histogram(scores[labels], scores[~labels], histogram_path)
     except ImportError as err:

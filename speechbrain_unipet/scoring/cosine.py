@@ -1,32 +1,6 @@
-"""Trial lists, cosine scoring and adaptive score normalisation (AS-norm).
-
-The pipeline is WeSpeaker's (``wespeaker/bin/score.py``,
-``tools/vector_mean.py``, ``wespeaker/bin/score_norm.py``, chained by
-``examples/voxceleb/v2/local/score.sh`` and ``score_norm.sh``), so that
-given the same embeddings, cohort utterances and ``top_n``, the scores are
-WeSpeaker's (up to float32 rounding):
-
-* the subtracted ``mean`` is the plain mean of the cohort utterances' raw
-  embeddings (``score.py``'s ``mean_vec.npy`` of ``vox2_dev``);
-* the cohort is one embedding per training speaker: the plain mean of that
-  speaker's raw embeddings (``vector_mean.py``), minus ``mean``,
-  L2-normalised (``score_norm.py``'s ``split_embedding`` then
-  ``get_mean_std``);
-* enrol and test embeddings: minus ``mean``, L2-normalised; the raw score
-  is their cosine (``score.py``);
-* each side's mean ``mu`` and standard deviation ``sd`` (population, ddof 0,
-  as ``np.std``) of its ``top_n`` highest cohort scores give the trial
-  score ``0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)``;
-* the quality measures of QMF calibration: the norm of each side's
-  mean-subtracted embedding before normalisation and its ``mu``
-  (``score_norm.py``'s ``enroll_mag`` and ``enroll_mean``).
-
-One deviation: ``sd`` is floored at 1e-6, so that a cohort of one speaker
-(or ``top_n=1``) gives finite scores where WeSpeaker divides by zero.
-WeSpeaker's VoxCeleb recipes use all Vox2-dev utterances for the mean and
-the cohort and ``top_n=300`` (``run_wavlm.sh``; ``score_norm.sh``'s own
-default is 100); SpeechBrain's script uses per-chunk cohort embeddings
-instead, which gives different numbers.
+"""Cosine scoring of trials from an embedding store: enrolment models
+(mean of several utterances), the AS-norm cohort and adaptive
+symmetric score normalisation, as WeSpeaker computes them.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -35,183 +9,7 @@ Authors
 import numpy as np
 import torch
 
-
-class Trial:
-    """One verification trial: ``label`` (1 target / 0 non-target),
-    ``enrol`` and ``test`` utterance ids."""
-
-    __slots__ = ("label", "enrol", "test")
-
-    def __init__(self, label, enrol, test):
-        self.label, self.enrol, self.test = label, enrol, test
-
-    def __repr__(self):
-        return f"Trial({self.label}, {self.enrol!r}, {self.test!r})"
-
-
-def utterance_id(path):
-    """VoxCeleb trial path -> utterance id (``id10270/x6uYqmx31kE/00001``).
-
-    Arguments
-    ---------
-    path : str
-        A path of a trial list, relative to ``wav/``.
-
-    Returns
-    -------
-    str
-        The path without surrounding whitespace and ``.wav``/``.flac``.
-
-    Example
-    -------
-    >>> utterance_id("id10270/x6uYqmx31kE/00001.wav")
-    'id10270/x6uYqmx31kE/00001'
-    """
-    path = path.strip()
-    for ext in (".wav", ".flac"):
-        if path.lower().endswith(ext):
-            return path[: -len(ext)]
-    return path
-
-
-class TrialListError(ValueError):
-    """A malformed trial list, with the file and line."""
-
-
-#: Trial list formats: how a line's fields map to (label, enrol, test).
-TRIAL_FORMATS = {
-    "voxceleb": "'label enrol test' with label 0 or 1 (VoxCeleb)",
-    "cnceleb": "'enrol test label' with label 0 or 1 (CN-Celeb trials.lst)",
-    "kaldi": "'enrol test target|nontarget' (Kaldi / WeSpeaker)",
-}
-_KALDI_LABELS = {"target": 1, "nontarget": 0}
-
-
-def _trial_format(parts):
-    """The format a split line is in, or None."""
-    if len(parts) != 3:
-        return None
-    if parts[0] in ("0", "1"):
-        return "voxceleb"
-    if parts[2] in ("0", "1"):
-        return "cnceleb"
-    if parts[2] in _KALDI_LABELS:
-        return "kaldi"
-    return None
-
-
-def read_trials(path):
-    """Reads a trial list in the VoxCeleb, CN-Celeb or Kaldi format.
-
-    ``label enrol test`` (VoxCeleb: paths relative to ``wav/``, e.g.
-    ``id10270/x6uYqmx31kE/00001.wav``), ``enrol test label`` (CN-Celeb's
-    ``trials.lst``, label 0/1 last) or ``enrol test target|nontarget``
-    (Kaldi / WeSpeaker). The format is read from the first line; returned
-    ids drop ``.wav``/``.flac``. Blank lines are skipped; anything else
-    malformed, a line in another format than the first, and a trial listed
-    twice (which would count twice in the EER) raise a ``TrialListError``
-    naming the file and lines.
-
-    Arguments
-    ---------
-    path : str or pathlib.Path
-        The trial list.
-
-    Returns
-    -------
-    list of Trial
-        ``label`` (1 = same speaker), ``enrol`` and ``test`` ids, in file
-        order.
-
-    Example
-    -------
-    >>> p = getfixture("tmp_path") / "trials.txt"
-    >>> _ = p.write_text("1 a/x/1.wav a/y/2.wav\\n0 a/x/1.wav b/z/3.wav\\n")
-    >>> read_trials(p)
-    [Trial(1, 'a/x/1', 'a/y/2'), Trial(0, 'a/x/1', 'b/z/3')]
-    >>> _ = p.write_text("spk1-enroll test/u1.wav target\\n")
-    >>> read_trials(p)
-    [Trial(1, 'spk1-enroll', 'test/u1')]
-    """
-    trials, seen, fmt = [], {}, None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            this = _trial_format(parts)
-            if this is None or (fmt is not None and this != fmt):
-                expected = (
-                    TRIAL_FORMATS[fmt]
-                    if fmt
-                    else "; or ".join(TRIAL_FORMATS.values())
-                )
-                raise TrialListError(
-                    f"{path}:{lineno}: expected {expected}"
-                    + (" as on the first line" if fmt else "")
-                    + f", got {line.strip()!r}"
-                )
-            fmt = this
-            if fmt == "voxceleb":
-                label, enrol, test = int(parts[0]), parts[1], parts[2]
-            elif fmt == "cnceleb":
-                enrol, test, label = parts[0], parts[1], int(parts[2])
-            else:
-                enrol, test, label = parts[0], parts[1], _KALDI_LABELS[parts[2]]
-            trial = Trial(label, utterance_id(enrol), utterance_id(test))
-            pair = (trial.enrol, trial.test)
-            if pair in seen:
-                raise TrialListError(
-                    f"{path}:{lineno}: the trial {enrol} {test} is "
-                    f"already on line {seen[pair]}; remove the repeat (it "
-                    "would count twice in the EER)."
-                )
-            seen[pair] = lineno
-            trials.append(trial)
-    if not trials:
-        raise TrialListError(f"Trial list {path} holds no trials")
-    return trials
-
-
-def read_enrolment(path):
-    """Reads a multi-utterance enrolment list (CN-Celeb's ``enroll.map``).
-
-    Each line is ``model utt1 [utt2 ...]``; a model may span several lines.
-
-    Arguments
-    ---------
-    path : str or pathlib.Path
-
-    Returns
-    -------
-    dict
-        model id -> list of utterance ids (extensions dropped).
-
-    Example
-    -------
-    >>> p = getfixture("tmp_path") / "enrol.map"
-    >>> _ = p.write_text("spk1 a/1.wav a/2.wav\\nspk1 a/3.wav\\n")
-    >>> read_enrolment(p)
-    {'spk1': ['a/1', 'a/2', 'a/3']}
-    """
-    models = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise TrialListError(
-                    f"{path}:{lineno}: expected 'model utt1 [utt2 ...]', got "
-                    f"{line.strip()!r}"
-                )
-            models.setdefault(parts[0], []).extend(
-                utterance_id(u) for u in parts[1:]
-            )
-    if not models:
-        raise TrialListError(f"Enrolment list {path} holds no models")
-    return models
-
+from speechbrain_unipet.scoring.store import EmbeddingStore, EmbeddingStoreError
 
 #: How ``enrol_models`` averages a model's utterances.
 ENROL_AVERAGES = {
@@ -261,7 +59,7 @@ def enrol_models(store, enrolment, mean=None, average="raw"):
 
     Example
     -------
-    >>> from speechbrain_unipet.store import EmbeddingStore
+    >>> from speechbrain_unipet.scoring.store import EmbeddingStore
     >>> s = EmbeddingStore(["u1", "u2"], [[3.0, 0.0], [0.0, 1.0]])
     >>> enrol_models(s, {"m": ["u1", "u2"]}).embeddings.tolist()
     [[1.5, 0.5]]
@@ -270,7 +68,6 @@ def enrol_models(store, enrolment, mean=None, average="raw"):
     ... ).embeddings.astype(float).round(4).tolist()
     [[1.4142, 1.4142]]
     """
-    from speechbrain_unipet.store import EmbeddingStore, EmbeddingStoreError
 
     if average not in ENROL_AVERAGES:
         raise ValueError(
@@ -305,13 +102,14 @@ def enrol_models(store, enrolment, mean=None, average="raw"):
 #: Rows scored against the cohort at a time: AS-norm's [rows x cohort]
 #: score matrix stays about 100 MB for a 6k-speaker cohort.
 COHORT_BLOCK = 4096
+
+
 #: Trials scored at a time (their two [block x D] gathers stay small).
 TRIAL_BLOCK = 65536
 
 
 def _as_store(embeddings):
     """An ``EmbeddingStore`` of a store or an ``id -> tensor`` dict."""
-    from speechbrain_unipet.store import EmbeddingStore
 
     if isinstance(embeddings, EmbeddingStore):
         return embeddings
@@ -326,8 +124,6 @@ def _normalise(x, mean=None):
 
 def _check_dim(store, other, what):
     if other is not None and other.shape[-1] != store.dim:
-        from speechbrain_unipet.store import EmbeddingStoreError
-
         raise EmbeddingStoreError(
             f"The {what} has dimension {other.shape[-1]} but the embeddings "
             f"{store.dim}: they come from different models; embed both with "
@@ -438,6 +234,7 @@ def score_trials(
 
     Example
     -------
+    >>> from speechbrain_unipet.data.trials import Trial
     >>> emb = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([1.0, 1.0])}
     >>> score_trials([Trial(1, "a", "b")], emb)
     tensor([0.7071])

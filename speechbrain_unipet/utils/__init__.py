@@ -1,0 +1,3 @@
+"""Helpers every stage uses: audio loading, file helpers, the user-error
+base class and precision.
+"""
