@@ -1,12 +1,9 @@
 """The component contract: a new kind of PET module, defined here, outside
 the package, and registered through the public API, trains, saves,
 reloads and keeps the padded-batch guarantee without any edit to the
-package; options are validated by the registry; the method tables of docs/methods.md
-are the registry's."""
+package; options are validated by the registry (the method tables of
+``docs/methods.md`` are the registry's: ``test_method_tables.py``)."""
 
-import pathlib
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -15,7 +12,6 @@ from torch import nn
 
 from speechbrain_unipet.lobes import PETEncoder
 from speechbrain_unipet.pet import (
-    OPTIONS,
     PET_COMPONENTS,
     PET_METHODS,
     ComponentOptions,
@@ -176,21 +172,3 @@ def test_registered_options_are_validated_and_listed(ssl_folder):
 
     with pytest.raises(ValueError, match="option 'adapter_dim'"):
         register_component(ClashComponent)
-
-
-def test_readme_method_tables_are_the_registry():
-    """docs/methods.md shows ``python -m speechbrain_unipet.pet`` output for the
-    built-in methods (in a fresh process: this module registers a test method)."""
-    methods_doc = pathlib.Path(__file__).parents[1] / "docs" / "methods.md"
-    text = methods_doc.read_text(encoding="utf-8")
-    begin = "<!-- begin: python -m speechbrain_unipet.pet -->\n"
-    end = "<!-- end: python -m speechbrain_unipet.pet -->"
-    shown = text[text.index(begin) + len(begin) : text.index(end)]
-    generated = subprocess.run(  # a fresh registry: built-ins only
-        [sys.executable, "-m", "speechbrain_unipet.pet"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert shown.strip() == generated.strip()
-    assert OPTIONS["adapter_dim"][0] == 128

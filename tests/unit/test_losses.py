@@ -1,6 +1,7 @@
 """Sub-centre classifier and inter-top-k AAM: against references written
 from WeSpeaker's definition (``ArcMarginProduct_intertopk_subcenter``) and
-brute force, and through the recipe and the exported model."""
+brute force (through the recipe and the exported model:
+``tests/integration/test_training_stages.py``)."""
 
 import math
 
@@ -8,11 +9,7 @@ import pytest
 import torch
 from speechbrain.lobes.models.ECAPA_TDNN import Classifier
 from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
-from test_export import load_in_fresh_process
-from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
-from test_training_stages import checkpoints, ckpt_state, speakers
 
-from speechbrain_unipet.export import export
 from speechbrain_unipet.training.losses import (
     InterTopKAdditiveAngularMargin,
     SubCenterClassifier,
@@ -162,27 +159,3 @@ def test_bad_loss_options_are_named(kwargs, name):
         InterTopKAdditiveAngularMargin(0.2, 30, **kwargs)
     with pytest.raises(ValueError, match="sub_centers"):
         SubCenterClassifier(4, 3, sub_centers=0)
-
-
-def test_recipe_with_sub_centers_top_k_and_speeds_exports_speaker_classes(
-    recipe_env,  # noqa: F811
-    tmp_path,
-):
-    out = tmp_path / "sc"
-    train(
-        recipe_env,
-        "frozen",
-        out,
-        "--sub_centers=3",
-        "--top_k=2",
-        "--speed_perturb=True",
-    )
-    (ckpt,) = checkpoints(out)
-    n = speakers(out)
-    weight = ckpt_state(ckpt, "classifier")["weight"]
-    assert weight.shape[0] == 3 * 3 * n  # speeds x sub-centres x speakers
-    hub = export(out, tmp_path / "hub")
-    exported = torch.load(hub / "classifier.ckpt", weights_only=True)
-    torch.testing.assert_close(exported["weight"], weight[: 3 * n])
-    got = load_in_fresh_process(hub, recipe_env["data"], tmp_path, tmp_path)
-    assert got["labels"][0].startswith("id")

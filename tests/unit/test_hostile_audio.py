@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_long_audio import small_model
+from helpers import small_model
 
 from speechbrain_unipet.data.preparation import CSV_HEADER
 from speechbrain_unipet.inference import SpeakerEmbeddingModel

@@ -1,18 +1,31 @@
 """The state-of-the-art recipe's mechanics, checked with numbers through the
-recipe: speed perturbation's classes, the learning-rate schedule, keeping
-and averaging the last checkpoints, the large-margin fine-tuning stage and
-every speaker back-end."""
+recipe: speed perturbation's classes, the margin and learning-rate
+schedules, sub-centres with inter-top-k, keeping and averaging the last
+checkpoints, the large-margin fine-tuning stage and the speaker back-ends
+(the same mechanics on their own: ``tests/unit/test_losses.py``,
+``test_schedules.py``, ``test_pipelines.py``, ``test_backends.py``)."""
 
 import csv
-import hashlib
 import re
+import shutil
 
 import pytest
-import soundfile as sf
 import torch
-from speechbrain.augment.time_domain import SpeedPerturb
-from test_export import FILES, load_in_fresh_process, recipe_embeddings
-from test_recipe import RECIPE, recipe_env, train, verify  # noqa: F401 -- fixture
+from helpers import (
+    FILES,
+    RECIPE,
+    checkpoints,
+    ckpt_state,
+    folder_digest,
+    labels,
+    load_in_fresh_process,
+    merged_args,
+    recipe_embeddings,
+    speakers,
+    steps_per_epoch,
+    train,
+    verify,
+)
 
 from speechbrain_unipet.export import export
 from speechbrain_unipet.lobes import PETEncoder
@@ -22,86 +35,34 @@ from speechbrain_unipet.training.hparams import (
     check_recipe_values,
     load_recipe_hparams,
 )
-from speechbrain_unipet.training.pipelines import audio_pipeline
 from speechbrain_unipet.training.runs import compute_embedding
 from speechbrain_unipet.training.warm_start import init_from_export
 from speechbrain_unipet.utils.audio import load_audio
 
-BACKENDS = ["mhfa", "ca_mhfa", "mfa"]
-
-
-def checkpoints(out):
-    return sorted((out / "save").glob("CKPT+*"))
-
-
-def ckpt_state(ckpt, name):
-    state = torch.load(ckpt / f"{name}.ckpt", weights_only=True)
-    return state["state"] if name == "ssl_encoder" else state
-
-
-def steps_per_epoch(out, batch_size=4):
-    with open(out / "save" / "train.csv", encoding="utf-8") as f:
-        return len(list(csv.DictReader(f))) // batch_size
-
-
-def speakers(out):
-    text = (out / "save" / "label_encoder.txt").read_text()
-    labels = text.split("=" * 16)[0]  # then SpeechBrain's own fields
-    return len(re.findall(r"^'.*' => \d+$", labels, flags=re.M))
-
-
-def labels(out):
-    from speechbrain.dataio.encoder import CategoricalEncoder
-
-    encoder = CategoricalEncoder()
-    encoder.load(str(out / "save" / "label_encoder.txt"))
-    return dict(encoder.lab2ind)
-
-
-def folder_digest(folder):
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+# The MFA back-end trains, verifies and exports (LoRA merged too) in
+# tests/integration/test_w2v_bert_recipe.py (the w2v_bert yamls use it).
+BACKENDS = ["mhfa", "ca_mhfa"]
+UNIPET_SMALL = ("--adapter_dim=4", "--prompt_length=2")
 
 
 # ------------------------------------------------------ speed perturbation
-def test_speed_perturbed_crops_keep_their_length_and_name_their_speed(
-    tmp_path,
-):
-    rate = 16000
-    wave = torch.randn(rate * 2) * 0.1
-    path = tmp_path / "a.wav"
-    sf.write(path, wave.numpy(), rate)
-    speeds = (1.0, 0.9, 1.1)
-    pipeline = audio_pipeline({"sample_rate": rate}, False, speeds)
-    length, seen = 8000, set()
-    torch.manual_seed(0)
-    for _ in range(30):
-        sig, index = pipeline.func(path, 4000, 4000 + length, 0, 2 * rate)
-        seen.add(index)
-        assert sig.shape == (length,)
-        # What SpeechBrain's SpeedPerturb makes of the samples that last
-        # `length` at that speed.
-        needed = round(length * speeds[index])
-        source = load_audio(path, rate, 4000, 4000 + needed)
-        if index == 0:
-            expected = source
-        else:
-            perturb = SpeedPerturb(rate, speeds=[round(100 * speeds[index])])
-            expected = perturb(source[None])[0, :length]
-        torch.testing.assert_close(sig, expected)
-    assert seen == {0, 1, 2}
+@pytest.fixture(scope="module")
+def speed_run(recipe_env, tmp_path_factory):
+    """A one-epoch ``unipet`` run with speed perturbation, and its log (the
+    first stage of the large-margin test)."""
+    out = tmp_path_factory.mktemp("speed") / "stage1"
+    done = train(
+        recipe_env, "unipet", out, "--speed_perturb=True", *UNIPET_SMALL
+    )
+    return out, done.stdout + done.stderr
 
 
-def test_speed_perturbation_triples_the_classes(recipe_env, tmp_path):  # noqa: F811
-    out = tmp_path / "speed"
-    done = train(recipe_env, "frozen", out, "--speed_perturb=True")
+def test_speed_perturbation_triples_the_classes(speed_run, tmp_path):
+    out, log = speed_run
     (ckpt,) = checkpoints(out)
     n = speakers(out)
     assert ckpt_state(ckpt, "classifier")["weight"].shape[0] == 3 * n
-    assert f"{3 * n} classes for {n} speakers" in done.stderr + done.stdout
+    assert f"{3 * n} classes for {n} speakers" in log
     # The exported classifier keeps the speakers' own classes.
     hub = export(out, tmp_path / "hub")
     exported = torch.load(hub / "classifier.ckpt", weights_only=True)
@@ -113,7 +74,7 @@ def test_speed_perturbation_triples_the_classes(recipe_env, tmp_path):  # noqa: 
         export(out, tmp_path / "avg", average_last=2)
 
 
-def test_first_speed_must_be_one(recipe_env, tmp_path):  # noqa: F811
+def test_first_speed_must_be_one(recipe_env, tmp_path):
     done = train(
         recipe_env,
         "frozen",
@@ -129,18 +90,67 @@ def test_first_speed_must_be_one(recipe_env, tmp_path):  # noqa: F811
         check_recipe_values({"speeds": [1.0, 0.925]})
 
 
-# ------------------------------------------------------ learning-rate schedule
-def test_warmup_then_exponential_decay_per_step(recipe_env, tmp_path):  # noqa: F811
-    out = tmp_path / "warmup"
+# ------------------------------------------------ margin, sub-centres
+def test_recipe_raises_the_margin_every_step(frozen_two_epochs):
+    out = frozen_two_epochs  # the margin rising over epochs 1 and 2
+    with open(out / "save" / "train.csv", encoding="utf-8") as f:
+        steps = len(list(csv.DictReader(f))) // 4  # FAST: batch_size 4
+    logged = re.findall(
+        r"train loss: [0-9.e+-]+, train margin: ([0-9.e+-]+)",
+        (out / "train_log.txt").read_text(),
+    )
+    # Rising from the start of epoch 1 to the start of epoch 3: the margin
+    # of each epoch's last step is 0.2 * (epoch - 1 + (steps - 1) / steps) / 2.
+    expected = [0.2 * (e + (steps - 1) / steps) / 2 for e in (0, 1)]
+    # (the log keeps 3 significant digits)
+    assert [float(m) for m in logged] == pytest.approx(expected, rel=5e-3)
+
+
+def test_recipe_with_sub_centers_top_k_and_speeds_exports_speaker_classes(
+    recipe_env, tmp_path
+):
+    out = tmp_path / "sc"
     train(
         recipe_env,
         "frozen",
         out,
-        "--number_of_epochs=3",
-        "--lr_schedule=warmup_exp",
-        "--lr_warmup_epochs=1",
-        "--lr_final_ratio=0.01",
+        "--sub_centers=3",
+        "--top_k=2",
+        "--speed_perturb=True",
     )
+    (ckpt,) = checkpoints(out)
+    n = speakers(out)
+    weight = ckpt_state(ckpt, "classifier")["weight"]
+    assert weight.shape[0] == 3 * 3 * n  # speeds x sub-centres x speakers
+    hub = export(out, tmp_path / "hub")
+    exported = torch.load(hub / "classifier.ckpt", weights_only=True)
+    torch.testing.assert_close(exported["weight"], weight[: 3 * n])
+    got = load_in_fresh_process(hub, recipe_env["data"], tmp_path, tmp_path)
+    assert got["labels"][0].startswith("id")
+
+
+# ------------------------------------- learning rate, last checkpoints
+THREE_EPOCHS = (
+    "--number_of_epochs=3",
+    "--ckpt_keep_last=3",
+    "--lr_schedule=warmup_exp",
+    "--lr_warmup_epochs=1",
+    "--lr_final_ratio=0.01",
+    *UNIPET_SMALL,
+)
+
+
+@pytest.fixture(scope="module")
+def three_epochs(recipe_env, tmp_path_factory):
+    """A three-epoch ``unipet`` run keeping its last 3 checkpoints, its
+    learning rate warmed up over epoch 1, then decayed exponentially."""
+    out = tmp_path_factory.mktemp("three_epochs") / "keep_last"
+    train(recipe_env, "unipet", out, *THREE_EPOCHS)
+    return out
+
+
+def test_warmup_then_exponential_decay_per_step(three_epochs):
+    out = three_epochs
     steps = steps_per_epoch(out)
     logged = re.findall(
         r"lr_backend: ([0-9.e+-]+)", (out / "train_log.txt").read_text()
@@ -150,23 +160,6 @@ def test_warmup_then_exponential_decay_per_step(recipe_env, tmp_path):  # noqa: 
     last = [(e + (steps - 1) / steps) for e in range(3)]
     expected = [0.001 * min(p, 1) * 0.01 ** (p / 3) for p in last]
     assert [float(v) for v in logged] == pytest.approx(expected, rel=5e-3)
-
-
-# ---------------------------------------------- last checkpoints, averaged
-@pytest.fixture(scope="module")
-def three_epochs(recipe_env):  # noqa: F811
-    out = recipe_env["root"] / "keep_last"
-    if not (out / "train_log.txt").is_file():
-        train(
-            recipe_env,
-            "unipet",
-            out,
-            "--number_of_epochs=3",
-            "--ckpt_keep_last=3",
-            "--adapter_dim=4",
-            "--prompt_length=2",
-        )
-    return out
 
 
 def test_keep_last_keeps_the_newest_end_of_epoch_checkpoints(three_epochs):
@@ -179,11 +172,7 @@ def test_keep_last_keeps_the_newest_end_of_epoch_checkpoints(three_epochs):
     assert sorted(epochs) == [1, 2, 3]
 
 
-def test_averaged_export_and_verification_use_the_mean(
-    recipe_env,  # noqa: F811
-    three_epochs,
-    tmp_path,
-):
+def test_averaged_export_and_verification_use_the_mean(three_epochs, tmp_path):
     ckpts = checkpoints(three_epochs)
     hub = export(three_epochs, tmp_path / "avg", average_last=3)
     for name in ("embedding_model", "ssl_encoder"):
@@ -207,18 +196,10 @@ def test_averaged_export_and_verification_use_the_mean(
 
 # --------------------------------------------- large-margin fine-tuning
 def test_large_margin_stage_starts_from_the_run_and_changes_what_it_should(
-    recipe_env,  # noqa: F811
-    tmp_path,
+    recipe_env, speed_run, tmp_path
 ):
     first = tmp_path / "stage1"
-    train(
-        recipe_env,
-        "unipet",
-        first,
-        "--speed_perturb=True",
-        "--adapter_dim=4",
-        "--prompt_length=2",
-    )
+    shutil.copytree(speed_run[0], first)  # moved below
     before = folder_digest(first)
     (stage1,) = checkpoints(first)
     second = tmp_path / "stage2"
@@ -293,16 +274,13 @@ def test_large_margin_stage_starts_from_the_run_and_changes_what_it_should(
     )
 
 
-def test_init_from_its_own_output_folder_is_refused(recipe_env, three_epochs):  # noqa: F811
+def test_init_from_its_own_output_folder_is_refused(recipe_env, three_epochs):
     done = train(
         recipe_env,
         "unipet",
         three_epochs,
         f"--init_from={three_epochs}",
-        "--number_of_epochs=4",
-        "--ckpt_keep_last=3",
-        "--adapter_dim=4",
-        "--prompt_length=2",
+        *merged_args(THREE_EPOCHS, ["--number_of_epochs=4"]),
         check=False,
     )
     assert done.returncode != 0
@@ -318,20 +296,16 @@ BACKEND_SIZES = (
 
 
 @pytest.fixture(scope="module")
-def lora_mhfa(recipe_env):  # noqa: F811
+def lora_mhfa(recipe_env, tmp_path_factory):
     """A LoRA run with the MHFA back-end (WeSpeaker's W2V-BERT stage 1)."""
-    out = recipe_env["root"] / "lora_mhfa"
-    if not (out / "train_log.txt").is_file():
-        train(recipe_env, "lora", out, "--backend=mhfa", *BACKEND_SIZES)
+    out = tmp_path_factory.mktemp("lora_mhfa") / "run"
+    train(recipe_env, "lora", out, "--backend=mhfa", *BACKEND_SIZES)
     return out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_backend_trains_verifies_and_exports(
-    recipe_env,  # noqa: F811
-    backend,
-    tmp_path,
-    request,
+    recipe_env, backend, tmp_path, request
 ):
     if backend == "mhfa":
         out = request.getfixturevalue("lora_mhfa")
@@ -348,6 +322,11 @@ def test_backend_trains_verifies_and_exports(
     ref = recipe_embeddings(out, recipe_env["data"])
     torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
     torch.testing.assert_close(got["padded"], got["single"], atol=1e-4, rtol=0)
+    if backend != "mhfa":
+        # LoRA is merged in the encoder, whatever reads its hidden states:
+        # merged exports embed alike with MHFA (below), ECAPA-TDNN
+        # (test_export.py) and MFA (test_w2v_bert_recipe.py).
+        return
     # LoRA merged into the backbone: the same embeddings.
     merged = export(out, tmp_path / "merged", merge_lora=True)
     got = load_in_fresh_process(merged, recipe_env["data"], tmp_path, tmp_path)
@@ -356,9 +335,7 @@ def test_backend_trains_verifies_and_exports(
 
 # ------------------------------ a method change: joint fine-tuning after LoRA
 def test_finetune_stage_starts_from_a_lora_run_with_lora_merged(
-    recipe_env,  # noqa: F811
-    lora_mhfa,
-    tmp_path,
+    recipe_env, lora_mhfa, tmp_path
 ):
     """WeSpeaker's W2V-BERT chain: LoRA, merged into the backbone, then full
     fine-tuning; from the run and from an export with --merge-lora."""

@@ -15,7 +15,7 @@ import pathlib
 import pytest
 
 API = json.loads(
-    (pathlib.Path(__file__).parent / "data" / "former_api.json").read_text()
+    (pathlib.Path(__file__).parents[1] / "data" / "former_api.json").read_text()
 )
 
 

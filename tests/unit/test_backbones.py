@@ -6,7 +6,7 @@ errors for sources that are not SSL speech encoders."""
 
 import pytest
 import torch
-from conftest import VARIANTS, perturb_pet, variant_id
+from helpers import VARIANTS, perturb_pet, variant_id
 from transformers import AutoModel
 
 from speechbrain_unipet.lobes import PETEncoder
@@ -339,7 +339,7 @@ def test_only_the_backbone_package_imports_transformers():
     import ast
     import pathlib
 
-    package = pathlib.Path(__file__).parents[1] / "speechbrain_unipet"
+    package = pathlib.Path(__file__).parents[2] / "speechbrain_unipet"
     offenders = []
     for path in package.rglob("*.py"):
         if "backbones" in path.relative_to(package).parts:

@@ -1,99 +1,25 @@
 """Export to an offline pretrained folder and loading it with SpeechBrain's
-inference interfaces in a fresh process."""
+inference interfaces in a fresh process (the runs: the session's shared
+``trained`` runs; folders exported by earlier code:
+``tests/unit/test_legacy_exports.py``)."""
 
-import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
-from test_recipe import recipe_env, train  # noqa: F401 -- shared fixture
+from helpers import FILES, load_in_fresh_process, recipe_embeddings
 
 from speechbrain_unipet.export import export
-from speechbrain_unipet.training.runs import compute_embedding
 from speechbrain_unipet.utils.audio import load_audio
-
-FILES = ["id4/vid0/00001.wav", "id5/vid1/00001.wav", "id0/vid0/00001.wav"]
-
-LOAD_SCRIPT = """
-import json, sys, torch
-from speechbrain.inference.speaker import EncoderClassifier, SpeakerRecognition
-from speechbrain_unipet.audio import load_audio
-hub, data, out = sys.argv[1:4]
-files = json.loads(sys.argv[4])
-model = EncoderClassifier.from_hparams(source=hub, savedir=hub, run_opts={"device": "cpu"})
-wavs = [load_audio(f"{data}/wav/{f}") for f in files]
-single = torch.cat([model.encode_batch(w[None]) for w in wavs])
-longest = max(w.numel() for w in wavs)
-batch = torch.zeros(len(wavs), longest)
-for i, w in enumerate(wavs):
-    batch[i, : w.numel()] = w
-lens = torch.tensor([w.numel() / longest for w in wavs])
-padded = model.encode_batch(batch, lens)
-labels = model.classify_batch(wavs[0][None])[3]
-verifier = SpeakerRecognition.from_hparams(source=hub, savedir=hub, run_opts={"device": "cpu"})
-score, _ = verifier.verify_files(f"{data}/wav/{files[0]}", f"{data}/wav/{files[1]}")
-vb, _ = verifier.verify_batch(wavs[0][None], wavs[1][None])
-torch.save({"single": single, "padded": padded, "labels": labels, "score": score,
-            "verify_batch": vb}, out)
-"""
-
-
-def trained(recipe_env, method):  # noqa: F811
-    out = recipe_env["root"] / f"run_{method}"
-    if not (out / "hyperparams.yaml").is_file():
-        train(recipe_env, method, out)
-    return out
-
-
-def recipe_embeddings(train_folder, data):
-    sys.path.insert(
-        0,
-        str(pathlib.Path(__file__).parents[1] / "recipes/VoxCeleb/SpeakerRec"),
-    )
-    try:
-        from speaker_verification_cosine import load_trained_model
-    finally:
-        sys.path.pop(0)
-    _, modules = load_trained_model(train_folder, "cpu")
-    return torch.cat(
-        [
-            compute_embedding(modules, load_audio(data / "wav" / f)[None])
-            for f in FILES
-        ]
-    )
-
-
-def load_in_fresh_process(hub, data, tmp_path, cwd):
-    out = tmp_path / "loaded.pt"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LOAD_SCRIPT,
-            str(hub),
-            str(data),
-            str(out),
-            json.dumps(FILES),
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return torch.load(out, weights_only=False)
 
 
 @pytest.mark.parametrize(
     "copy", [True, False], ids=["copy-backbone", "reference"]
 )
-def test_export_loads_offline_and_matches_recipe(recipe_env, tmp_path, copy):  # noqa: F811
-    run = trained(recipe_env, "unipet")
+def test_export_loads_offline_and_matches_recipe(
+    recipe_env, trained, tmp_path, copy
+):
+    run = trained("unipet")
     hub = export(run, tmp_path / "hub", copy_backbone_files=copy)
     names = {p.name for p in hub.iterdir()}
     assert {
@@ -121,17 +47,15 @@ def test_export_loads_offline_and_matches_recipe(recipe_env, tmp_path, copy):  #
     assert float(got["verify_batch"]) == pytest.approx(float(cos), abs=1e-4)
 
 
-def test_pet_file_is_a_small_part_of_the_export(recipe_env, tmp_path):  # noqa: F811
-    hub = export(
-        trained(recipe_env, "lora"), tmp_path / "hub", copy_backbone_files=True
-    )
+def test_pet_file_is_a_small_part_of_the_export(trained, tmp_path):
+    hub = export(trained("lora"), tmp_path / "hub", copy_backbone_files=True)
     pet = (hub / "ssl_encoder.ckpt").stat().st_size
     backbone = sum(p.stat().st_size for p in (hub / "backbone").iterdir())
     assert pet < 0.2 * backbone
 
 
-def test_merge_lora_export_gives_same_embeddings(recipe_env, tmp_path):  # noqa: F811
-    run = trained(recipe_env, "lora")
+def test_merge_lora_export_gives_same_embeddings(recipe_env, trained, tmp_path):
+    run = trained("lora")
     merged = export(run, tmp_path / "merged", merge_lora=True)
     state = torch.load(merged / "ssl_encoder.ckpt", weights_only=True)
     assert set(state["state"]) == {"layer_weights"}
@@ -141,22 +65,20 @@ def test_merge_lora_export_gives_same_embeddings(recipe_env, tmp_path):  # noqa:
     torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
 
 
-def test_merge_lora_needs_lora(recipe_env, tmp_path):  # noqa: F811
+def test_merge_lora_needs_lora(trained, tmp_path):
     with pytest.raises(ValueError, match="has no LoRA"):
-        export(trained(recipe_env, "unipet"), tmp_path / "x", merge_lora=True)
+        export(trained("unipet"), tmp_path / "x", merge_lora=True)
 
 
 def test_export_never_damages_the_run_or_a_folder(
-    recipe_env,  # noqa: F811
-    tmp_path,
-    monkeypatch,
+    trained, tmp_path, monkeypatch
 ):
     """Exporting into the run (or a folder inside it, or one that contains
     it) is refused; a non-empty destination needs ``--overwrite``; a failed
     export leaves nothing behind."""
     from speechbrain_unipet.export import ExportError, main
 
-    run = trained(recipe_env, "unipet")
+    run = trained("unipet")
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     for dest in (run, run / "hub", run.parent):
         with pytest.raises(ExportError, match="would overwrite the run"):
@@ -197,13 +119,13 @@ def test_export_never_damages_the_run_or_a_folder(
     assert (hub / "ssl_encoder.ckpt").is_file()  # the old export is intact
 
 
-def test_adapters_swap_on_one_backbone(recipe_env, tmp_path):  # noqa: F811
+def test_adapters_swap_on_one_backbone(recipe_env, trained, tmp_path):
     from speechbrain_unipet.lobes import PETEncoder
 
     hubs = {}
     for method in ("unipet", "lora"):
         hubs[method] = export(
-            trained(recipe_env, method),
+            trained(method),
             tmp_path / method,
             copy_backbone_files=True,
         )
@@ -221,14 +143,14 @@ def test_adapters_swap_on_one_backbone(recipe_env, tmp_path):  # noqa: F811
         shared.load_pet_file(hubs["lora"] / "ssl_encoder.ckpt")
 
 
-def test_broken_hub_folders_give_clear_errors(recipe_env, tmp_path, model_root):  # noqa: F811
+def test_broken_hub_folders_give_clear_errors(trained, tmp_path, model_root):
     from speechbrain.inference.speaker import EncoderClassifier
 
     from speechbrain_unipet.lobes import PETEncoder
     from speechbrain_unipet.testing import tiny_ssl_folder
 
     hub = export(
-        trained(recipe_env, "unipet"),
+        trained("unipet"),
         tmp_path / "hub",
         copy_backbone_files=True,
     )
@@ -248,28 +170,3 @@ def test_broken_hub_folders_give_clear_errors(recipe_env, tmp_path, model_root):
         PETEncoder(None, method="unipet").load_pet_file(tmp_path / "other.ckpt")
     with pytest.raises(FileNotFoundError, match="must be the output_folder"):
         export(tmp_path / "hub", tmp_path / "x")
-
-
-@pytest.mark.parametrize("method", ["unipet", "lora"])
-def test_folders_exported_before_the_redesign_still_load(method, tmp_path):
-    """``tests/data/legacy_export_*`` were written by the pre-component
-    code (see tests/data/README.md), with the embeddings it computed."""
-    import shutil
-
-    from speechbrain.inference.speaker import EncoderClassifier
-
-    data = pathlib.Path(__file__).parent / "data" / f"legacy_export_{method}"
-    hub = tmp_path / method
-    shutil.copytree(data, hub)
-    model = EncoderClassifier.from_hparams(
-        source=str(hub), savedir=str(hub), run_opts={"device": "cpu"}
-    )
-    reference = torch.load(hub / "reference_embeddings.pt")
-    wavs = reference["wavs"]
-    lens = torch.tensor([1.0, 11000 / 16000])
-    torch.testing.assert_close(
-        model.encode_batch(wavs, lens),
-        reference["embeddings"],
-        atol=1e-5,
-        rtol=0,
-    )

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHECK_FOLDERS = ["speechbrain_unipet", "tools", "recipes"]
 FILES = sorted(
     path.relative_to(ROOT).as_posix()

@@ -3,7 +3,7 @@ what trains, parameter counts, gates, prompts, LoRA merge, options."""
 
 import pytest
 import torch
-from conftest import perturb_pet, variant_id
+from helpers import perturb_pet, variant_id
 
 from speechbrain_unipet.lobes import PET_METHODS, PETEncoder
 
@@ -19,7 +19,7 @@ def test_training_updates_exactly_the_trainable_tensors(
 ):
     """Every trainable tensor gets a gradient and frozen tensors never
     change in training (train mode, optimiser steps). That the gradients
-    are not negligible and lower a loss is tests/test_gradient_health.py's
+    are not negligible and lower a loss is tests/unit/test_gradient_health.py's
     job: "a trainable tensor changed" proves nothing (under Adam, rounding
     noise alone makes a full-size step)."""
     torch.manual_seed(0)

@@ -2,7 +2,7 @@
 
 ``tools/make_recipe_hparams.py`` writes them, and their tables in the recipe
 README (section "Published systems"), from one table of its own;
-``tests/test_recipe_yamls.py`` checks that the files are what it writes, and
+``tests/unit/test_recipe_yamls.py`` checks that the files are what it writes, and
 runs SpeechBrain's yaml/script rule on every row of the recipe-test CSV,
 these yamls included. Here, on the files themselves: every README table cell
 is the yaml's value, and every key a yaml changes from its base yaml has a
@@ -25,7 +25,7 @@ from speechbrain_unipet.training.backends import build_backend
 from speechbrain_unipet.training.hparams import load_recipe_hparams
 from speechbrain_unipet.training.validator import verification_validator
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
 HPARAMS = RECIPE / "hparams"
 PUBLISHED = HPARAMS / "published"

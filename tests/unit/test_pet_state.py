@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import perturb_pet
+from helpers import perturb_pet
 
 from speechbrain_unipet.lobes import PET_METHODS, PETEncoder
 

@@ -1,12 +1,12 @@
-"""End-to-end tests of the VoxCeleb recipe on tiny generated data."""
+"""End-to-end tests of the VoxCeleb recipe on tiny generated data (the
+runs most tests read are the session's shared ``trained`` runs,
+``tests/integration/conftest.py``)."""
 
 import csv
-import json
 import os
-import pathlib
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,124 +14,34 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-
-from speechbrain_unipet.testing import tiny_ssl_folder
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
-METHOD_YAMLS = sorted(
-    p.stem
-    for p in (RECIPE / "hparams").glob("*.yaml")
-    if p.stem != "verification"
+import torch
+from helpers import (
+    RATE,
+    RECIPE,
+    epochs_logged,
+    merged_args,
+    run_ddp,
+    run_script,
+    train,
+    verify,
 )
-RATE = 16000
-FAST = [
-    "--number_of_epochs=1",
-    "--batch_size=4",
-    "--sentence_len=0.5",
-    "--ecapa_channels=[16,16,16,16,48]",
-    "--emb_dim=8",
-    "--num_workers=0",
-    "--num_valid_speakers=2",
-    "--test_segment_len=0.5",
-    "--device=cpu",
-    "--noprogressbar",
-]
+
+# One recipe run per kind of PET method: the backbone frozen, fine-tuned,
+# its biases tuned, LoRA, and UniPET (inner and inter adapters, deep
+# prompts, gates). Every method's yaml loads and builds
+# (tests/unit/test_recipe_yamls.py), its PET state holds exactly its
+# trainable tensors and round-trips through the checkpoint file
+# (tests/unit/test_pet_state.py), and every method gets gradients and
+# trains on every backbone family (tests/unit/test_gradient_health.py).
+RECIPE_METHODS = ["frozen", "finetune", "bitfit", "lora", "unipet"]
 
 
-def write_speaker_data(root):
-    """8 speakers x 2 videos x 1 utterance (1.2 s) of speaker-specific tones;
-    trials over speakers 4 and 5."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(1.2 * RATE)) / RATE
-    for s in range(8):
-        for v in range(2):
-            f0 = 110 + 40 * s
-            x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in (1, 2, 3))
-            x = 0.1 * x + 0.01 * rng.standard_normal(t.size)
-            path = root / "wav" / f"id{s}" / f"vid{v}" / "00001.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, x.astype(np.float32), RATE)
-    test = [f"id{s}/vid{v}/00001.wav" for s in (4, 5) for v in (0, 1)]
-    lines = []
-    for i, a in enumerate(test):
-        for b in test[i + 1 :]:
-            lines.append(f"{int(a[:3] == b[:3])} {a} {b}")
-    (root / "trials.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def recipe_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipe")
-    data = write_speaker_data(root / "data")
-    ssl = tiny_ssl_folder(root / "models", "wavlm")
-    return {
-        "root": root,
-        "data": data,
-        "args": [
-            f"--data_folder={data}",
-            f"--verification_file={data / 'trials.txt'}",
-            f"--ssl_hub={ssl}",
-            *FAST,
-        ],
-    }
-
-
-def run_script(script, *args, check=True, timeout=300):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    done = subprocess.run(
-        [sys.executable, script, *map(str, args)],
-        cwd=RECIPE,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(
-            f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-        )
-    return done
-
-
-def merged_args(base, extra):
-    """``base`` command-line options with those in ``extra`` replaced."""
-    keys = {e.split("=")[0] for e in extra}
-    return [a for a in base if a.split("=")[0] not in keys] + list(extra)
-
-
-def train(env, method, out, *extra, check=True):
-    return run_script(
-        "train_speaker_embeddings.py",
-        f"hparams/{method}.yaml",
-        *merged_args(env["args"], [f"--output_folder={out}", *extra]),
-        check=check,
-    )
-
-
-def verify(out, *extra):
-    run_script(
-        "speaker_verification_cosine.py",
-        "hparams/verification.yaml",
-        f"--output_folder={out}",
-        "--device=cpu",
-        *extra,
-    )
-    with open(out / "results.json", encoding="utf-8") as f:
-        return json.load(f)
-
-
-def test_every_method_yaml_is_tested():
-    from speechbrain_unipet.pet import PET_METHODS
-
-    assert set(METHOD_YAMLS) == set(PET_METHODS)
-
-
-@pytest.mark.parametrize("method", METHOD_YAMLS)
-def test_method_trains_and_verifies(recipe_env, method):
-    out = recipe_env["root"] / f"run_{method}"
-    train(recipe_env, method, out)
+@pytest.mark.parametrize("method", RECIPE_METHODS)
+def test_method_trains_and_verifies(trained, method):
+    """One epoch, then verification: the run's files, one checkpoint that
+    holds no frozen backbone weight, test speakers kept out of training,
+    the verification's log, scores and plots of the 6 trials."""
+    out = trained(method)
     for name in (
         "train_log.txt",
         "hyperparams.yaml",
@@ -145,8 +55,6 @@ def test_method_trains_and_verifies(recipe_env, method):
     assert len(ckpts) == 1
     # PET checkpoints hold no frozen backbone weight.
     ssl_ckpt = ckpts[0] / "ssl_encoder.ckpt"
-    import torch
-
     state = torch.load(ssl_ckpt, weights_only=True)["state"]
     assert state["layer_weights"].shape == (3,)
     if method != "finetune":
@@ -156,16 +64,16 @@ def test_method_trains_and_verifies(recipe_env, method):
     assert "id4" not in train_csv and "id5" not in train_csv
     result = verify(out)
     assert 0.0 <= result["eer"] <= 1.0 and 0.0 <= result["min_dcf"] <= 1.0
+    log = (out / "verification_log.txt").read_text()
+    assert "EER" in log and "results.json" in log
     assert result["num_trials"] == 6 and result["pet_method"] == method
     for name in ("scores.txt", "det.png", "score_histogram.png"):
         assert (out / name).is_file(), name
     assert len((out / "scores.txt").read_text().splitlines()) == 6
 
 
-def test_as_norm_scoring(recipe_env):
-    out = recipe_env["root"] / "run_lora"
-    if not (out / "hyperparams.yaml").is_file():
-        train(recipe_env, "lora", out)
+def test_as_norm_scoring(trained):
+    out = trained("lora")
     result = verify(
         out, "--score_norm=as-norm", "--cohort_top_n=2", "--cohort_max_files=4"
     )
@@ -182,14 +90,9 @@ def test_as_norm_scoring(recipe_env):
     assert len(covered) == min(4, len(set(speaker_of.values()))) > 1
 
 
-def epochs_logged(out):
-    text = (out / "train_log.txt").read_text()
-    return [int(m) for m in re.findall(r"^epoch: (\d+)", text, flags=re.M)]
-
-
-def test_rerun_resumes_epoch_count(recipe_env):
-    out = recipe_env["root"] / "resume"
-    train(recipe_env, "frozen", out)
+def test_rerun_resumes_epoch_count(recipe_env, trained, tmp_path):
+    out = tmp_path / "resume"
+    shutil.copytree(trained("frozen"), out)  # a one-epoch run
     assert epochs_logged(out) == [1]
     done = train(recipe_env, "frozen", out, "--number_of_epochs=2")
     assert epochs_logged(out) == [1, 2]
@@ -249,60 +152,30 @@ def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(recipe_env):
     assert epochs_logged(out) == [1, 2]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ddp(args, out, *extra):
-    """Trains ``unipet`` with 2-process gloo torchrun; fails on an error."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        "train_speaker_embeddings.py",
-        "hparams/unipet.yaml",
-        *args,
-        f"--output_folder={out}",
-        "--distributed_backend=gloo",
-        *extra,
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=RECIPE,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
-    assert done.returncode == 0, done.stderr[-5000:]
-    return done
-
-
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_two_process_gloo_ddp(recipe_env, checkpointing):
+def test_two_process_gloo_ddp_with_activation_checkpointing(
+    recipe_env, tmp_path
+):
     """DDP needs no find_unused_parameters, also with non-reentrant
-    activation checkpointing (layers recomputed in backward)."""
-    out = recipe_env["root"] / f"ddp_{checkpointing}"
+    activation checkpointing (layers recomputed in backward). Without
+    activation checkpointing: test_own_data_recipe.py's
+    test_one_recording_speakers_two_process_gloo."""
+    out = tmp_path / "ddp"
     # Two epochs: checkpoints are deleted, which every process must agree
     # on (a mismatch left both waiting for ever).
     run_ddp(
         merged_args(recipe_env["args"], ["--number_of_epochs=2"]),
         out,
-        f"--gradient_checkpointing={checkpointing}",
+        "--gradient_checkpointing=True",
     )
     assert epochs_logged(out) == [1, 2]
     assert 1 <= len(list((out / "save").glob("CKPT+*"))) <= 2
 
 
-def test_unknown_method_fails_before_training(recipe_env):
+def test_unknown_method_fails_before_training(recipe_env, tmp_path):
     done = train(
         recipe_env,
         "unipet",
-        recipe_env["root"] / "bad1",
+        tmp_path / "bad1",
         "--pet_method=adapters",
         check=False,
     )
@@ -311,11 +184,11 @@ def test_unknown_method_fails_before_training(recipe_env):
     assert "Valid methods: finetune, frozen" in done.stderr
 
 
-def test_unknown_override_is_rejected(recipe_env):
+def test_unknown_override_is_rejected(recipe_env, tmp_path):
     done = train(
         recipe_env,
         "frozen",
-        recipe_env["root"] / "bad2",
+        tmp_path / "bad2",
         "--data_foldr=/x",
         check=False,
     )
@@ -352,8 +225,6 @@ def test_trial_naming_absent_file(recipe_env, tmp_path):
 
 
 def test_bad_audio_is_skipped_or_named(recipe_env, tmp_path):
-    import shutil
-
     data = tmp_path / "data"
     shutil.copytree(recipe_env["data"], data)
     corrupt = data / "wav" / "id0" / "vid9" / "00001.wav"
@@ -413,9 +284,8 @@ def test_batch_size_one_is_refused_up_front(recipe_env, tmp_path):
     assert not (tmp_path / "o").exists()  # refused before anything is written
 
 
-def test_train_log_shows_the_rates_each_epoch_used(recipe_env, tmp_path):
-    out = tmp_path / "lr"
-    train(recipe_env, "frozen", out, "--number_of_epochs=2")
+def test_train_log_shows_the_rates_each_epoch_used(frozen_two_epochs):
+    out = frozen_two_epochs
     text = (out / "train_log.txt").read_text()
     rates = re.findall(r"lr_backend: ([0-9.e+-]+)", text)
     with open(out / "save" / "train.csv", encoding="utf-8") as f:
@@ -427,13 +297,11 @@ def test_train_log_shows_the_rates_each_epoch_used(recipe_env, tmp_path):
     assert [float(r) for r in rates] == pytest.approx(expected, rel=5e-3)
 
 
-def test_verification_logs_and_names_bad_trial_lists(recipe_env, tmp_path):
-    out = recipe_env["root"] / "run_frozen"
-    if not (out / "hyperparams.yaml").is_file():
-        train(recipe_env, "frozen", out)
-    verify(out)
-    log = (out / "verification_log.txt").read_text()
-    assert "EER" in log and "results.json" in log
+def test_verification_names_bad_trial_lists_and_options(trained, tmp_path):
+    """A trial listed twice is named with both lines, a mistyped option
+    gets a suggestion (what a verification logs:
+    test_method_trains_and_verifies)."""
+    out = trained("frozen")
     trials = tmp_path / "dup.txt"
     line = "1 id4/vid0/00001.wav id4/vid1/00001.wav\n"
     trials.write_text(line + "0 id4/vid0/00001.wav id5/vid0/00001.wav\n" + line)
@@ -486,9 +354,8 @@ def test_noise_and_reverb_augmentation_from_local_folders(recipe_env, tmp_path):
     assert epochs_logged(out) == [1]
 
 
-def test_tensorboard_logging(recipe_env, tmp_path):
-    out = tmp_path / "tb"
-    train(recipe_env, "frozen", out, "--use_tensorboard=True")
+def test_tensorboard_logging(frozen_two_epochs):
+    out = frozen_two_epochs
     events = list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     from tensorboard.backend.event_processing.event_accumulator import (
@@ -499,16 +366,12 @@ def test_tensorboard_logging(recipe_env, tmp_path):
     assert {"EER/valid", "minDCF/valid", "ErrorRate/valid"} <= set(tags)
 
 
-def test_a_copied_run_uses_its_own_files(recipe_env, tmp_path):
+def test_a_copied_run_uses_its_own_files(trained, tmp_path):
     """``cp -r run copy`` then verify/export ``copy``: the copy's checkpoint
     and CSVs are read, even when the original is gone."""
-    import shutil
-
     from speechbrain_unipet.training.runs import load_trained_model
 
-    out = recipe_env["root"] / "run_frozen"
-    if not (out / "hyperparams.yaml").is_file():
-        train(recipe_env, "frozen", out)
+    out = trained("frozen")
     first, second = tmp_path / "first", tmp_path / "second"
     shutil.copytree(out, first)
     shutil.copytree(first, second)
@@ -522,10 +385,10 @@ def test_a_copied_run_uses_its_own_files(recipe_env, tmp_path):
 
 
 def test_rerun_on_other_data_is_refused_before_anything_is_written(
-    recipe_env, tmp_path
+    recipe_env, trained, tmp_path
 ):
     out = tmp_path / "rerun"
-    train(recipe_env, "frozen", out)
+    shutil.copytree(trained("frozen"), out)  # a one-epoch run
     saved = (out / "hyperparams.yaml").read_text()
     checkpoints = sorted(p.name for p in (out / "save").glob("CKPT+*"))
     done = train(

@@ -18,7 +18,7 @@ layer's own imports must not form a cycle):
 import ast
 import pathlib
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "speechbrain_unipet"
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "speechbrain_unipet"
 NAME = "speechbrain_unipet"
 
 LAYERS = {

@@ -1,19 +1,18 @@
 """The margin and learning-rate schedules, step by step against references
 written from WeSpeaker's definitions (``wespeaker/utils/schedulers.py``,
 iteration-based: ``cur_iter = (epoch - 1) * epoch_iter + i``), with ours
-driven as the recipe drives them (``SpeakerBrain.on_fit_batch_start``)."""
+driven as the recipe drives them (``SpeakerBrain.on_fit_batch_start``);
+through the recipe: ``tests/integration/test_training_stages.py``."""
 
-import csv
 import functools
 import importlib.util
 import math
-import re
 import types
 
 import pytest
 import torch
+from helpers import RECIPE
 from speechbrain.nnet.losses import AdditiveAngularMargin
-from test_recipe import RECIPE, recipe_env, train  # noqa: F401 -- fixture
 
 from speechbrain_unipet.training.losses import InterTopKAdditiveAngularMargin
 from speechbrain_unipet.training.schedules import (
@@ -210,27 +209,3 @@ def test_bad_schedule_arguments_are_named(kwargs, name):
         LearningRateSchedule("warmup_step", 10)(0.5)
     with pytest.raises(ValueError, match="fix_start_epoch"):
         MarginScheduler(AdditiveAngularMargin(0.0, 32), 0.2, 0.0, 3, 2)
-
-
-def test_recipe_raises_the_margin_every_step(recipe_env, tmp_path):  # noqa: F811
-    out = tmp_path / "margin"
-    train(
-        recipe_env,
-        "frozen",
-        out,
-        "--number_of_epochs=2",
-        "--margin_increase_start=1",
-        "--margin_fix_start=3",
-        "--margin_increase_type=linear",
-    )
-    with open(out / "save" / "train.csv", encoding="utf-8") as f:
-        steps = len(list(csv.DictReader(f))) // 4  # FAST: batch_size 4
-    logged = re.findall(
-        r"train loss: [0-9.e+-]+, train margin: ([0-9.e+-]+)",
-        (out / "train_log.txt").read_text(),
-    )
-    # Rising from the start of epoch 1 to the start of epoch 3: the margin
-    # of each epoch's last step is 0.2 * (epoch - 1 + (steps - 1) / steps) / 2.
-    expected = [0.2 * (e + (steps - 1) / steps) / 2 for e in (0, 1)]
-    # (the log keeps 3 significant digits)
-    assert [float(m) for m in logged] == pytest.approx(expected, rel=5e-3)

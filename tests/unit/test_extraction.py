@@ -1,17 +1,12 @@
-"""The extraction engine: batched, sharded (2-process gloo) and resumed
-extraction each equal one-by-one extraction; bad input gets clear errors."""
-
-import os
-import pathlib
-import subprocess
-import sys
+"""The extraction engine: batched and resumed extraction each equal
+one-by-one extraction; bad input gets clear errors (sharded extraction:
+``tests/integration/test_extraction_sharded.py``)."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-from speechbrain.processing.features import InputNormalization
+from helpers import build_modules, one_by_one
 
 from speechbrain_unipet.evaluation.extraction import (
     ExtractionError,
@@ -22,68 +17,7 @@ from speechbrain_unipet.evaluation.utterances import (
     read_utterances,
     utterances_from_folder,
 )
-from speechbrain_unipet.lobes import PETEncoder
-from speechbrain_unipet.lobes.backends import MHFA
 from speechbrain_unipet.lobes.embedding import speaker_embeddings
-from speechbrain_unipet.scoring.store import EmbeddingStore
-from speechbrain_unipet.testing import tiny_ssl_folder
-
-# Lengths in samples (16 kHz): different, so batches carry padding.
-LENGTHS = [4000, 9000, 6500, 3000, 12000, 5200, 7700]
-
-
-def build_modules(ssl_folder, state=None, backend="ecapa"):
-    """A tiny UniPET model (gates, so gate means are tested too)."""
-    torch.manual_seed(0)
-    enc = PETEncoder(
-        ssl_folder,
-        "unipet",
-        output_all_hiddens=backend != "ecapa",
-        options={"adapter_dim": 4, "prompt_length": 2},
-    )
-    norm = InputNormalization(norm_type="sentence", std_norm=False)
-    if backend == "ecapa":
-        model = ECAPA_TDNN(32, channels=[8, 8, 8, 8, 24], lin_neurons=6)
-    else:
-        model = MHFA(
-            32, num_layers=3, heads=2, compression_dim=8, lin_neurons=6
-        )
-    modules = torch.nn.ModuleList([enc, norm, model])
-    if state is not None:
-        modules.load_state_dict(torch.load(state))
-    return tuple(modules.eval())
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("extraction")
-    ssl = tiny_ssl_folder(root, "wavlm", num_hidden_layers=2)
-    audio = root / "audio"
-    rng = np.random.default_rng(0)
-    for k, n in enumerate(LENGTHS):
-        spk = audio / f"spk{k % 3}"
-        spk.mkdir(parents=True, exist_ok=True)
-        sf.write(spk / f"utt{k}.wav", rng.standard_normal(n) * 0.1, 16000)
-    modules = build_modules(ssl)
-    state = root / "modules.pt"
-    torch.save(torch.nn.ModuleList(modules).state_dict(), state)
-    return {"root": root, "ssl": ssl, "audio": audio, "state": state}
-
-
-def one_by_one(modules, utterances):
-    """The reference: each file alone through the embedding path."""
-    from speechbrain_unipet.utils.audio import load_audio
-
-    out, gates = {}, {}
-    with torch.no_grad():
-        for utt in utterances:
-            wav = load_audio(utt.path, 16000)[None]
-            emb, utt_gates = speaker_embeddings(*modules, wav)
-            out[utt.id] = emb[0, 0].numpy()
-            for key, value in utt_gates.items():
-                gates.setdefault(key, []).append(value[0].numpy())
-    one_by_one.gate_means = {k: np.mean(v, axis=0) for k, v in gates.items()}
-    return out
 
 
 def assert_gate_means(store):
@@ -96,9 +30,11 @@ def assert_gate_means(store):
 
 
 @pytest.mark.parametrize("backend", ["ecapa", "mhfa"])
-def test_batched_extraction_equals_one_by_one(setup, tmp_path, backend):
-    modules = build_modules(setup["ssl"], backend=backend)
-    utts = utterances_from_folder(setup["audio"])
+def test_batched_extraction_equals_one_by_one(
+    extraction_setup, tmp_path, backend
+):
+    modules = build_modules(extraction_setup["ssl"], backend=backend)
+    utts = utterances_from_folder(extraction_setup["audio"])
     store = extract(
         modules, utts, tmp_path / "store", batch_size=4, progress=False
     )
@@ -119,10 +55,10 @@ def _lengths(utts):
 
 
 def test_a_finished_store_is_reused_and_other_settings_replace_it(
-    setup, tmp_path
+    extraction_setup, tmp_path
 ):
-    modules = build_modules(setup["ssl"])
-    utts = utterances_from_folder(setup["audio"])[:3]
+    modules = build_modules(extraction_setup["ssl"])
+    utts = utterances_from_folder(extraction_setup["audio"])[:3]
     calls = []
 
     def counting(wav, rate, key):
@@ -162,14 +98,14 @@ def test_a_finished_store_is_reused_and_other_settings_replace_it(
 
 
 def test_a_condition_degrading_another_way_is_not_served_from_the_store(
-    setup, tmp_path
+    extraction_setup, tmp_path
 ):
     """Same condition name, other seed: the noise differs, so the store
     is embedded again (keyed by ``signature``, not ``name``)."""
     from speechbrain_unipet.evaluation.conditions import AdditiveNoise
 
-    modules = build_modules(setup["ssl"])
-    utts = utterances_from_folder(setup["audio"])[:2]
+    modules = build_modules(extraction_setup["ssl"])
+    utts = utterances_from_folder(extraction_setup["audio"])[:2]
     first = extract(
         modules,
         utts,
@@ -197,9 +133,9 @@ def test_a_condition_degrading_another_way_is_not_served_from_the_store(
     assert np.abs(other.embeddings - first).max() > 1e-4
 
 
-def test_crops_average_windows(setup, tmp_path):
-    modules = build_modules(setup["ssl"])
-    utts = utterances_from_folder(setup["audio"])
+def test_crops_average_windows(extraction_setup, tmp_path):
+    modules = build_modules(extraction_setup["ssl"])
+    utts = utterances_from_folder(extraction_setup["audio"])
     store = extract(
         modules,
         utts,
@@ -252,9 +188,9 @@ def kill_after_two_batches(modules, utts, store):
     return seen
 
 
-def test_a_killed_extraction_resumes(setup, tmp_path):
-    modules = build_modules(setup["ssl"])
-    utts = utterances_from_folder(setup["audio"])
+def test_a_killed_extraction_resumes(extraction_setup, tmp_path):
+    modules = build_modules(extraction_setup["ssl"])
+    utts = utterances_from_folder(extraction_setup["audio"])
     seen = kill_after_two_batches(modules, utts, tmp_path / "r")
     parts = parts_folder(tmp_path / "r")
     assert len(list(parts.glob("part-*.npz"))) == 2  # two whole batches
@@ -295,10 +231,10 @@ def identity_counting(calls):
 
 
 def test_parts_of_other_settings_are_set_aside_not_refused(
-    setup, tmp_path, caplog
+    extraction_setup, tmp_path, caplog
 ):
-    modules = build_modules(setup["ssl"])
-    utts = utterances_from_folder(setup["audio"])
+    modules = build_modules(extraction_setup["ssl"])
+    utts = utterances_from_folder(extraction_setup["audio"])
     kill_after_two_batches(modules, utts, tmp_path / "x")
     parts = parts_folder(tmp_path / "x")
     assert len(list(parts.glob("part-*.npz"))) == 2
@@ -322,7 +258,9 @@ def test_parts_of_other_settings_are_set_aside_not_refused(
     assert str(stale) in caplog.text
 
 
-def test_a_failed_verification_blocks_no_later_one(setup, tmp_path, caplog):
+def test_a_failed_verification_blocks_no_later_one(
+    extraction_setup, tmp_path, caplog
+):
     """A damaged file stops a verification with its name; then another
     trial list of the same run, and of a copy of the run, verify (the
     embeddings made before the error are reused, never refused)."""
@@ -330,8 +268,8 @@ def test_a_failed_verification_blocks_no_later_one(setup, tmp_path, caplog):
 
     from speechbrain_unipet.utils.audio import AudioError
 
-    modules = build_modules(setup["ssl"])
-    clean = utterances_from_folder(setup["audio"])
+    modules = build_modules(extraction_setup["ssl"])
+    clean = utterances_from_folder(extraction_setup["audio"])
     bad = tmp_path / "bad"
     bad.mkdir()
     nan = np.random.default_rng(1).standard_normal(3500) * 0.1
@@ -381,58 +319,8 @@ def test_a_failed_verification_blocks_no_later_one(setup, tmp_path, caplog):
     assert len(names) == 2 and "other settings (model)" in caplog.text
 
 
-SHARD_SCRIPT = """
-import sys, torch
-sys.path.insert(0, {tests!r})
-from test_extraction import build_modules
-from speechbrain_unipet.extraction import extract, utterances_from_folder
-torch.distributed.init_process_group("gloo")
-modules = build_modules({ssl!r}, {state!r})
-store = extract(modules, utterances_from_folder({audio!r}), {out!r},
-                batch_size=2, progress=False)
-assert len(store) == {n}
-"""
-
-
-def test_sharded_extraction_equals_one_by_one(setup, tmp_path):
-    script = tmp_path / "shard.py"
-    script.write_text(
-        SHARD_SCRIPT.format(
-            tests=str(pathlib.Path(__file__).parent),
-            ssl=str(setup["ssl"]),
-            state=str(setup["state"]),
-            audio=str(setup["audio"]),
-            out=str(tmp_path / "sharded"),
-            n=len(LENGTHS),
-        )
-    )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29631",
-            str(script),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    store = EmbeddingStore.load(tmp_path / "sharded")
-    modules = build_modules(setup["ssl"], setup["state"])
-    utts = utterances_from_folder(setup["audio"])
-    reference = one_by_one(modules, utts)
-    assert store.ids == [u.id for u in utts]
-    for uid, row in zip(store.ids, store.embeddings, strict=True):
-        np.testing.assert_allclose(row, reference[uid], atol=1e-4)
-
-
-def test_bad_inputs_are_named(setup, tmp_path):
-    modules = build_modules(setup["ssl"])
+def test_bad_inputs_are_named(extraction_setup, tmp_path):
+    modules = build_modules(extraction_setup["ssl"])
     silent = tmp_path / "silent"
     silent.mkdir()
     sf.write(silent / "zeros.wav", np.zeros(4000), 16000)

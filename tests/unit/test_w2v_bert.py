@@ -2,12 +2,12 @@
 backbones (identity at init against HF, padded batches, frozen means
 frozen, bf16 autocast, PET state round trip) plus what is its own (the
 fbank front-end against HF's extractor, two FFNs, relative positions with
-prompt prefixes, a convolution module that never sees prompts)."""
+prompt prefixes, a convolution module that never sees prompts). The recipe
+on W2V-BERT: ``tests/integration/test_w2v_bert_recipe.py``."""
 
 import pytest
 import torch
-from conftest import perturb_pet
-from test_recipe import recipe_env  # noqa: F401 -- shared fixture
+from helpers import perturb_pet
 from transformers import AutoModel, SeamlessM4TFeatureExtractor
 
 from speechbrain_unipet.backbones.w2v_bert import MIN_SAMPLES, fbank_frames
@@ -321,49 +321,4 @@ def test_a_state_of_other_weights_is_refused(folder, tmp_path):
     with pytest.raises(ValueError, match="backbone_fingerprint"):
         PETEncoder(str(other), method="lora").load_pet_file(
             tmp_path / "lora.ckpt"
-        )
-
-
-@pytest.mark.parametrize("method", ["unipet", "lora"])
-def test_w2v_bert_recipe_trains_verifies_and_exports(
-    recipe_env,  # noqa: F811
-    method,
-    tmp_path,
-):
-    """``hparams/w2v_bert/<method>.yaml`` (layer-adapter MFA back-end)
-    trains one epoch, verifies, and exports to a folder that SpeechBrain's
-    ``EncoderClassifier`` loads offline in a fresh process, giving the
-    recipe's embeddings (padded batches too); LoRA also merged."""
-    from test_export import load_in_fresh_process, recipe_embeddings
-    from test_recipe import train, verify
-
-    from speechbrain_unipet.export import export
-
-    out = tmp_path / method
-    train(
-        recipe_env,
-        f"w2v_bert/{method}",
-        out,
-        f"--ssl_hub={tiny_ssl_folder(tmp_path, 'wav2vec2-bert')}",
-        "--mfa_adapter_dim=8",
-        # One epoch: the yaml's 5 warm-up epochs would be refused.
-        "--lr_warmup_epochs=0",
-        *(
-            ["--adapter_dim=8", "--prompt_length=4"]
-            if method == "unipet"
-            else ["--lora_rank=4", "--lora_alpha=8.0"]
-        ),
-    )
-    result = verify(out)
-    assert result["num_trials"] == 6 and 0.0 <= result["eer"] <= 1.0
-    ref = recipe_embeddings(out, recipe_env["data"])
-    kinds = {"copy": {"copy_backbone_files": True}}
-    if method == "lora":
-        kinds["merged"] = {"merge_lora": True}
-    for name, options in kinds.items():
-        hub = export(out, tmp_path / name, **options)
-        got = load_in_fresh_process(hub, recipe_env["data"], tmp_path, tmp_path)
-        torch.testing.assert_close(got["single"], ref, atol=1e-4, rtol=0)
-        torch.testing.assert_close(
-            got["padded"], got["single"], atol=1e-4, rtol=0
         )

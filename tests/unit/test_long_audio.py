@@ -3,28 +3,11 @@ verification and in the exported model, so memory does not grow with the
 length (the figures are in ``benchmarks/long_audio.py``)."""
 
 import torch
-from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-from speechbrain.processing.features import InputNormalization
+from helpers import small_model
 
 from speechbrain_unipet.inference import SpeakerEmbeddingModel
-from speechbrain_unipet.lobes import PETEncoder
 from speechbrain_unipet.lobes.embedding import speaker_embeddings, window_starts
 from speechbrain_unipet.training.runs import compute_embedding
-
-
-def small_model(folder):
-    torch.manual_seed(0)
-    encoder = PETEncoder(folder, method="unipet")
-    normalizer = InputNormalization(norm_type="sentence", std_norm=False)
-    ecapa = ECAPA_TDNN(32, channels=[16, 16, 16, 16, 48], lin_neurons=8)
-    modules = torch.nn.ModuleDict(
-        {
-            "ssl_encoder": encoder,
-            "mean_var_norm": normalizer,
-            "embedding_model": ecapa,
-        }
-    )
-    return modules.eval()
 
 
 def test_long_utterance_is_the_mean_of_its_windows(ssl_folder):

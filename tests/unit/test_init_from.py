@@ -5,7 +5,7 @@ that cannot carry exactly are refused, naming both methods."""
 
 import pytest
 import torch
-from conftest import perturb_pet, variant_id
+from helpers import perturb_pet, variant_id
 
 from speechbrain_unipet.lobes import PETEncoder
 from speechbrain_unipet.training.hparams import RecipeError

@@ -1,8 +1,8 @@
 """Every ``speechbrain-unipet`` command end to end on a tiny trained run:
-embed, score, calibrate, threshold, verify, plot, export; ``--version``,
-help texts, exit codes and errors (a refused run writes nothing)."""
+embed, score, calibrate, threshold, verify, plot, export; exit codes and
+errors (a refused run writes nothing). ``--version`` and the help texts:
+``tests/unit/test_cli_options.py``."""
 
-import argparse
 import json
 import os
 import subprocess
@@ -11,20 +11,17 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_export import trained
-from test_recipe import recipe_env  # noqa: F401 -- shared fixture
 
-import speechbrain_unipet
-from speechbrain_unipet.cli import build_parser, main
+from speechbrain_unipet.cli import main
 from speechbrain_unipet.evaluation.reports import read_scores
 from speechbrain_unipet.scoring.calibration import ScoreCalibrator
 from speechbrain_unipet.scoring.store import EmbeddingStore
 
 
 @pytest.fixture(scope="module")
-def run(recipe_env, tmp_path_factory):  # noqa: F811
+def run(recipe_env, trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
-    folder = trained(recipe_env, "unipet")
+    folder = trained("unipet")
     store = out / "store"
     assert (
         main(
@@ -42,51 +39,6 @@ def run(recipe_env, tmp_path_factory):  # noqa: F811
     return {"run": folder, "store": store, "out": out, **recipe_env}
 
 
-def test_every_option_has_help_showing_its_default():
-    """Each argument of each command has help; each optional's rendered
-    help gives its default (the value itself where it has one)."""
-    parser = build_parser()
-    (commands,) = [
-        a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-    ]
-    assert set(commands.choices) == {
-        "embed",
-        "score",
-        "calibrate",
-        "threshold",
-        "verify",
-        "plot",
-        "export",
-    }
-    checked = 0
-    for name, command in commands.choices.items():
-        formatter = command._get_formatter()
-        for action in command._actions:
-            if isinstance(action, argparse._HelpAction):
-                continue
-            where = f"{name} {action.option_strings or action.dest}"
-            assert action.help and action.help != argparse.SUPPRESS, where
-            if not action.option_strings or action.required:
-                continue  # positionals and required options: no default
-            text = formatter._expand_help(action)
-            if action.default is None:
-                assert "default: " in text, (where, text)
-            elif action.default is False:  # a flag
-                assert "default: off" in text, (where, text)
-            else:
-                assert f"default: {action.default}" in text, (where, text)
-            checked += 1
-    assert checked >= 25
-
-
-def test_version(capsys):
-    with pytest.raises(SystemExit) as exit:
-        main(["--version"])
-    assert exit.value.code == 0
-    out = capsys.readouterr().out
-    assert out == f"speechbrain-unipet {speechbrain_unipet.__version__}\n"
-
-
 def test_embed_writes_a_store_of_every_file(run):
     store = EmbeddingStore.load(run["store"])
     assert len(store) == 16 and store.ids[0] == "id0/vid0/00001"
@@ -94,7 +46,7 @@ def test_embed_writes_a_store_of_every_file(run):
     assert store.meta["gate_means"]  # unipet's gates were averaged
 
 
-def test_module_entry_point_and_usage_errors(run):
+def test_module_entry_point_and_usage_errors():
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     done = subprocess.run(
         [

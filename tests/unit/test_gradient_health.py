@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import pytest
 import torch
-from conftest import perturb_pet
+from helpers import perturb_pet
 
 from speechbrain_unipet.lobes import PET_METHODS, PETEncoder
 

@@ -1,14 +1,12 @@
 """Robustness conditions measured with numbers: achieved SNR, spectra,
-impulse responses, lengths, determinism per utterance, and errors."""
-
-import os
-import subprocess
-import sys
+impulse responses, lengths, determinism per utterance, and errors (the
+same audio in another process: ``tests/integration/test_conditions_processes.py``)."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import speech_like
 
 from speechbrain_unipet.evaluation.conditions import (
     AdditiveNoise,
@@ -19,17 +17,6 @@ from speechbrain_unipet.evaluation.conditions import (
 )
 
 RATE = 16000
-
-
-def speech_like(seconds=2.0, rate=RATE, seed=0):
-    """Harmonics of a 150 Hz voice with a syllable-rate envelope and a
-    little breath noise."""
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.arange(int(seconds * rate)) / rate
-    voice = sum(torch.sin(2 * torch.pi * 150 * k * t) / k for k in range(1, 9))
-    envelope = 0.55 + 0.45 * torch.sin(2 * torch.pi * 4 * t)
-    breath = 0.02 * torch.randn(t.numel(), generator=gen)
-    return (0.1 * envelope * voice + breath).float()
 
 
 def snr_db(clean, noisy):
@@ -134,33 +121,6 @@ def test_conditions_are_deterministic_per_key(noise_folders, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(outs, again, strict=True))
     distinct = {tuple(o[:2000:50].tolist()) for o in outs}
     assert len(distinct) == 2  # both rooms used
-
-
-def test_same_audio_in_another_process(tmp_path):
-    # Distributed ranks are separate processes with their own hash salt.
-    wav = speech_like(0.5)
-    torch.save(wav, tmp_path / "wav.pt")
-    code = (
-        "import sys, torch\n"
-        "from speechbrain_unipet.conditions import parse_conditions\n"
-        "wav = torch.load(sys.argv[1])\n"
-        "out = [c(wav, 16000, 'spk9/utt3') for c in "
-        "parse_conditions('noise:3,reverb:0.5')]\n"
-        "torch.save(out, sys.argv[2])\n"
-    )
-    env = dict(os.environ, PYTHONHASHSEED="random")
-    subprocess.run(
-        [sys.executable, "-c", code, tmp_path / "wav.pt", tmp_path / "o.pt"],
-        check=True,
-        env=env,
-    )
-    theirs = torch.load(tmp_path / "o.pt")
-    ours = [
-        c(wav, RATE, "spk9/utt3")
-        for c in parse_conditions("noise:3,reverb:0.5")
-    ]
-    for a, b in zip(ours, theirs, strict=True):
-        assert torch.equal(a, b)
 
 
 def test_reverb_with_known_impulse_responses(tmp_path):

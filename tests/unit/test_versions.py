@@ -16,7 +16,7 @@ from packaging.version import Version
 import speechbrain_unipet
 from speechbrain_unipet import TESTED_VERSIONS, check_versions, range_tested
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # install_requires entries that must be ranges with both bounds (issue 28: no
 # exact pins), each holding constraints.txt's pin.
