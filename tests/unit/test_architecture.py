@@ -16,21 +16,25 @@ layer's own imports must not form a cycle):
 """
 
 import ast
+import importlib.util
 import pathlib
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "speechbrain_unipet"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "speechbrain_unipet"
 NAME = "speechbrain_unipet"
 
-LAYERS = {
-    "utils": 0,
-    "pet": 1,
-    "backbones": 1,
-    "lobes": 2,
-    "data": 3,
-    "scoring": 4,
-    "training": 5,
-    "evaluation": 6,
-}
+
+def _structure_report():
+    """``tools/structure_report.py`` as a module: the one layer table."""
+    spec = importlib.util.spec_from_file_location(
+        "structure_report", REPO / "tools" / "structure_report.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LAYERS = _structure_report().LAYERS
 TOP = 7
 
 #: Former flat modules, kept as re-exports for saved hyperparams.yaml files,
