@@ -60,6 +60,12 @@ from speechbrain_unipet.export import (
     run,
 )
 from speechbrain_unipet.inference import verify_files
+from speechbrain_unipet.onnx import OnnxSpeakerModel, is_onnx_export
+from speechbrain_unipet.onnx_export import (
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    export_onnx,
+)
 from speechbrain_unipet.scoring.calibration import ScoreCalibrator
 from speechbrain_unipet.scoring.cosine import enrol_models, speaker_cohort
 from speechbrain_unipet.scoring.metrics import (
@@ -98,8 +104,32 @@ def _init_distributed():
     return None
 
 
+def _onnx_model(args):
+    """The ONNX runtime model of ``--onnx`` (or an ONNX folder), else None."""
+    if not (args.onnx or is_onnx_export(args.model)):
+        return None
+    return OnnxSpeakerModel(args.model, int8=args.int8, threads=args.threads)
+
+
 def cmd_embed(args):
     """``embed``: audio -> an embedding store."""
+
+    onnx_model = _onnx_model(args)
+    if onnx_model is not None:
+        utterances = read_utterances(args.audio)
+        embeddings = [
+            onnx_model.embed_file(u.path, u.start, u.stop) for u in utterances
+        ]
+        store = EmbeddingStore(
+            [u.id for u in utterances],
+            np.stack(embeddings),
+            meta={"model": str(args.model), "runtime": "onnx"},
+        )
+        store.save(args.store)
+        print(
+            f"{len(store)} embeddings of dimension {store.dim} in {args.store}"
+        )
+        return
 
     device = _init_distributed() or _device(args.device)
     model = open_model(args.model, device, args.average_last)
@@ -352,10 +382,56 @@ def cmd_threshold(args):
 def cmd_verify(args):
     """``verify``: are two recordings the same speaker?"""
 
+    onnx_model = _onnx_model(args)
+    if onnx_model is not None:
+        result = onnx_model.verify_files(args.a, args.b, args.threshold)
+        print(json.dumps(result))
+        return
+
     result = verify_files(
         args.model, args.a, args.b, _device(args.device), args.threshold
     )
     print(json.dumps(result))
+
+
+def cmd_export_onnx(args):
+    """``export-onnx``: a run or exported model -> an ONNX folder."""
+
+    config = export_onnx(
+        args.model,
+        args.out,
+        opset=args.opset,
+        int8=args.int8,
+        check=not args.no_check,
+        average_last=args.average_last,
+    )
+    print(f"wrote {pathlib.Path(args.out) / config['model']}")
+    for key in ("parity", "parity_int8"):
+        if key in config:
+            print(
+                f"{key}: min cosine to PyTorch {config[key]['min_cosine']:.6f}"
+            )
+
+
+def _add_onnx_runtime_options(parser):
+    """``--onnx``, ``--int8``, ``--threads`` of embed and verify."""
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="MODEL is an ONNX folder (export-onnx): run it with "
+        "onnxruntime (default: off; implied when MODEL holds "
+        "onnx_config.json)",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --onnx: run the int8 model (default: off)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="with --onnx: onnxruntime threads (default: onnxruntime's choice)",
+    )
 
 
 def cmd_plot(args):
@@ -429,6 +505,7 @@ def build_parser():
     p.add_argument("audio", help="folder of audio, list file or prepared CSV")
     p.add_argument("store", help="store folder to write (resumed if killed)")
     p.add_argument("--device", help=DEVICE_HELP)
+    _add_onnx_runtime_options(p)
     p.add_argument(
         "--batch-size",
         type=int,
@@ -553,6 +630,7 @@ def build_parser():
         "calibrated decision; without calibration no decision)",
     )
     p.add_argument("--device", help=DEVICE_HELP)
+    _add_onnx_runtime_options(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("plot", help="layer weights and gates of a model")
@@ -574,6 +652,40 @@ def build_parser():
     )
     add_export_options(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "export-onnx",
+        help="training run or exported model -> ONNX folder",
+        description="Export the whole waveform-to-embedding model to ONNX "
+        "(dynamic batch and time; see speechbrain_unipet.onnx_export).",
+    )
+    p.add_argument("model", help="training run folder or exported model")
+    p.add_argument("out", help="new or empty folder to write")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset (at least {MIN_OPSET}; default: %(default)s)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write embedding.int8.onnx (dynamic int8 weights; "
+        "default: off)",
+    )
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the parity check against PyTorch (default: off)",
+    )
+    p.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        help="training runs: average the last N end-of-epoch checkpoints "
+        "(default: %(default)s, the best)",
+    )
+    p.set_defaults(func=cmd_export_onnx)
     return parser
 
 

@@ -26,9 +26,9 @@ from speechbrain_unipet.lobes.embedding import (
     row_problems,
     speaker_embeddings,
 )
+from speechbrain_unipet.scoring.calibration import ScoreCalibrator
 from speechbrain_unipet.scoring.calibration import (
-    ScoreCalibrator,
-    quality_features,
+    pair_features as pair_quality_features,
 )
 from speechbrain_unipet.scoring.metrics import bayes_threshold
 from speechbrain_unipet.training.runs import is_export, open_model
@@ -194,7 +194,7 @@ def check_exportable(calibrator):
 
 def pair_features(calibrator, scores, emb1, emb2, seconds1, seconds2):
     """Calibration features of verification pairs, in the calibrator's
-    order (see ``speechbrain_unipet.scoring.calibration.quality_features``).
+    order (``scoring.calibration.pair_features`` on tensors).
 
     Arguments
     ---------
@@ -212,25 +212,17 @@ def pair_features(calibrator, scores, emb1, emb2, seconds1, seconds2):
         [B, F].
     """
 
-    quality = {n.rsplit("_", 1)[0] for n in calibrator.names if n != "score"}
-    kwargs = {}
-    if "duration" in quality:
-        kwargs.update(
-            enrol_durations=seconds1.double().cpu().numpy(),
-            test_durations=seconds2.double().cpu().numpy(),
-        )
-    if "norm" in quality:
-        kwargs.update(
-            enrol_norms=emb1.double().norm(dim=-1).cpu().numpy(),
-            test_norms=emb2.double().norm(dim=-1).cpu().numpy(),
-        )
-    features, names = quality_features(scores.double().cpu().numpy(), **kwargs)
-    if list(names) != list(calibrator.names):
-        raise ValueError(
-            f"calibration features {calibrator.names} cannot be computed "
-            f"(got {names})"
-        )
-    return features
+    def numpy(t):
+        return t.double().cpu().numpy()
+
+    return pair_quality_features(
+        calibrator,
+        numpy(scores),
+        numpy(emb1.double().norm(dim=-1)),
+        numpy(emb2.double().norm(dim=-1)),
+        numpy(seconds1),
+        numpy(seconds2),
+    )
 
 
 class CalibratedSpeakerRecognition(SpeakerRecognition):

@@ -19,6 +19,7 @@ from .hf_ssl import (
     SSLBackbone,
     SSLBackboneError,
     conv_output_lengths,
+    exporting,
     lengths_to_mask,
 )
 from .w2v_bert import W2VBertBackbone
@@ -86,6 +87,7 @@ __all__ = [
     "SSLBackboneError",
     "W2VBertBackbone",
     "conv_output_lengths",
+    "exporting",
     "lengths_to_mask",
     "load_backbone",
 ]

@@ -50,6 +50,16 @@ class SSLBackboneError(UserError, ValueError):
     """Raised when ``source`` is not a usable SSL speech encoder."""
 
 
+def exporting():
+    """Whether a graph exporter traces this call (``torch.onnx.export``).
+
+    The eager code skips work by looking at the data (no padding: no mask);
+    a traced graph must not depend on the example it was traced with, so it
+    keeps the general, masked path for every input.
+    """
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
 def _check_local_source(source):
     """Clear errors for local folders that HF/SpeechBrain mis-handle."""
     path = pathlib.Path(str(source))
@@ -445,6 +455,8 @@ class SSLBackbone(HFTransformersInterface):
         batches match unpadded single inputs. On CPU, the batch is split as
         ``cpu_cnn_group_bytes`` says.
         """
+        if exporting():  # one call: len() would fix the graph's batch size
+            return self._extract_features(wav, sample_lengths)
         group = self._cpu_cnn_group(wav)
         if group >= len(wav):
             return self._extract_features(wav, sample_lengths)
@@ -476,8 +488,8 @@ class SSLBackbone(HFTransformersInterface):
     def _extract_features(self, wav, sample_lengths=None):
         conv_layers = self.model.feature_extractor.conv_layers
         x = wav[:, None]
-        padded = sample_lengths is not None and bool(
-            (sample_lengths < wav.shape[1]).any()
+        padded = sample_lengths is not None and (
+            exporting() or bool((sample_lengths < wav.shape[1]).any())
         )
         first = conv_layers[0]
         if padded and isinstance(
@@ -548,7 +560,7 @@ class SSLBackbone(HFTransformersInterface):
             frame_mask = lengths_to_mask(
                 self.frame_lengths(sample_lengths), feats.shape[1]
             )
-            if bool(frame_mask.all()):
+            if not exporting() and bool(frame_mask.all()):
                 frame_mask = None
         return self.project(feats), frame_mask
 
@@ -611,7 +623,7 @@ class SSLBackbone(HFTransformersInterface):
             the sequence.
         """
         mask = frame_mask
-        if mask is not None and bool(mask.all()):
+        if mask is not None and not exporting() and bool(mask.all()):
             mask = None
         context = {"mask": mask}
         if self.model_type == "wavlm":

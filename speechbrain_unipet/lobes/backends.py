@@ -36,9 +36,9 @@ Authors
 import numbers
 
 import torch
-from speechbrain.dataio.dataio import length_to_mask
 from torch import nn
 
+from speechbrain_unipet.backbones import lengths_to_mask
 from speechbrain_unipet.utils.precision import grouped_conv_outside_cpu_autocast
 
 
@@ -96,7 +96,9 @@ def frame_mask(lengths, frames, device=None):
     if lengths is None:
         return None
     counts = valid_frames(lengths.to(device), frames)
-    return length_to_mask(counts, max_len=frames, dtype=torch.bool)
+    # (Not SpeechBrain's length_to_mask: its len() call would fix the batch
+    # size of an exported graph.)
+    return lengths_to_mask(counts, frames)
 
 
 def relative_lengths(mask):

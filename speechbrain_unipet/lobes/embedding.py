@@ -7,6 +7,7 @@ Authors
 """
 
 import torch
+from speechbrain.nnet.CNN import Conv1d as SBConv1d
 
 from speechbrain_unipet.lobes.lengths import sample_lengths
 from speechbrain_unipet.utils.errors import UserError
@@ -27,7 +28,80 @@ CHUNKS_PER_BATCH = 4
 
 
 #: Fewer samples (16 kHz) give no frame: the SSL CNN's receptive field.
+#: A back-end may need more frames (``minimum_samples``).
 MIN_SAMPLES = 400
+
+
+def backend_min_frames(embedding_model):
+    """Fewest frames the back-end takes: SpeechBrain convolutions padded
+    "same" by reflection need more frames than they pad (ECAPA-TDNN's
+    dilation-4 convolution: 5); other back-ends take one.
+
+    Arguments
+    ---------
+    embedding_model : torch.nn.Module
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> backend_min_frames(ECAPA_TDNN(32, lin_neurons=4))
+    5
+    """
+    frames = 1
+    for module in embedding_model.modules():
+        if (
+            isinstance(module, SBConv1d)
+            and module.padding == "same"
+            and module.padding_mode == "reflect"
+        ):
+            pad = module.dilation * (module.kernel_size - 1) // 2
+            frames = max(frames, pad + 1)
+    return frames
+
+
+def minimum_samples(encoder, embedding_model):
+    """Fewest samples that give an embedding: enough for the back-end's
+    fewest frames (``backend_min_frames``) out of the SSL front-end.
+
+    Arguments
+    ---------
+    encoder : PETEncoder
+        (Possibly DDP-wrapped.)
+    embedding_model : torch.nn.Module
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> from speechbrain_unipet.lobes import PETEncoder
+    >>> from speechbrain_unipet.testing import tiny_ssl_folder
+    >>> enc = PETEncoder(tiny_ssl_folder(getfixture("tmp_path")), "frozen")
+    >>> ecapa = ECAPA_TDNN(32, lin_neurons=4)
+    >>> n = minimum_samples(enc, ecapa)
+    >>> [int(enc.backbone.frame_lengths(torch.tensor([m]))) for m in (n - 1, n)]
+    [4, 5]
+    """
+    backbone = getattr(encoder, "module", encoder).backbone
+    needed = backend_min_frames(
+        getattr(embedding_model, "module", embedding_model)
+    )
+    low, high = 1, MIN_SAMPLES
+    while int(backbone.frame_lengths(torch.tensor([high]))) < needed:
+        low, high = high, high * 2
+    while low < high:  # the first length with enough frames
+        middle = (low + high) // 2
+        if int(backbone.frame_lengths(torch.tensor([middle]))) >= needed:
+            high = middle
+        else:
+            low = middle + 1
+    return high
 
 
 class InvalidAudioError(UserError, ValueError):
@@ -83,7 +157,7 @@ def row_problems(wavs, wav_lens, min_samples=MIN_SAMPLES):
         if valid.numel() < min_samples:
             problems[row] = (
                 f"{valid.numel()} samples, fewer than the {min_samples} "
-                "(25 ms at 16 kHz) that give one frame"
+                "that give an embedding"
             )
         elif not bool(torch.isfinite(valid).all()):
             problems[row] = "NaN or infinite samples"
@@ -150,7 +224,7 @@ def speaker_embeddings(
     Raises
     ------
     InvalidAudioError
-        In eval mode, for rows with fewer than ``MIN_SAMPLES`` valid
+        In eval mode, for rows with fewer than ``minimum_samples`` valid
         samples, NaN/inf samples or only zeros; it names the rows and holds
         the other rows' embeddings.
 
@@ -176,7 +250,9 @@ def speaker_embeddings(
     if wav_lens is None:
         wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
     if check_rows and not embedding_model.training:
-        problems = row_problems(wavs, wav_lens)
+        problems = row_problems(
+            wavs, wav_lens, minimum_samples(encoder, embedding_model)
+        )
         if problems:
             _embed_others_and_raise(
                 problems,

@@ -6,6 +6,8 @@ Authors
 
 import torch
 
+from speechbrain_unipet.backbones import exporting
+
 
 def weighted_layer_sum(hiddens, layer_weights):
     """Sums the stacked hidden states with ``softmax(layer_weights)``.
@@ -29,5 +31,9 @@ def weighted_layer_sum(hiddens, layer_weights):
     >>> weighted_layer_sum(stack, torch.zeros(2))[0, 0]
     tensor([0.5000, 0.5000, 0.5000])
     """
-    weights = torch.softmax(layer_weights, dim=0)
-    return torch.einsum("l,lbtd->btd", weights.to(hiddens.dtype), hiddens)
+    weights = torch.softmax(layer_weights, dim=0).to(hiddens.dtype)
+    if exporting():
+        # The reshapes of einsum/matmul need a divisibility guard that the
+        # exporter cannot prove for every batch and length.
+        return (weights.view(-1, 1, 1, 1) * hiddens).sum(dim=0)
+    return torch.einsum("l,lbtd->btd", weights, hiddens)

@@ -185,7 +185,8 @@ class DeepPromptComponent(PETComponent):
             return None
         prompts = self.deep_prompt.tokens(row).to(x.dtype)
         gate = layer.gates.get(self.branch)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_exporting():
+            # (An exported graph computes them: it holds no cache.)
             return backbone.prefix_kv(layer.index, prompts, gate)
         # In-place writes (an optimiser step, load_state_dict) bump a
         # tensor's version; merge_lora replaces the tensor; .to() and

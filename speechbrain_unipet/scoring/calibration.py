@@ -40,6 +40,54 @@ MAX_DURATION = 20.0
 CALIBRATION_FORMAT = 2
 
 
+def pair_features(calibrator, scores, norms1, norms2, seconds1, seconds2):
+    """Calibration features of verification pairs, in the calibrator's
+    order: what an exported model (PyTorch or ONNX) computes from two
+    recordings alone.
+
+    Arguments
+    ---------
+    calibrator : ScoreCalibrator
+    scores : array_like
+        Cosine scores [B].
+    norms1, norms2 : array_like
+        Embedding norms [B] (before normalisation).
+    seconds1, seconds2 : array_like
+        Durations [B] in seconds.
+
+    Returns
+    -------
+    numpy.ndarray
+        [B, F].
+
+    Example
+    -------
+    >>> cal = ScoreCalibrator()
+    >>> cal.names = ["score", "norm_min", "norm_max", "norm_diff", "norm_ratio"]
+    >>> pair_features(cal, [0.5], [1.0], [2.0], [3.0], [4.0]).round(2).tolist()
+    [[0.5, 1.0, 2.0, 1.0, 2.0]]
+    """
+    quality = {n.rsplit("_", 1)[0] for n in calibrator.names if n != "score"}
+    kwargs = {}
+    if "duration" in quality:
+        kwargs.update(
+            enrol_durations=np.asarray(seconds1, np.float64),
+            test_durations=np.asarray(seconds2, np.float64),
+        )
+    if "norm" in quality:
+        kwargs.update(
+            enrol_norms=np.asarray(norms1, np.float64),
+            test_norms=np.asarray(norms2, np.float64),
+        )
+    features, names = quality_features(np.asarray(scores, np.float64), **kwargs)
+    if list(names) != list(calibrator.names):
+        raise ValueError(
+            f"calibration features {calibrator.names} cannot be computed "
+            f"(got {names})"
+        )
+    return features
+
+
 def quality_features(
     scores,
     enrol_durations=None,

@@ -19,6 +19,7 @@ Authors
 
 import dataclasses
 import functools
+import math
 import os
 
 import numpy as np
@@ -359,6 +360,29 @@ def load_audio(path, sample_rate=16000, start=0, stop=None):
     """
     import torch
 
+    signal, rate = decoded(path, start, stop)
+    return resample(torch.from_numpy(signal), rate, sample_rate)
+
+
+def decoded(path, start=0, stop=None):
+    """Mono float32 samples of ``path`` at its own rate, refused (naming
+    the file) when empty, damaged or below 8 kHz: ``load_audio`` without
+    resampling.
+
+    Arguments
+    ---------
+    path : str or path-like
+        The audio file.
+    start, stop : int
+        Region to read, in samples at the file's rate.
+
+    Returns
+    -------
+    signal : numpy.ndarray
+        [S] float32.
+    sample_rate : int
+        The file's rate.
+    """
     signal, rate = read_numpy(path, start, stop)
     check_sample_rate(path, rate)
     if signal.size == 0:
@@ -373,4 +397,79 @@ def load_audio(path, sample_rate=16000, start=0, stop=None):
             f"sample {start + bad}): the file is damaged; re-encode or "
             "remove it."
         )
-    return resample(torch.from_numpy(signal), rate, sample_rate)
+    return signal, rate
+
+
+def resample_numpy(signal, orig_rate, sample_rate, width=6, rolloff=0.99):
+    """``torchaudio.functional.resample`` (its default Hann-windowed sinc)
+    in NumPy, for runtimes without torch (``speechbrain_unipet.onnx``).
+
+    Written by hand because SciPy's and soxr's filters differ from
+    torchaudio's, and a deployed model must see the samples the PyTorch
+    model saw: this follows torchaudio's kernel and padding, and equals it
+    to float32 rounding (tested).
+
+    Arguments
+    ---------
+    signal : numpy.ndarray
+        [S] samples.
+    orig_rate, sample_rate : int
+        Rates of ``signal`` and of the result.
+    width : int
+        Zero crossings of the sinc on each side (torchaudio's
+        ``lowpass_filter_width``).
+    rolloff : float
+        Cut-off as a fraction of the lower Nyquist frequency.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, ``ceil(S * sample_rate / orig_rate)`` samples.
+
+    Example
+    -------
+    >>> resample_numpy(np.zeros(800, np.float32), 8000, 16000).shape
+    (1600,)
+    """
+    signal = np.asarray(signal, dtype=np.float32)
+    if orig_rate == sample_rate:
+        return signal
+    gcd = math.gcd(int(orig_rate), int(sample_rate))
+    orig, new = int(orig_rate) // gcd, int(sample_rate) // gcd
+    base = min(orig, new) * rolloff
+    half = math.ceil(width * orig / base)
+    idx = np.arange(-half, half + orig, dtype=np.float64)[None, :] / orig
+    t = (np.arange(0, -new, -1, dtype=np.float64)[:, None] / new + idx) * base
+    t = np.clip(t, -width, width)
+    window = np.cos(t * math.pi / width / 2) ** 2
+    t = t * math.pi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kernel = np.where(t == 0, 1.0, np.sin(t) / t)
+    kernel = (kernel * window * base / orig).astype(np.float32)
+    padded = np.pad(signal, (half, half + orig))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, kernel.shape[1])[
+        ::orig
+    ]
+    out = (frames @ kernel.T).reshape(-1)
+    target = math.ceil(new * signal.size / orig)
+    return np.ascontiguousarray(out[:target], dtype=np.float32)
+
+
+def load_numpy(path, sample_rate=16000, start=0, stop=None):
+    """``load_audio`` without torch: mono float32 NumPy samples of
+    ``path`` at ``sample_rate`` (``resample_numpy``).
+
+    Arguments
+    ---------
+    path : str or path-like
+    sample_rate : int
+    start, stop : int
+        Region, in samples at the file's rate (``stop=None``: to the end).
+
+    Returns
+    -------
+    numpy.ndarray
+        [S] float32.
+    """
+    signal, rate = decoded(path, start, stop)
+    return resample_numpy(signal, rate, sample_rate)

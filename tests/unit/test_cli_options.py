@@ -25,6 +25,7 @@ def test_every_option_has_help_showing_its_default():
         "verify",
         "plot",
         "export",
+        "export-onnx",
     }
     checked = 0
     for name, command in commands.choices.items():
