@@ -213,6 +213,7 @@ def pair_features(calibrator, scores, emb1, emb2, seconds1, seconds2):
     """
 
     def numpy(t):
+        """A tensor as float64 NumPy."""
         return t.double().cpu().numpy()
 
     return pair_quality_features(

@@ -50,7 +50,7 @@ import torch
 from speechbrain.nnet.CNN import Conv1d as SBConv1d
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_unipet.backbones.w2v_bert import W2VBertBackbone
+from speechbrain_unipet.evaluation.reports import read_scores
 from speechbrain_unipet.lobes.embedding import (
     CHUNK_OVERLAP_SECONDS,
     CHUNKS_PER_BATCH,
@@ -59,6 +59,7 @@ from speechbrain_unipet.lobes.embedding import (
     speaker_embeddings,
 )
 from speechbrain_unipet.onnx import OnnxSpeakerModel
+from speechbrain_unipet.scoring.metrics import eer, threshold_for_far
 from speechbrain_unipet.training.runs import open_model
 from speechbrain_unipet.utils.errors import UserError
 from speechbrain_unipet.utils.files import atomic_write
@@ -304,8 +305,7 @@ def check_exportable_parts(encoder, embedding_model):
     ------
     OnnxExportError
         For a back-end that is neither ECAPA-TDNN nor masks padded frames
-        itself, or a W2V-BERT encoder (its fbank front-end runs per
-        utterance in eager code).
+        itself.
     """
     if not (
         is_ecapa(embedding_model)
@@ -316,12 +316,6 @@ def check_exportable_parts(encoder, embedding_model):
             "exported: the graph embeds padded batches, which needs "
             "ECAPA-TDNN or a back-end with exact_with_padding (MHFA, "
             "CA-MHFA, MFA)"
-        )
-    if isinstance(encoder.backbone, W2VBertBackbone):
-        raise OnnxExportError(
-            "W2V-BERT 2.0 models cannot be exported to ONNX yet: their "
-            "fbank front-end runs one utterance at a time in eager code; "
-            "use the PyTorch model (speechbrain-unipet embed/verify)"
         )
 
 
@@ -630,12 +624,50 @@ def onnx_config(model, opset, external, int8):
         },
         "outputs": {"embeddings": "float32 [batch, embedding_dim]"},
     }
+    thresholds = trial_thresholds(model)
+    if thresholds:
+        config["thresholds"] = thresholds
     calibration = getattr(model.hparams, "calibration", None)
     if isinstance(model.hparams, dict):
         calibration = model.hparams.get("calibration")
     if calibration:
         config["calibration"] = calibration
     return config
+
+
+def trial_thresholds(model):
+    """Cosine thresholds from a training run's verification scores
+    (``scores.txt``: the EER point and 1 % false accepts), or None.
+
+    Arguments
+    ---------
+    model : LoadedModel
+
+    Returns
+    -------
+    dict or None
+        ``trials``, ``eer``, ``eer_threshold``, ``far_1pct_threshold``,
+        ``far_1pct_miss``.
+    """
+    if model.kind != "run":
+        return None
+    scores_file = pathlib.Path(str(model.model_id).split("#")[0]) / "scores.txt"
+    if not scores_file.is_file():
+        return None
+    trials, scores = read_scores(scores_file)
+    labels = np.array([t.label == 1 for t in trials])
+    if labels.all() or not labels.any():
+        return None
+    rate, at = eer(scores[labels], scores[~labels])
+    far = threshold_for_far(scores[~labels], 0.01, scores[labels])
+    return {
+        "trials": len(trials),
+        "scores": str(scores_file),
+        "eer": rate,
+        "eer_threshold": at,
+        "far_1pct_threshold": far.threshold,
+        "far_1pct_miss": far.miss,
+    }
 
 
 def export_onnx(
@@ -793,6 +825,16 @@ def model_card(config):
                 )
                 + f"; padded batch min {min(report['cosine_padded_batch']):.6f}."
             )
+    thresholds = config.get("thresholds")
+    if thresholds:
+        lines += [
+            "",
+            f"Cosine thresholds from {thresholds['trials']} trial scores of "
+            f"the training run: EER {100 * thresholds['eer']:.2f} % at "
+            f"{thresholds['eer_threshold']:.4f}; 1 % false accepts at "
+            f"{thresholds['far_1pct_threshold']:.4f} (miss "
+            f"{100 * thresholds['far_1pct_miss']:.2f} %).",
+        ]
     calibration = config.get("calibration")
     if calibration:
         lines += [

@@ -37,6 +37,7 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import functools
 import hashlib
 import json
 import pathlib
@@ -45,7 +46,11 @@ import types
 import torch
 import torch.nn.functional as F
 
-from speechbrain_unipet.backbones.hf_ssl import SSLBackbone, SSLBackboneError
+from speechbrain_unipet.backbones.hf_ssl import (
+    SSLBackbone,
+    SSLBackboneError,
+    exporting,
+)
 from speechbrain_unipet.utils.precision import grouped_conv_outside_cpu_autocast
 
 #: The SeamlessM4T feature extractor's fbank: 25 ms frames every 10 ms.
@@ -143,6 +148,118 @@ def seamless_fbank(wav, num_mel_bins=80, sample_rate=16000):
         return feats[: frames * FBANK_STACK].reshape(
             frames, num_mel_bins * FBANK_STACK
         )
+
+
+@functools.lru_cache(maxsize=4)
+def fbank_constants(num_mel_bins=80, sample_rate=16000):
+    """The Povey window [400] and the mel matrix [num_mel_bins, 257] of
+    torchaudio's Kaldi fbank, for ``batched_seamless_fbank`` (computed
+    once, outside any traced graph: exporters cannot translate the window
+    factory).
+
+    Arguments
+    ---------
+    num_mel_bins : int
+    sample_rate : int
+
+    Returns
+    -------
+    tuple of torch.Tensor
+
+    Example
+    -------
+    >>> [tuple(t.shape) for t in fbank_constants()]
+    [(400,), (80, 257)]
+    """
+    import torchaudio.compliance.kaldi as kaldi
+
+    window = kaldi._feature_window_function(
+        "povey", FBANK_FRAME_SAMPLES, 0.42, torch.device("cpu"), torch.float32
+    )
+    banks, _ = kaldi.get_mel_banks(
+        num_mel_bins, 512, float(sample_rate), 20.0, 0.0, 100.0, -500.0, 1.0
+    )
+    return window, F.pad(banks.float(), (0, 1))
+
+
+def batched_seamless_fbank(
+    wav, sample_lengths, num_mel_bins=80, sample_rate=16000
+):
+    """``seamless_fbank`` of a padded batch in one pass of tensor ops, each
+    row as its valid samples alone: what an exported graph computes (the
+    eager path calls torchaudio's Kaldi fbank per utterance, a loop a
+    tracer would unroll for one batch size).
+
+    Written out because torchaudio's ``fbank`` takes one waveform; this is
+    its computation with W2V-BERT's options (no dither, DC offset removed
+    per frame, pre-emphasis 0.97, Povey window, 512-point power spectrum,
+    torchaudio's own mel matrix and window, log floored at float32's
+    epsilon), then the per-utterance normalisation over each row's valid
+    frames and the stacking of frame pairs. Equal to ``seamless_fbank`` row
+    by row (tested).
+
+    Arguments
+    ---------
+    wav : torch.Tensor
+        [B, S] in [-1, 1].
+    sample_lengths : torch.Tensor
+        [B] valid samples (at least ``MIN_SAMPLES``).
+    num_mel_bins : int
+    sample_rate : int
+
+    Returns
+    -------
+    torch.Tensor
+        [B, fbank_frames(S), num_mel_bins * 2]; frames past a row's
+        ``fbank_frames`` are not meaningful.
+
+    Example
+    -------
+    >>> wav = torch.randn(2, 16000) * 0.1
+    >>> batch = batched_seamless_fbank(wav, torch.tensor([16000, 8000]))
+    >>> alone = seamless_fbank(wav[1, :8000])
+    >>> batch.shape, torch.allclose(batch[1, :24], alone, atol=1e-3)
+    (torch.Size([2, 49, 160]), True)
+    """
+    x = wav.float() * 2**15
+    total = x.shape[1]
+    raw_frames = (total - FBANK_FRAME_SAMPLES) // FBANK_HOP_SAMPLES + 1
+    index = torch.arange(raw_frames, device=x.device).unsqueeze(
+        1
+    ) * FBANK_HOP_SAMPLES + torch.arange(
+        FBANK_FRAME_SAMPLES, device=x.device
+    ).unsqueeze(0)
+    frames = x[:, index]  # [B, F, 400]
+    frames = frames - frames.mean(dim=-1, keepdim=True)
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+    frames = frames - 0.97 * previous
+    window, banks = fbank_constants(num_mel_bins, sample_rate)
+    frames = frames * window.to(x.device)
+    padded = 512  # the next power of two of the 400-sample frame
+    spectrum = torch.view_as_real(torch.fft.rfft(frames, n=padded))
+    power = spectrum.pow(2).sum(-1)  # [B, F, 257]
+    banks = banks.to(x.device)
+    feats = torch.matmul(power, banks.T)
+    feats = torch.clamp(feats, min=torch.finfo(torch.float32).eps).log()
+    valid = (
+        sample_lengths.long() - FBANK_FRAME_SAMPLES
+    ) // FBANK_HOP_SAMPLES + 1
+    mask = (
+        (
+            torch.arange(raw_frames, device=x.device).unsqueeze(0)
+            < valid.unsqueeze(1)
+        )
+        .to(feats.dtype)
+        .unsqueeze(-1)
+    )
+    count = mask.sum(1, keepdim=True)
+    mean = (feats * mask).sum(1, keepdim=True) / count
+    var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / (count - 1)
+    feats = (feats - mean) / torch.sqrt(var + 1e-7)
+    stacked = raw_frames // FBANK_STACK
+    return feats[:, : stacked * FBANK_STACK].reshape(
+        feats.shape[0], stacked, num_mel_bins * FBANK_STACK
+    )
 
 
 def _relative_key_bias(attn, q, prefix_length):
@@ -301,6 +418,7 @@ class W2VBertBackbone(SSLBackbone):
         self.num_mel_bins = (
             self.config.feature_projection_input_dim // FBANK_STACK
         )
+        fbank_constants(self.num_mel_bins, 16000)  # now, not inside an export
         # Before anything trains: full fine-tuning trains every tensor
         # that could identify the checkpoint later.
         self.fingerprint()
@@ -388,6 +506,14 @@ class W2VBertBackbone(SSLBackbone):
     def extract_features(self, wav, sample_lengths=None):
         """Fbank features [B, T, 160] of each utterance's valid samples,
         zero-padded."""
+        if exporting():
+            if sample_lengths is None:
+                sample_lengths = torch.full(
+                    (wav.shape[0],), wav.shape[1], device=wav.device
+                )
+            return batched_seamless_fbank(
+                wav, sample_lengths, self.num_mel_bins
+            ).to(wav.dtype)
         lengths = (
             sample_lengths.tolist()
             if sample_lengths is not None
@@ -450,7 +576,7 @@ class W2VBertBackbone(SSLBackbone):
             part) and ``input_tokens``.
         """
         mask = frame_mask
-        if mask is not None and bool(mask.all()):
+        if mask is not None and not exporting() and bool(mask.all()):
             mask = None
         return {
             "mask": mask,

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import perturb_pet
+from helpers import perturb_pet, verify
 from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 from speechbrain.processing.features import InputNormalization
 
 from speechbrain_unipet.cli import main as cli_main
+from speechbrain_unipet.evaluation.reports import read_scores
 from speechbrain_unipet.inference import verify_files
 from speechbrain_unipet.lobes import CAMHFA, MHFA, LayerAdapterMFA, PETEncoder
 from speechbrain_unipet.lobes.embedding import speaker_embeddings
@@ -29,6 +30,7 @@ from speechbrain_unipet.onnx_export import (
     require_onnx_packages,
     write_onnx_folder,
 )
+from speechbrain_unipet.scoring.metrics import eer
 from speechbrain_unipet.testing import tiny_ssl_folder
 from speechbrain_unipet.training.runs import LoadedModel
 from speechbrain_unipet.utils.audio import AudioError
@@ -45,6 +47,9 @@ CASES = [
     ("wav2vec2", True, "shallow_prompt", "mfa"),
     ("data2vec-audio", False, "adapterbias", "ecapa"),
     ("wav2vec2", False, "bitfit", "ecapa"),
+    # W2V-BERT 2.0: the fbank front-end in the graph, inner adapters on
+    # both Conformer FFNs, deep prompts with relative-key positions.
+    ("wav2vec2-bert", False, "ipet", "ecapa"),
 ]
 
 
@@ -128,7 +133,9 @@ def test_onnx_embeddings_equal_pytorch_alone_and_in_a_padded_batch(
 ):
     model, folder = exported(case)
     runtime = OnnxSpeakerModel(folder)
-    signals = parity_signals(RATE, (0.5, 3.0, 20.0, 1.3))
+    # The shortest recording the model takes, 0.5 s, 1.3 s, 3 s, 20 s.
+    shortest = runtime.min_samples / RATE
+    signals = parity_signals(RATE, (0.5, 3.0, 20.0, 1.3, shortest))
     expected = np.stack([reference(model, s) for s in signals])
     alone = np.stack([runtime.embed(s) for s in signals])
     assert cosine_rows(alone, expected).min() >= 0.9999
@@ -199,11 +206,6 @@ def test_unexportable_parts_are_refused_before_export(tmp_path):
     model.modules["embedding_model"] = torch.nn.Linear(32, 6)
     with pytest.raises(OnnxExportError, match="back-end Linear cannot be"):
         write_onnx_folder(model, tmp_path / "out")
-    folder = tiny_ssl_folder(tmp_path, "wav2vec2-bert", num_hidden_layers=1)
-    model.modules["ssl_encoder"] = PETEncoder(folder, "frozen")
-    model.modules["embedding_model"] = ECAPA_TDNN(32, lin_neurons=6)
-    with pytest.raises(OnnxExportError, match="W2V-BERT"):
-        write_onnx_folder(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -215,9 +217,16 @@ def test_missing_onnxruntime_is_named(monkeypatch):
 
 def test_command_line_export_verify_and_embed(trained, recipe_env, tmp_path):
     run = trained("unipet")
+    verify(run)  # writes scores.txt: the card's thresholds come from it
     out = tmp_path / "onnx"
     assert cli_main(["export-onnx", str(run), str(out), "--int8"]) == 0
     config = json.loads((out / "onnx_config.json").read_text())
+    trials, scores = read_scores(run / "scores.txt")
+    labels = np.array([t.label == 1 for t in trials])
+    rate, at = eer(scores[labels], scores[~labels])
+    assert config["thresholds"]["eer"] == rate
+    assert config["thresholds"]["eer_threshold"] == at
+    assert f"EER {100 * rate:.2f} %" in (out / "README.md").read_text()
     assert config["parity"]["min_cosine"] >= 0.9999
     assert config["parity_int8"]["min_cosine"] >= 0.99
     card = (out / "README.md").read_text()
