@@ -459,7 +459,7 @@ def check_dynamic_inputs(path):
             )
 
 
-def quantize_int8(source, target):
+def quantize_int8(source, target, external=False):
     """Dynamic int8 quantisation of the weights of MatMul/Gemm ops
     (onnxruntime's ``quantize_dynamic``; activations stay float).
 
@@ -467,6 +467,9 @@ def quantize_int8(source, target):
     ---------
     source, target : pathlib.Path
         The float model and the file to write.
+    external : bool
+        Write the weights beside ``target`` (``.data``), as the source has
+        them.
     """
     (quantization,) = require_onnx_packages("onnxruntime.quantization")
     quantization.quantize_dynamic(
@@ -475,6 +478,7 @@ def quantize_int8(source, target):
         weight_type=quantization.QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Gemm"],
         extra_options={"MatMulConstBOnly": True},
+        use_external_data_format=external,
     )
 
 
@@ -761,7 +765,7 @@ def write_onnx_folder(
             graph, work / ONNX_FILE, model.sample_rate, opset
         )
         if int8:
-            quantize_int8(work / ONNX_FILE, work / INT8_FILE)
+            quantize_int8(work / ONNX_FILE, work / INT8_FILE, external)
         config = onnx_config(model, opset, external, int8)
         (probe,) = parity_signals(model.sample_rate, (0.5,))
         config["embedding_dim"] = int(torch_embeddings(model, [probe]).shape[1])

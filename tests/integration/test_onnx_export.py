@@ -169,6 +169,28 @@ def test_long_recordings_are_windowed_as_in_pytorch(exported):
     )
 
 
+def test_weights_over_the_protobuf_limit_go_to_external_data(
+    exported, tmp_path, monkeypatch
+):
+    """W2V-BERT 2.0 (580 M parameters) passes protobuf's 2 GB: its weights
+    must go beside the graph. The limit is lowered to exercise that path on
+    a tiny model."""
+    import speechbrain_unipet.onnx_export as onnx_export
+
+    model, inline = exported(CASES[0])
+    monkeypatch.setattr(onnx_export, "PROTOBUF_LIMIT", 1024)
+    config = write_onnx_folder(model, tmp_path / "big", int8=True)
+    assert config["external_data"]
+    files = {p.name: p.stat().st_size for p in (tmp_path / "big").iterdir()}
+    whole = (inline / "embedding.onnx").stat().st_size
+    # The weights moved out of the graph file (small ones stay inline).
+    assert files["embedding.onnx.data"] > 100_000
+    assert files["embedding.onnx"] < whole - 100_000
+    assert files["embedding.int8.onnx.data"] > 50_000
+    assert config["parity"]["min_cosine"] >= 0.9999
+    assert config["parity_int8"]["min_cosine"] >= 0.99
+
+
 def test_lora_is_merged_into_the_exported_weights(exported):
     model, folder = exported(CASES[1])
     encoder = model.modules["ssl_encoder"]
