@@ -75,6 +75,7 @@ from speechbrain_unipet.scoring.metrics import (
 )
 from speechbrain_unipet.scoring.store import EmbeddingStore
 from speechbrain_unipet.training.runs import open_model
+from speechbrain_unipet.utils.distributed import finish_distributed
 from speechbrain_unipet.utils.errors import UserError
 from speechbrain_unipet.utils.files import atomic_write
 
@@ -705,6 +706,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        finish_distributed()  # under torchrun (embed): leave cleanly
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -256,7 +256,7 @@ def run_ddp(args, out, *extra):
         timeout=300,
         env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return done
 
 

@@ -435,8 +435,8 @@ def prepare_speaker_data(
     save_folder,
     data_format=None,
     verification_file=None,
-    num_test_speakers=40,
-    num_valid_speakers=20,
+    num_test_speakers=None,
+    num_valid_speakers=None,
     test_segment_len=3.0,
     trial_utts_per_speaker=4,
     split_ratio=(90, 10),
@@ -460,10 +460,12 @@ def prepare_speaker_data(
     verification_file : str or None
         Trial list (``label enrol test``); None generates ``trials.txt``
         over ``num_test_speakers`` held-out speakers.
-    num_test_speakers : int
-        Held-out test speakers when no trial list is given.
-    num_valid_speakers : int
-        Held-out speakers for the EER of every validation (0: none).
+    num_test_speakers : int or None
+        Held-out test speakers when no trial list is given; None: what the
+        data allows (``AUTO_TEST_SPEAKERS``).
+    num_valid_speakers : int or None
+        Held-out speakers for the EER of every validation (0: none); None:
+        what the data allows (``AUTO_VALID_SPEAKERS``).
     test_segment_len : float
         Seconds of the segments a one-recording held-out speaker is cut
         into (and of every validation utterance).
@@ -518,7 +520,11 @@ def prepare_speaker_data(
             f"trial_utts_per_speaker={trial_utts_per_speaker}: target trials "
             "need at least 2 utterances per speaker"
         )
-    if verification_file is None and num_test_speakers < 2:
+    if (
+        verification_file is None
+        and num_test_speakers is not None
+        and (num_test_speakers < 2)
+    ):
         raise DataPreparationError(
             f"num_test_speakers={num_test_speakers}: generated trials need "
             "at least 2 speakers (or give a verification_file)"
@@ -600,8 +606,8 @@ def prepare_speaker_data(
         _write_trials(trials_path, trials)
         files.append(TRIALS_FILE)
     remaining = {s: v for s, v in by_speaker.items() if s not in test_speakers}
-    valid_rows, valid_trials = [], []
-    if num_valid_speakers:
+    valid_rows, valid_trials, valid_speakers = [], [], set()
+    if num_valid_speakers is None or num_valid_speakers > 0:
         valid_speakers, valid_rows, valid_trials = _hold_out(
             remaining,
             num_valid_speakers,
@@ -625,9 +631,10 @@ def prepare_speaker_data(
         raise DataPreparationError(
             f"Only {len(train_speakers)} speaker(s) keep training segments of "
             f"{seg_dur} s ({len(by_speaker)} speakers in {data_folder}, "
-            f"{len(test_speakers)} held out for test, {num_valid_speakers} "
+            f"{len(test_speakers)} held out for test, {len(valid_speakers)} "
             "for validation). Use more speakers, shorter segments "
-            "(sentence_len) or fewer held-out speakers."
+            "(sentence_len) or fewer held-out speakers (num_test_speakers, "
+            "num_valid_speakers)."
         )
     if not dev_rows:
         raise DataPreparationError(
@@ -657,7 +664,11 @@ def prepare_speaker_data(
             "trials": len(trials),
             "trial_list": trials_path,
         },
-        "valid": {"utterances": len(valid_rows), "trials": len(valid_trials)},
+        "valid": {
+            "utterances": len(valid_rows),
+            "speakers": len(valid_speakers),
+            "trials": len(valid_trials),
+        },
     }
     if empty or short:
         logger.warning(
@@ -678,8 +689,42 @@ def prepare_speaker_data(
     return stats
 
 
+#: Held-out speakers when ``num_test_speakers`` / ``num_valid_speakers``
+#: are null: (share of the speakers that can give trial utterances, floor,
+#: cap). VoxCeleb-sized data gets the former defaults (40 / 20); a handful
+#: of new speakers keeps most of them for training (10 speakers: 2 + 2).
+AUTO_TEST_SPEAKERS = (0.10, 2, 40)
+AUTO_VALID_SPEAKERS = (0.05, 2, 20)
+
+
+def auto_held_out(eligible, share, floor, cap):
+    """How many of ``eligible`` speakers an automatic split holds out:
+    ``round(share * eligible)``, at least ``floor``, at most ``cap``.
+
+    Arguments
+    ---------
+    eligible : int
+        Speakers that can give two trial utterances.
+    share : float
+    floor, cap : int
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> [auto_held_out(n, *AUTO_TEST_SPEAKERS) for n in (10, 251, 1211)]
+    [2, 25, 40]
+    >>> [auto_held_out(n, *AUTO_VALID_SPEAKERS) for n in (8, 226, 5994)]
+    [2, 11, 20]
+    """
+    return int(min(cap, max(floor, round(share * eligible))))
+
+
 def _hold_out(by_speaker, count, option, rng, whole, seg_len, max_utts, seed):
-    """Draws ``count`` speakers that can give two trial utterances.
+    """Draws ``count`` speakers that can give two trial utterances (None:
+    ``auto_held_out``'s number, logged).
 
     Returns
     -------
@@ -692,6 +737,26 @@ def _hold_out(by_speaker, count, option, rng, whole, seg_len, max_utts, seed):
     eligible = sorted(
         s for s, items in by_speaker.items() if _eligible(items, seg_len)
     )
+    if count is None:
+        rule = (
+            AUTO_TEST_SPEAKERS
+            if option == "num_test_speakers"
+            else AUTO_VALID_SPEAKERS
+        )
+        count = auto_held_out(len(eligible), *rule)
+        logger.info(
+            "%s: %d of the %d speakers that can give two %g s trial "
+            "utterances (null: %d %%, at least %d, at most %d; set %s to "
+            "choose)",
+            option,
+            count,
+            len(eligible),
+            seg_len,
+            round(100 * rule[0]),
+            rule[1],
+            rule[2],
+            option,
+        )
     speakers = _pick(eligible, count, rng, option, seg_len)
     utts = {
         s: _trial_utterances(

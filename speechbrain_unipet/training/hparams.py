@@ -130,7 +130,13 @@ RECIPE_VALUES = {
 
 
 #: Keys of ``RECIPE_VALUES`` for which null means something.
-NULLABLE = {"max_chunk_seconds", "emb_dim", "calibration_p_target"}
+NULLABLE = {
+    "max_chunk_seconds",
+    "emb_dim",
+    "calibration_p_target",
+    "num_test_speakers",
+    "num_valid_speakers",
+}
 
 
 #: Keys of ``RECIPE_VALUES`` that must be above their minimum (0), not at it.

@@ -173,7 +173,8 @@ def verification_validator(hparams):
         raise RecipeError(
             f"ckpt_select must be EER, minDCF or ErrorRate, got {select!r}"
         )
-    if not hparams.get("num_valid_speakers"):
+    # null (the default): as many as the data allows, at least 2.
+    if hparams.get("num_valid_speakers", 0) == 0:
         if select != "ErrorRate":
             raise RecipeError(
                 f"ckpt_select: {select} needs validation speakers: set "

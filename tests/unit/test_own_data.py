@@ -302,6 +302,28 @@ def test_too_few_speakers_for_held_out_sets(tmp_path):
         )
 
 
+def test_held_out_sets_default_to_what_the_data_allows(tmp_path, caplog):
+    """No split option: 10 one-recording speakers give 2 test and 2
+    validation speakers and keep 6 for training (the former fixed 40 / 20
+    refused them); the numbers are logged."""
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(10, 1, 4.0)
+    )
+    opts = {"test_segment_len": 1.0, "seg_dur": 0.5}
+    with caplog.at_level("INFO"):
+        stats = prepare_speaker_data(folder, tmp_path / "s", **opts)
+    assert stats["test"]["speakers"] == 2
+    assert stats["valid"]["speakers"] == 2
+    assert stats["train"]["speakers"] == 6
+    log = caplog.text
+    assert "num_test_speakers: 2 of the 10 speakers" in log
+    assert "num_valid_speakers: 2 of the 8 speakers" in log
+    valid = {r["spk_id"] for r in read_csv(tmp_path / "s" / "valid_verif.csv")}
+    train = {r["spk_id"] for r in read_csv(tmp_path / "s" / "train.csv")}
+    test = {r["spk_id"] for r in read_csv(tmp_path / "s" / "test.csv")}
+    assert len(valid) == 2 and not valid & train and not test & (train | valid)
+
+
 def test_preflight_names_unknown_dev_speaker_and_missing_file(tmp_path):
     folder = write_layout(
         tmp_path / "d", "speaker_folders", tone_corpus(8, 1, 2.0)

@@ -174,7 +174,7 @@ def test_published_yaml_loads_with_its_csv_flags_and_builds(name, tmp_path):
         value = table_value(text)
         if key not in overrides and not isinstance(value, tuple):
             assert hparams[key] == value, f"{name}: {key}"
-    if not hparams["num_valid_speakers"]:  # ckpt_select must allow it
+    if hparams["num_valid_speakers"] == 0:  # ckpt_select must allow it
         assert verification_validator(hparams) is None
     build_backend(hparams, num_speakers=4)
     for key in ("opt_class", "pet_opt_class"):

@@ -66,6 +66,7 @@ from speechbrain_unipet.scoring.cosine import speaker_cohort
 from speechbrain_unipet.scoring.metrics import CalibrationError
 from speechbrain_unipet.training.hparams import RecipeError, load_recipe_hparams
 from speechbrain_unipet.training.runs import load_trained_model
+from speechbrain_unipet.utils.distributed import finish_distributed
 from speechbrain_unipet.utils.errors import UserError
 from speechbrain_unipet.utils.files import atomic_write
 
@@ -408,3 +409,4 @@ if __name__ == "__main__":
         main(sys.argv[1:])
     except (UserError, FileNotFoundError) as err:
         sys.exit(f"ERROR: {err}")
+    finish_distributed()

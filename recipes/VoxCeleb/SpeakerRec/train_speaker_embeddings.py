@@ -65,6 +65,7 @@ from speechbrain_unipet.training.runs import compute_embedding, same_folder
 from speechbrain_unipet.training.schedules import training_progress
 from speechbrain_unipet.training.validator import verification_validator
 from speechbrain_unipet.training.warm_start import check_init_from, init_from
+from speechbrain_unipet.utils.distributed import finish_distributed
 from speechbrain_unipet.utils.errors import UserError
 
 logger = get_logger(__name__)
@@ -454,6 +455,7 @@ def main(argv):
             "drop_last": False,
         },
     )
+    finish_distributed()
 
 
 if __name__ == "__main__":
