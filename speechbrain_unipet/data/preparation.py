@@ -360,6 +360,45 @@ def preparation_options(
     }
 
 
+#: Options whose null means "what the data allows": a preparation made with
+#: any value of them fits a run that leaves them null (a run prepared with
+#: the former fixed defaults resumes under today's yaml, its split kept).
+AUTO_OPTIONS = ("num_test_speakers", "num_valid_speakers")
+
+
+def changed_options(previous, options):
+    """The data settings of ``options`` that a saved preparation does not
+    fit: ``{key: (prepared, now)}``.
+
+    Arguments
+    ---------
+    previous : dict
+        The saved preparation's options.
+    options : dict
+        ``preparation_options`` of this run.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> changed_options(
+    ...     {"num_valid_speakers": 20}, {"num_valid_speakers": None}
+    ... )
+    {}
+    >>> changed_options({"num_valid_speakers": 20}, {"num_valid_speakers": 3})
+    {'num_valid_speakers': (20, 3)}
+    """
+    return {
+        k: (previous.get(k), v)
+        for k, v in options.items()
+        if k != "version"
+        and previous.get(k) != v
+        and not (k in AUTO_OPTIONS and v is None and k in previous)
+    }
+
+
 def check_rerun(save_folder, options, overwrite_prep=False):
     """Checks, before anything is written, that a re-run of an output
     folder prepares the data it was trained on.
@@ -397,11 +436,7 @@ def check_rerun(save_folder, options, overwrite_prep=False):
         return None
     with open(done, encoding="utf-8") as f:
         previous = json.load(f).get("options", {})
-    changed = {
-        k: (previous.get(k), v)
-        for k, v in options.items()
-        if k != "version" and previous.get(k) != v
-    }
+    changed = changed_options(previous, options)
     if not changed:
         return None
     described = ", ".join(
@@ -551,8 +586,13 @@ def prepare_speaker_data(
     if done.is_file():
         with open(done, encoding="utf-8") as f:
             previous = json.load(f)
-        if previous.get("options") == options and all(
-            (save / name).is_file() for name in previous.get("files", [])
+        saved = previous.get("options", {})
+        if (
+            saved.get("version") == options.get("version")
+            and not changed_options(saved, options)
+            and all(
+                (save / name).is_file() for name in previous.get("files", [])
+            )
         ):
             logger.info("Data preparation already done in %s", save)
             return previous["stats"]

@@ -21,7 +21,11 @@ from speechbrain_unipet.data.layouts import (
     detect_format,
     list_recordings,
 )
-from speechbrain_unipet.data.preparation import prepare_speaker_data
+from speechbrain_unipet.data.preparation import (
+    check_rerun,
+    preparation_options,
+    prepare_speaker_data,
+)
 from speechbrain_unipet.data.trials import read_trials
 from speechbrain_unipet.training.checkpoints import (
     keep_best_checkpoint,
@@ -322,6 +326,44 @@ def test_held_out_sets_default_to_what_the_data_allows(tmp_path, caplog):
     train = {r["spk_id"] for r in read_csv(tmp_path / "s" / "train.csv")}
     test = {r["spk_id"] for r in read_csv(tmp_path / "s" / "test.csv")}
     assert len(valid) == 2 and not valid & train and not test & (train | valid)
+
+
+def test_a_run_prepared_with_counts_resumes_with_null_counts(tmp_path, caplog):
+    """A run prepared with explicit counts (the former fixed defaults) keeps
+    its preparation and split when resumed under a yaml that leaves them
+    null; an explicit different count is still a change."""
+    folder = write_layout(
+        tmp_path / "d", "speaker_folders", tone_corpus(10, 1, 4.0)
+    )
+    save = tmp_path / "s"
+    opts = {"test_segment_len": 1.0, "seg_dur": 0.5}
+    first = prepare_speaker_data(
+        folder, save, num_test_speakers=3, num_valid_speakers=3, **opts
+    )
+    (save / "CKPT+2026-01-01+00-00-00+00").mkdir()  # trained on it
+
+    def options(test, valid):
+        return preparation_options(
+            str(folder),
+            None,
+            None,
+            test,
+            valid,
+            1.0,
+            4,
+            (90, 10),
+            0.5,
+            5e-4,
+            1234,
+        )
+
+    assert check_rerun(save, options(None, None)) is None
+    with caplog.at_level("INFO"):
+        again = prepare_speaker_data(folder, save, **opts)
+    assert "already done" in caplog.text
+    assert again == first and again["test"]["speakers"] == 3
+    with pytest.raises(DataPreparationError, match="prepared 3, now 2"):
+        check_rerun(save, options(None, 2))
 
 
 def test_preflight_names_unknown_dev_speaker_and_missing_file(tmp_path):
