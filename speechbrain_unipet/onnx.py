@@ -19,7 +19,6 @@ Authors
 
 import json
 import math
-import os
 import pathlib
 
 import numpy as np
@@ -29,7 +28,7 @@ from speechbrain_unipet.scoring.calibration import (
     pair_features,
 )
 from speechbrain_unipet.scoring.metrics import bayes_threshold
-from speechbrain_unipet.utils.audio import AudioError, load_numpy
+from speechbrain_unipet.utils.audio import AudioError, load_numpy, window_starts
 from speechbrain_unipet.utils.errors import MissingFileError, UserError
 
 CONFIG_FILE = "onnx_config.json"
@@ -99,31 +98,6 @@ def row_problem(signal, min_samples):
     if not np.any(signal != 0):
         return "digital silence (all samples are 0)"
     return None
-
-
-def window_starts(length, chunk, hop):
-    """Start samples of the windows covering ``length`` samples (as
-    ``lobes.embedding.window_starts``).
-
-    Arguments
-    ---------
-    length, chunk, hop : int
-
-    Returns
-    -------
-    list
-
-    Example
-    -------
-    >>> window_starts(10, 4, 3), window_starts(3, 4, 3)
-    ([0, 3, 6], [0])
-    """
-    if length <= chunk:
-        return [0]
-    starts = list(range(0, length - chunk + 1, hop))
-    if starts[-1] + chunk < length:
-        starts.append(length - chunk)
-    return starts
 
 
 class OnnxSpeakerModel:
@@ -386,14 +360,3 @@ class OnnxSpeakerModel:
             "threshold": threshold,
             "same_speaker": None if threshold is None else score > threshold,
         }
-
-
-def default_threads():
-    """Threads for onnxruntime: ``OMP_NUM_THREADS`` when set, else None.
-
-    Returns
-    -------
-    int or None
-    """
-    value = os.environ.get("OMP_NUM_THREADS")
-    return int(value) if value and value.isdigit() else None

@@ -47,7 +47,6 @@ import warnings
 import numpy as np
 import speechbrain.lobes.models.ECAPA_TDNN as sb_ecapa
 import torch
-from speechbrain.nnet.CNN import Conv1d as SBConv1d
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_unipet.evaluation.reports import read_scores
@@ -56,6 +55,7 @@ from speechbrain_unipet.lobes.embedding import (
     CHUNKS_PER_BATCH,
     MAX_CHUNK_SECONDS,
     minimum_samples,
+    reflect_padded_convs,
     speaker_embeddings,
 )
 from speechbrain_unipet.onnx import OnnxSpeakerModel
@@ -243,14 +243,8 @@ class EmbeddingGraph(torch.nn.Module):
         self._hooks = []
         if is_ecapa(embedding_model):
             hook = ReflectAtLengths(lambda: self._frames)
-            for module in embedding_model.modules():
-                if (
-                    isinstance(module, SBConv1d)
-                    and module.kernel_size > 1
-                    and module.padding == "same"
-                    and module.padding_mode == "reflect"
-                ):
-                    self._hooks.append(module.register_forward_pre_hook(hook))
+            for module in reflect_padded_convs(embedding_model):
+                self._hooks.append(module.register_forward_pre_hook(hook))
 
     def remove_hooks(self):
         """Takes the padding hooks off the back-end (the graph is done)."""

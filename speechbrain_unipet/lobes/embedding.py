@@ -10,6 +10,7 @@ import torch
 from speechbrain.nnet.CNN import Conv1d as SBConv1d
 
 from speechbrain_unipet.lobes.lengths import sample_lengths
+from speechbrain_unipet.utils.audio import window_starts
 from speechbrain_unipet.utils.errors import UserError
 
 #: Longer utterances are embedded in windows of this many seconds (eval
@@ -52,15 +53,39 @@ def backend_min_frames(embedding_model):
     5
     """
     frames = 1
-    for module in embedding_model.modules():
-        if (
-            isinstance(module, SBConv1d)
-            and module.padding == "same"
-            and module.padding_mode == "reflect"
-        ):
-            pad = module.dilation * (module.kernel_size - 1) // 2
-            frames = max(frames, pad + 1)
+    for module in reflect_padded_convs(embedding_model):
+        pad = module.dilation * (module.kernel_size - 1) // 2
+        frames = max(frames, pad + 1)
     return frames
+
+
+def reflect_padded_convs(embedding_model):
+    """SpeechBrain ``Conv1d`` modules of a back-end that pad "same" by
+    reflection (the ones whose output near the end depends on where the
+    utterance ends).
+
+    Arguments
+    ---------
+    embedding_model : torch.nn.Module
+
+    Returns
+    -------
+    list
+
+    Example
+    -------
+    >>> from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    >>> len(reflect_padded_convs(ECAPA_TDNN(32, lin_neurons=4))) > 0
+    True
+    """
+    return [
+        module
+        for module in embedding_model.modules()
+        if isinstance(module, SBConv1d)
+        and module.kernel_size > 1
+        and module.padding == "same"
+        and module.padding_mode == "reflect"
+    ]
 
 
 def minimum_samples(encoder, embedding_model):
@@ -332,37 +357,6 @@ def _embed(encoder, normalizer, embedding_model, wavs, wav_lens):
             for i, n in enumerate(frames)
         ]
     ), gates
-
-
-def window_starts(length, chunk, hop):
-    """Start samples of the windows covering ``length`` samples.
-
-    Arguments
-    ---------
-    length : int
-        Samples of the utterance.
-    chunk : int
-        Window length (samples).
-    hop : int
-        Distance between window starts (samples).
-
-    Returns
-    -------
-    list
-        Starts; the last window ends at ``length`` (one window at 0 if the
-        utterance is not longer than ``chunk``).
-
-    Example
-    -------
-    >>> window_starts(10, 4, 3), window_starts(3, 4, 3)
-    ([0, 3, 6], [0])
-    """
-    if length <= chunk:
-        return [0]
-    starts = list(range(0, length - chunk + 1, hop))
-    if starts[-1] + chunk < length:
-        starts.append(length - chunk)
-    return starts
 
 
 def _windowed(modules, wavs, wav_lens, chunk, hop):

@@ -473,3 +473,34 @@ def load_numpy(path, sample_rate=16000, start=0, stop=None):
     """
     signal, rate = decoded(path, start, stop)
     return resample_numpy(signal, rate, sample_rate)
+
+
+def window_starts(length, chunk, hop):
+    """Start samples of the windows covering ``length`` samples.
+
+    Arguments
+    ---------
+    length : int
+        Samples of the utterance.
+    chunk : int
+        Window length (samples).
+    hop : int
+        Distance between window starts (samples).
+
+    Returns
+    -------
+    list
+        Starts; the last window ends at ``length`` (one window at 0 if the
+        utterance is not longer than ``chunk``).
+
+    Example
+    -------
+    >>> window_starts(10, 4, 3), window_starts(3, 4, 3)
+    ([0, 3, 6], [0])
+    """
+    if length <= chunk:
+        return [0]
+    starts = list(range(0, length - chunk + 1, hop))
+    if starts[-1] + chunk < length:
+        starts.append(length - chunk)
+    return starts

@@ -37,11 +37,8 @@ def test_numpy_resampling_equals_torchaudio(rates):
 
 
 def test_windows_and_refused_rows_match_the_pytorch_path():
-    for length in range(1, 200, 7):
-        for chunk, hop in ((40, 30), (50, 45), (64, 32)):
-            assert window_starts(length, chunk, hop) == torch_windows(
-                length, chunk, hop
-            )
+    # One function (utils.audio, torch-free) windows both paths.
+    assert window_starts is torch_windows
     rows = [np.ones(300), np.zeros(900), np.full(900, np.nan), np.ones(900)]
     padded = torch.zeros(4, 900)
     lens = torch.tensor([300 / 900, 1.0, 1.0, 1.0])
