@@ -1,6 +1,8 @@
-"""Builds ``samples/voxceleb_demo`` from the LibriSpeech excerpt (maintainers).
+"""Builds ``samples/voxceleb_demo`` from the LibriSpeech excerpt, and
+``samples/cnceleb_demo`` from ``samples/voxceleb_demo`` (maintainers).
 
     python samples/make_demo_set.py /path/to/librispeech_train_clean_100_251spk
+    python samples/make_demo_set.py --cnceleb
 
 Takes the first 12 female and 12 male speakers (sorted by id) whose
 utterance lasts at least 12 s, cuts seconds 0-12 into three 4 s segments and
@@ -58,5 +60,23 @@ def main(source, dest="samples/voxceleb_demo"):
     print(f"{len(speakers)} speakers, {len(lines)} trials -> {dest}")
 
 
+def make_cnceleb_demo(dest="samples/cnceleb_demo"):
+    """Every second speaker of ``voxceleb_demo`` (12, sorted by name), the
+    first 8 s of each, in CN-Celeb1's released layout: short pieces of
+    1-3.5 s named by invented genres, the last 4 speakers evaluation
+    speakers with an ``eval/lists`` protocol
+    (``speechbrain_unipet.demo.write_cnceleb_layout``)."""
+    from speechbrain_unipet.demo import demo_speakers, write_cnceleb_layout
+
+    speakers = sorted(demo_speakers().items())[::2]
+    counts = write_cnceleb_layout(
+        dest, {spk: files[:2] for spk, files in speakers}, num_eval_speakers=4
+    )
+    print(f"{counts} -> {dest}")
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:] == ["--cnceleb"]:
+        make_cnceleb_demo()
+    else:
+        main(*sys.argv[1:])

@@ -1,6 +1,6 @@
 """Offline end-to-end demo: prep -> train -> verify on the embedded demo set.
 
-    python -m speechbrain_unipet.demo [--method unipet] [--epochs 3] [--output results/demo] [--own-data]
+    python -m speechbrain_unipet.demo [--method unipet] [--epochs 3] [--output results/demo] [--own-data | --cnceleb]
 
 Runs the VoxCeleb recipe (``recipes/VoxCeleb/SpeakerRec``) on the embedded
 LibriSpeech excerpt (``samples/voxceleb_demo``, 24 speakers in VoxCeleb
@@ -14,9 +14,19 @@ works: real results need a pretrained hub model (e.g.
 set rewritten to ``<output>/own_speakers/<speaker>/recording.flac``, one
 12 s recording per speaker at 22.05 kHz stereo, with no trial list (the
 recipe holds out speakers and writes one).
+
+``write_cnceleb_layout`` rewrites audio (e.g. the demo set,
+``demo_speakers()``) into CN-Celeb1's released layout: short utterances of
+several genres per speaker, the training speakers' list and the
+evaluation lists, for testing the ``cnceleb`` data format offline.
+``--cnceleb`` runs the CN-Celeb recipe (``recipes/CNCeleb/SpeakerRec``) on
+``samples/cnceleb_demo`` (12 demo speakers rewritten so): preparation with
+short utterances combined, training, then verification under the Avg and
+the Concat protocols with an EER per genre.
 """
 
 import argparse
+import collections
 import json
 import pathlib
 import subprocess
@@ -25,12 +35,49 @@ import sys
 import numpy as np
 import soundfile as sf
 
+from speechbrain_unipet.data.cnceleb import GENRES
+from speechbrain_unipet.data.layouts import (
+    AUDIO_EXTENSIONS,
+    DataPreparationError,
+)
 from speechbrain_unipet.testing import tiny_ssl_folder
 from speechbrain_unipet.utils.audio import load_audio
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
 SAMPLES = REPO / "samples" / "voxceleb_demo"
+CN_RECIPE = REPO / "recipes" / "CNCeleb" / "SpeakerRec"
+CN_SAMPLES = REPO / "samples" / "cnceleb_demo"
+
+
+def demo_speakers(samples=SAMPLES):
+    """The audio files of each speaker of the demo set.
+
+    Arguments
+    ---------
+    samples : path-like
+        A VoxCeleb-layout folder (holds ``wav/<speaker>/<video>/``).
+
+    Returns
+    -------
+    dict
+        Speaker -> sorted list of its audio files (``pathlib.Path``).
+
+    Example
+    -------
+    >>> speakers = demo_speakers()
+    >>> len(speakers), speakers["ls83"][0].name
+    (24, '00001.flac')
+    """
+    return {
+        spk.name: sorted(
+            p
+            for p in spk.rglob("*")
+            if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+        )
+        for spk in sorted((pathlib.Path(samples) / "wav").iterdir())
+        if spk.is_dir()
+    }
 
 
 def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
@@ -54,9 +101,9 @@ def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
         ``dest``.
     """
     dest = pathlib.Path(dest)
-    names = sorted(p.name for p in (SAMPLES / "wav").iterdir())[:speakers]
-    for spk in names:
-        parts = sorted((SAMPLES / "wav" / spk).rglob("*.flac"))
+    demo = demo_speakers()
+    for spk in sorted(demo)[:speakers]:
+        parts = demo[spk]
         mono = np.concatenate([load_audio(p, rate).numpy() for p in parts])
         if seconds is not None:
             mono = mono[: int(seconds * rate)]
@@ -64,6 +111,168 @@ def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, np.stack([mono, 0.8 * mono], axis=1), rate)
     return dest
+
+
+def _cut(audio, rng, piece_seconds, rate):
+    """Consecutive pieces of random lengths in ``piece_seconds``; a rest
+    shorter than the shortest piece is dropped."""
+    low, high = (int(s * rate) for s in piece_seconds)
+    pieces, pos = [], 0
+    while audio.size - pos >= low:
+        length = min(int(rng.integers(low, high + 1)), audio.size - pos)
+        pieces.append(audio[pos : pos + length])
+        pos += length
+    return pieces
+
+
+def _write_flac(path, signal, rate):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, signal, rate, subtype="PCM_16")
+
+
+def write_cnceleb_layout(
+    dest,
+    speakers,
+    num_eval_speakers,
+    piece_seconds=(1.0, 3.5),
+    seed=0,
+    rate=16000,
+):
+    """Writes audio in CN-Celeb1's released layout (``CN-Celeb_flac``).
+
+    Each speaker's audio is concatenated and cut into pieces of random
+    lengths, named ``<genre>-<session>-<n>`` with genres cycling over three
+    of ``GENRES`` (a different three for each speaker). Speakers get ids
+    ``id00000``, ``id00001``... in sorted order of their names; the last
+    ``num_eval_speakers`` are evaluation speakers: their first pieces (at
+    least 4 s) are enrolment utterances under ``data/<spk>/`` (listed in
+    ``enroll.map``, concatenated into ``eval/enroll/<spk>-enroll.flac``,
+    listed in ``enroll.lst``), the others test files
+    ``eval/test/<spk>-<stem>.flac`` (``test.lst``); ``trials.lst`` pairs
+    every model with every test file. The lists say ``.wav``, as the
+    released ones do. ``dev/dev.lst`` lists the training speakers.
+
+    Arguments
+    ---------
+    dest : path-like
+        The folder to write (``data/``, ``dev/``, ``eval/``).
+    speakers : dict
+        Speaker name -> list of audio files (any format, rate, channels).
+    num_eval_speakers : int
+        Evaluation speakers (at least 1, fewer than all).
+    piece_seconds : tuple of float
+        Shortest and longest piece (s).
+    seed : int
+        Seed of the piece lengths.
+    rate : int
+        Sample rate of the written (mono, 16-bit FLAC) files.
+
+    Returns
+    -------
+    dict
+        Counts: ``train_speakers``, ``eval_speakers``,
+        ``train_utterances``, ``enrol_utterances``, ``test_utterances``,
+        ``trials``, ``target_trials``.
+
+    Raises
+    ------
+    DataPreparationError
+        If ``num_eval_speakers`` does not fit, or an evaluation speaker has
+        too little audio for enrolment and one test piece.
+
+    Example
+    -------
+    >>> few = dict(list(demo_speakers().items())[:3])
+    >>> counts = write_cnceleb_layout(getfixture("tmp_path"), few, 1)
+    >>> counts["train_speakers"], counts["eval_speakers"]
+    (2, 1)
+    """
+    dest = pathlib.Path(dest)
+    names = sorted(speakers)
+    if not 0 < num_eval_speakers < len(names):
+        raise DataPreparationError(
+            f"num_eval_speakers={num_eval_speakers}: give 1 to "
+            f"{len(names) - 1} ({len(names)} speakers, at least one trains)"
+        )
+    rng = np.random.default_rng(seed)
+    first_eval = len(names) - num_eval_speakers
+    dev, enroll_lst, enroll_map, tests = [], [], [], []
+    counts = collections.Counter()
+    for k, name in enumerate(names):
+        spk = f"id{k:05d}"
+        audio = np.concatenate(
+            [load_audio(p, rate).numpy() for p in speakers[name]]
+        )
+        genres = [GENRES[(3 * k + j) % len(GENRES)] for j in range(3)]
+        taken = collections.Counter()
+        named = []
+        for i, piece in enumerate(_cut(audio, rng, piece_seconds, rate)):
+            genre = genres[i % len(genres)]
+            session = 1 + i // (2 * len(genres))
+            taken[genre, session] += 1
+            named.append(
+                (f"{genre}-{session:02d}-{taken[genre, session]:03d}", piece)
+            )
+        if k < first_eval:
+            dev.append(spk)
+            for stem, piece in named:
+                _write_flac(dest / "data" / spk / f"{stem}.flac", piece, rate)
+            counts["train_utterances"] += len(named)
+            continue
+        enrol, seconds = [], 0.0
+        while named and seconds < 4.0:
+            enrol.append(named.pop(0))
+            seconds += enrol[-1][1].size / rate
+        if seconds < 4.0 or not named:
+            raise DataPreparationError(
+                f"Speaker '{name}' ({spk}) has {audio.size / rate:.1f} s of "
+                "audio: an evaluation speaker needs 4 s of enrolment and a "
+                "test piece; give it more audio"
+            )
+        for stem, piece in enrol:
+            _write_flac(dest / "data" / spk / f"{stem}.flac", piece, rate)
+        _write_flac(
+            dest / "eval" / "enroll" / f"{spk}-enroll.flac",
+            np.concatenate([piece for _, piece in enrol]),
+            rate,
+        )
+        model = f"{spk}-enroll"
+        enroll_lst.append(f"{model} enroll/{model}.wav")
+        enroll_map.append(
+            f"{model} " + " ".join(f"{spk}/{stem}.wav" for stem, _ in enrol)
+        )
+        for stem, piece in named:
+            _write_flac(
+                dest / "eval" / "test" / f"{spk}-{stem}.flac", piece, rate
+            )
+            tests.append((spk, f"test/{spk}-{stem}.wav"))
+        counts["enrol_utterances"] += len(enrol)
+        counts["test_utterances"] += len(named)
+    trials = [
+        f"{line.split()[0]} {test} {int(line.startswith(spk + '-'))}"
+        for line in enroll_lst
+        for spk, test in tests
+    ]
+    lists = dest / "eval" / "lists"
+    lists.mkdir(parents=True, exist_ok=True)
+    (dest / "dev").mkdir(parents=True, exist_ok=True)
+    for path, lines in (
+        (dest / "dev" / "dev.lst", dev),
+        (lists / "enroll.lst", enroll_lst),
+        (lists / "enroll.map", enroll_map),
+        (lists / "test.lst", [test for _, test in tests]),
+        (lists / "trials.lst", trials),
+    ):
+        path.write_text(
+            "".join(f"{line}\n" for line in lines), encoding="utf-8"
+        )
+    counts.update(
+        train_speakers=len(dev),
+        eval_speakers=len(enroll_lst),
+        trials=len(trials),
+        target_trials=sum(t.endswith(" 1") for t in trials),
+    )
+    return dict(counts)
 
 
 def run(cmd, cwd):
@@ -106,15 +315,23 @@ def main(argv=None):
         action="store_true",
         help="one 22.05 kHz stereo recording per speaker, no trial list",
     )
+    parser.add_argument(
+        "--cnceleb",
+        action="store_true",
+        help="the CN-Celeb recipe on samples/cnceleb_demo (Avg and Concat)",
+    )
     args = parser.parse_args(argv)
-    if not (RECIPE / "hparams" / f"{args.method}.yaml").is_file():
+    recipe = CN_RECIPE if args.cnceleb else RECIPE
+    if not (recipe / "hparams" / f"{args.method}.yaml").is_file():
         sys.exit(
-            f"ERROR: no recipe file {RECIPE}/hparams/{args.method}.yaml (the "
+            f"ERROR: no recipe file {recipe}/hparams/{args.method}.yaml (the "
             "demo runs from a checkout of the repository, installed with "
             "pip install -e .)"
         )
     out = pathlib.Path(args.output).resolve()
     ssl = tiny_ssl_folder(out / "models", "wavlm")
+    if args.cnceleb:
+        return cnceleb_demo(args, out / f"{args.method}_cnceleb", ssl)
     train_out = out / args.method
     if args.own_data:
         train_out = out / f"{args.method}_own_data"
@@ -161,6 +378,57 @@ def main(argv=None):
         f"\nDemo done ({args.method}, tiny random WavLM, {result['num_trials']} "
         f"trials): EER {100 * result['eer']:.2f} %, minDCF(0.01) "
         f"{result['min_dcf']:.4f}. Outputs in {train_out}"
+    )
+    return 0
+
+
+def cnceleb_demo(args, train_out, ssl):
+    """The ``--cnceleb`` demo: trains on ``samples/cnceleb_demo`` and
+    scores its protocol both ways; returns 0."""
+    run(
+        [
+            sys.executable,
+            "train_speaker_embeddings.py",
+            f"hparams/{args.method}.yaml",
+            f"--data_folder={CN_SAMPLES}",
+            f"--ssl_hub={ssl}",
+            f"--output_folder={train_out}",
+            f"--number_of_epochs={args.epochs}",
+            "--batch_size=8",
+            "--sentence_len=2.0",
+            "--num_workers=0",
+            "--num_valid_speakers=2",
+            "--test_segment_len=2.0",
+            "--device=cpu",
+        ],
+        CN_RECIPE,
+    )
+    lines = []
+    for protocol in ("avg", "concat"):
+        run(
+            [
+                sys.executable,
+                "speaker_verification_cosine.py",
+                "hparams/verification.yaml",
+                f"--output_folder={train_out}",
+                f"--protocol={protocol}",
+                "--device=cpu",
+            ],
+            CN_RECIPE,
+        )
+        with open(
+            train_out / f"results_{protocol}.json", encoding="utf-8"
+        ) as f:
+            result = json.load(f)
+        lines.append(
+            f"{protocol}: EER {100 * result['eer']:.2f} %, minDCF(0.01) "
+            f"{result['min_dcf']:.4f} ({result['num_trials']} trials; per "
+            f"genre: genres_{protocol}.md)"
+        )
+    print(
+        f"\nCN-Celeb demo done ({args.method}, tiny random WavLM): "
+        + "; ".join(lines)
+        + f". Outputs in {train_out}"
     )
     return 0
 

@@ -13,7 +13,11 @@ README (from the repository root, ``python tools/make_recipe_hparams.py``;
   header naming the system, the stage and the sources;
 * the tables of those systems in the recipe README (section "Published
   systems", between two markers), from the same ``SYSTEMS`` rows, so the
-  documentation and the yamls cannot disagree.
+  documentation and the yamls cannot disagree;
+* ``recipes/CNCeleb/SpeakerRec/hparams/<name>.yaml`` (``CNCELEB``): a
+  VoxCeleb method yaml with CN-Celeb's data settings (and, for
+  ``transfer``, a start from a VoxCeleb run or export), and its
+  ``verification.yaml``: the VoxCeleb one scoring CN-Celeb's protocols.
 
 Each method yaml is a full, self-contained SpeechBrain recipe, as in
 SpeechBrain's own recipe folders. The files differ only in their header,
@@ -581,7 +585,13 @@ def expand(system, source):
 
 def comment(text):
     """``text`` as yaml comment lines (with the final newline)."""
-    lines = textwrap.wrap(text, 78, initial_indent="# ", subsequent_indent="# ")
+    lines = textwrap.wrap(
+        text,
+        78,
+        initial_indent="# ",
+        subsequent_indent="# ",
+        break_on_hyphens=False,
+    )
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -838,7 +848,189 @@ def generate():
         tables.append(render_table(system, bases))
     readme = README.read_text(encoding="utf-8")
     files[README] = render_readme(readme, tables)
+    for name, (base, _, _) in CNCELEB.items():
+        files[CN_HPARAMS / f"{name}.yaml"] = render_cnceleb(
+            name, files[HPARAMS / base]
+        )
+    files[CN_HPARAMS / "verification.yaml"] = render_cn_verification(
+        (HPARAMS / "verification.yaml").read_text(encoding="utf-8")
+    )
     return files
+
+
+# --------------------------------------------------------------------------
+# The CN-Celeb recipe: recipes/CNCeleb/SpeakerRec/hparams.
+# --------------------------------------------------------------------------
+CN_HPARAMS = HPARAMS.parents[2] / "CNCeleb" / "SpeakerRec" / "hparams"
+
+#: CN-Celeb's data settings, in every CN-Celeb training yaml: key -> (value,
+#: why).
+CN_DATA = {
+    "data_format": (
+        "cnceleb",
+        "CN-Celeb's released folders: data_folder is CN-Celeb_flac, or "
+        "CN-Celeb_flac,CN-Celeb2_flac (CN-Celeb2 is training-only). Training "
+        "speakers: dev/dev.lst (and spk.lst); the evaluation protocol "
+        "(eval/lists) is written to <save_folder>/cnceleb.",
+    ),
+    "combine_min_seconds": (
+        "5.0",
+        "CN-Celeb's many short utterances, combined per speaker and genre to "
+        "at least 5 s, as WeSpeaker's CN-Celeb preparation "
+        "(local/comb_cn1_cn2.sh --min_duration 5).",
+    ),
+    "num_test_speakers": (
+        "0",
+        "The test speakers are CN-Celeb's evaluation speakers (eval/lists): "
+        "none is held out of training.",
+    ),
+}
+
+#: CN-Celeb training yamls: name -> (VoxCeleb base yaml, title, key ->
+#: (value, why) beyond CN_DATA).
+CNCELEB = {
+    "unipet": ("unipet.yaml", "UniPET-SPK trained on CN-Celeb", {}),
+    "frozen": (
+        "frozen.yaml",
+        "Frozen SSL encoder + layer-weighted sum on CN-Celeb (the paper's "
+        "lower baseline)",
+        {},
+    ),
+    "finetune": (
+        "finetune.yaml",
+        "Full fine-tuning on CN-Celeb (the paper's comparison: 14.49 % EER "
+        "against 13.12 % with PET)",
+        {},
+    ),
+    "transfer": (
+        "unipet.yaml",
+        "VoxCeleb -> CN-Celeb PET transfer: a VoxCeleb UniPET run or export "
+        "adapted on CN-Celeb (BUT's fromVox_Adapter setting)",
+        {
+            "init_from": (
+                "!PLACEHOLDER",
+                "The VoxCeleb run (its output_folder) or exported folder to "
+                "start from: its PET modules, layer weights and speaker "
+                "back-end; same method, backbone and back-end.",
+            ),
+            "init_classifier": (
+                "False",
+                "A fresh classifier for CN-Celeb's speakers (True copies the "
+                "classes of speakers both runs share: none across corpora).",
+            ),
+        },
+    ),
+}
+
+
+def cn_header(name, title):
+    """The header comment block of a CN-Celeb training yaml."""
+    start = "--init_from=results/unipet/1986" if name == "transfer" else ""
+    lines = [
+        RULE,
+        *comment(f"Model: {title}.").splitlines(),
+        "#",
+        f"# > python train_speaker_embeddings.py hparams/{name}.yaml \\",
+        "#       --data_folder=/data/CN-Celeb_flac,/data/CN-Celeb2_flac \\",
+        "#       --ssl_hub=microsoft/wavlm-base-plus"
+        + (" \\" if start else ""),
+    ]
+    if start:
+        lines.append(f"#       {start}")
+    lines += [
+        "#",
+        "# Every key is a command-line override (--key=value). Written by",
+        "# tools/make_recipe_hparams.py from the VoxCeleb recipe's",
+        f"# hparams/{CNCELEB[name][0]} with CN-Celeb's data settings.",
+        "#",
+        "# Authors",
+        "#  * speechbrain-unipet contributors 2026",
+        RULE,
+    ]
+    return "\n".join(lines)
+
+
+def render_cnceleb(name, base_text):
+    """The CN-Celeb yaml ``name`` from its VoxCeleb base yaml's text."""
+    _, title, extra = CNCELEB[name]
+    text, n = HEADER_RE.subn(cn_header(name, title) + "\n", base_text, count=1)
+    if n != 1:
+        raise ValueError(f"{CNCELEB[name][0]} lacks its header")
+    for key, (value, why) in {**CN_DATA, **extra}.items():
+        text = set_key(text, key, value, why)
+    folder = "<pet_method>-from-vox" if name == "transfer" else "<pet_method>"
+    return set_key(
+        text,
+        "output_folder",
+        f"!ref results/cnceleb/{folder}/<seed>",
+        "CN-Celeb runs apart from VoxCeleb's.",
+    )
+
+
+#: The CN-Celeb verification yaml: key -> (value, why), set in the VoxCeleb
+#: one; ``protocol`` is added before ``enrolment_map``.
+CN_VERIFICATION = {
+    "enrolment_map": (
+        "!ref <output_folder>/save/cnceleb/enroll_<protocol>.map",
+        "The protocol's enrolment map, written by the data preparation: Avg, "
+        "each model the mean of its enrolment utterances' embeddings "
+        "(enroll.map); Concat, each model its one concatenated enrolment file "
+        "(enroll.lst).",
+    ),
+    "trial_groups": (
+        "!ref <output_folder>/save/cnceleb/test_genres.txt",
+        "The genre of each test file: an EER/minDCF table per genre.",
+    ),
+    "groups_file": (
+        "!ref <output_folder>/genres_<protocol>.md",
+        "The per-genre table.",
+    ),
+    "results_file": ("!ref <output_folder>/results_<protocol>.json", ""),
+    "scores_file": ("!ref <output_folder>/scores_<protocol>.txt", ""),
+    "det_plot": ("!ref <output_folder>/det_<protocol>.png", ""),
+    "score_histogram": (
+        "!ref <output_folder>/score_histogram_<protocol>.png",
+        "",
+    ),
+}
+
+
+def render_cn_verification(text):
+    """The CN-Celeb verification yaml from the VoxCeleb one's text."""
+    lines = [
+        RULE,
+        "# Scoring of a CN-Celeb run (train_speaker_embeddings.py with",
+        "# hparams/<name>.yaml): CN-Celeb's evaluation trials under the Avg or",
+        "# the Concat protocol (--protocol), EER/minDCF per genre, calibration",
+        "# fitted on the run's dev speakers (held out of training) and, with",
+        "# --compare_calibration=[<VoxCeleb run>/calibration.json], the",
+        "# VoxCeleb-fitted one beside it.",
+        "#",
+        "# > python speaker_verification_cosine.py hparams/verification.yaml \\",
+        "#       --output_folder=results/cnceleb/unipet/1986 --protocol=avg",
+        "#",
+        "# Written by tools/make_recipe_hparams.py from the VoxCeleb recipe's",
+        "# hparams/verification.yaml.",
+        RULE,
+    ]
+    text, n = HEADER_RE.subn("\n".join(lines) + "\n", text, count=1)
+    if n != 1:
+        raise ValueError("verification.yaml lacks its header")
+    for key, (value, why) in CN_VERIFICATION.items():
+        text = set_key(text, key, value, why)
+    # Before enrolment_map's comment block (the comment lines above it).
+    block = key_line(text, "enrolment_map").start() - 1
+    while text[text.rfind("\n", 0, block) + 1] == "#":
+        block = text.rfind("\n", 0, block)
+    protocol = (
+        comment(
+            "avg or concat: CN-Celeb's two ways to enrol a speaker (the trials "
+            "are the same); each writes its own results_<protocol>.json, "
+            "scores and per-genre table, and shares the embeddings."
+        )
+        + "protocol: avg\n"
+    )
+    return text[: block + 1] + protocol + text[block + 1 :]
 
 
 def main():
@@ -859,7 +1051,7 @@ def main():
             print(f"stale: {path}")
         sys.exit(1 if stale or extra else 0)
     for path in stale:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files[path], encoding="utf-8")
         print(f"wrote {path}")
     for path in extra:  # a published stage no longer in SYSTEMS

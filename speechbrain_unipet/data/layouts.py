@@ -1,6 +1,23 @@
-"""Where a user's recordings are and who speaks in them: the data layouts
-(VoxCeleb, one folder per speaker, a manifest CSV/TSV/JSONL, Kaldi data
-dirs), their detection, and probing each recording before training.
+"""Where a user's recordings are and who speaks in them: the data layouts,
+their detection, and probing each recording before training.
+
+The layouts (``DATA_FORMATS``):
+
+* ``voxceleb``: ``<folder>/wav/<speaker>/<video>/<utterance>.wav``;
+* ``speaker_folders``: ``<folder>/<speaker>/**/<file>.<ext>``;
+* ``csv``: a manifest CSV/TSV with ``path`` and ``speaker`` columns
+  (optional ``id``, ``start``, ``stop``);
+* ``kaldi``: a Kaldi data folder (``wav.scp``, ``utt2spk``, optional
+  ``segments``);
+* ``cnceleb``: a released CN-Celeb folder (``data/<speaker>/<genre>-<session>-
+  <n>.flac`` with ``dev/dev.lst`` or ``spk.lst`` naming the training
+  speakers, and for CN-Celeb1 the evaluation lists under ``eval/lists``;
+  ``speechbrain_unipet.data.cnceleb``).
+
+Each recording's ``group`` is the unit within which short utterances of a
+speaker may be combined: the video (voxceleb), the sub-folder below the
+speaker's folder (speaker_folders), the genre (cnceleb); none for csv and
+kaldi.
 
 Authors
  * speechbrain-unipet contributors 2026
@@ -24,7 +41,7 @@ from speechbrain_unipet.utils.errors import UserError
 logger = get_logger(__name__)
 
 
-DATA_FORMATS = ("voxceleb", "speaker_folders", "csv", "kaldi")
+DATA_FORMATS = ("voxceleb", "speaker_folders", "csv", "kaldi", "cnceleb")
 
 
 AUDIO_EXTENSIONS = (
@@ -57,7 +74,12 @@ class DataPreparationError(UserError, ValueError):
 
 @dataclasses.dataclass
 class Recording:
-    """One utterance of the corpus: a file, or a region of it (seconds)."""
+    """One utterance of the corpus: a file, or a region of it (seconds).
+
+    ``origin`` is where it was listed (``file:line``, named in errors);
+    ``group`` the unit within which short utterances of the speaker may be
+    combined (the module docstring), ``""`` for none.
+    """
 
     uid: str
     path: str
@@ -65,6 +87,7 @@ class Recording:
     start: float | None = None
     stop: float | None = None
     origin: str = ""
+    group: str = ""
 
 
 # ---------------------------------------------------------------- layouts
@@ -112,7 +135,8 @@ def list_voxceleb(folder):
     recordings = []
     for rel, path in audio_files(root):
         if rel.count("/") == 2:
-            recordings.append(Recording(rel, path, rel.split("/")[0]))
+            speaker, video, _ = rel.split("/")
+            recordings.append(Recording(rel, path, speaker, group=video))
     if not recordings:
         raise DataPreparationError(
             f"No audio files in the voxceleb layout under '{root}' (expected "
@@ -147,7 +171,10 @@ def list_speaker_folders(folder):
         if "/" not in rel:
             loose += 1
             continue
-        recordings.append(Recording(rel, path, rel.split("/")[0]))
+        parts = rel.split("/")
+        recordings.append(
+            Recording(rel, path, parts[0], group="/".join(parts[1:-1]))
+        )
     if loose:
         logger.warning(
             "%d audio file(s) directly in %s have no speaker folder: ignored",
@@ -401,12 +428,40 @@ def list_kaldi(folder):
     return recordings
 
 
+def list_cnceleb(folder):
+    """Recordings of the training speakers of a released CN-Celeb folder:
+    ``speechbrain_unipet.data.cnceleb.list_cnceleb``.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        ``CN-Celeb_flac`` or ``CN-Celeb2_flac``.
+
+    Returns
+    -------
+    list of Recording
+        One per utterance.
+    """
+    # Imported here: the cnceleb module builds on this one (Recording).
+    from speechbrain_unipet.data import cnceleb
+
+    return cnceleb.list_cnceleb(folder)
+
+
 LISTERS = {
     "voxceleb": list_voxceleb,
     "speaker_folders": list_speaker_folders,
     "csv": list_manifest,
     "kaldi": list_kaldi,
+    "cnceleb": list_cnceleb,
 }
+
+
+def _is_cnceleb(path):
+    return (path / "data").is_dir() and any(
+        (path / marker).exists()
+        for marker in ("dev/dev.lst", "spk.lst", "eval/lists")
+    )
 
 
 def detect_format(folder):
@@ -447,6 +502,9 @@ def detect_format(folder):
         return "kaldi"
     if (path / "wav").is_dir():
         return "voxceleb"
+    # Before the speaker folders: data/ holds audio in folders too.
+    if _is_cnceleb(path):
+        return "cnceleb"
     subdirs = [p for p in path.iterdir() if p.is_dir()]
     if any(next(audio_files(d), None) is not None for d in subdirs):
         return "speaker_folders"

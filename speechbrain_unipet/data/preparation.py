@@ -18,6 +18,11 @@ import time
 
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_unipet.data.cnceleb import (
+    combine_short_recordings,
+    read_cnceleb_protocol,
+    write_protocol,
+)
 from speechbrain_unipet.data.layouts import (
     DataPreparationError,
     _check_probes,
@@ -26,6 +31,7 @@ from speechbrain_unipet.data.layouts import (
     probe_recordings,
 )
 from speechbrain_unipet.data.trials import (
+    Trial,
     _write_trials,
     make_trials,
     read_trials,
@@ -278,7 +284,12 @@ def _trial_rows(resolved, probes_by_uid):
 
 
 def prepare_trial_manifest(
-    data_folder, data_format, trials_file, csv_path, num_workers=None
+    data_folder,
+    data_format,
+    trials_file,
+    csv_path,
+    num_workers=None,
+    enrolment=None,
 ):
     """Writes the CSV of the utterances a trial list names (used when
     verification is pointed at other data or trials than training).
@@ -295,6 +306,9 @@ def prepare_trial_manifest(
         The CSV to write (same columns as the training CSVs).
     num_workers : int, optional
         Processes inspecting the audio, as in ``probe_recordings``.
+    enrolment : dict, optional
+        Model id -> utterance ids (``read_enrolment``): the trials'
+        enrolment ids are these models, whose utterances are prepared.
 
     Returns
     -------
@@ -303,7 +317,16 @@ def prepare_trial_manifest(
     """
     recordings = list_recordings(data_folder, data_format)
     trials = read_trials(trials_file)
-    resolved = resolve_trial_ids(trials, trials_file, recordings)
+    wanted = trials
+    if enrolment is not None:
+        # Each model's utterances stand in for its id (a model's trial
+        # line is then the one named in errors for all of them).
+        wanted = [
+            Trial(t.label, u, t.test)
+            for t in trials
+            for u in enrolment.get(t.enrol, [t.enrol])
+        ]
+    resolved = resolve_trial_ids(wanted, trials_file, recordings)
     needed = sorted(
         {rec.uid: rec for rec, _, _ in resolved.values()}.values(),
         key=lambda r: r.uid,
@@ -328,6 +351,7 @@ def preparation_options(
     seg_dur,
     amp_th,
     seed,
+    combine_min_seconds=None,
 ):
     """What a preparation depends on (stored in ``prepare_options.json``).
 
@@ -335,7 +359,7 @@ def preparation_options(
     ---------
     data_folder, data_format, verification_file, num_test_speakers,
     num_valid_speakers, test_segment_len, trial_utts_per_speaker,
-    split_ratio, seg_dur, amp_th, seed
+    split_ratio, seg_dur, amp_th, seed, combine_min_seconds
         As for ``prepare_speaker_data``.
 
     Returns
@@ -357,6 +381,8 @@ def preparation_options(
         "seg_dur": seg_dur,
         "amp_th": amp_th,
         "seed": seed,
+        # A preparation saved before this option did not combine: null.
+        "combine_min_seconds": combine_min_seconds,
     }
 
 
@@ -481,6 +507,7 @@ def prepare_speaker_data(
     seed=1234,
     num_workers=None,
     skip_prep=False,
+    combine_min_seconds=None,
 ):
     """Writes the recipe's CSVs and trial lists to ``save_folder``.
 
@@ -491,10 +518,13 @@ def prepare_speaker_data(
     save_folder : str
         Where the CSVs go.
     data_format : str or None
-        ``voxceleb``, ``speaker_folders``, ``csv``, ``kaldi``; None detects.
+        ``voxceleb``, ``speaker_folders``, ``csv``, ``kaldi``, ``cnceleb``;
+        None detects.
     verification_file : str or None
-        Trial list (``label enrol test``); None generates ``trials.txt``
-        over ``num_test_speakers`` held-out speakers.
+        Trial list (``label enrol test``); None: CN-Celeb's evaluation
+        protocol (``eval/lists``, written to ``<save_folder>/cnceleb``) for
+        a CN-Celeb folder that has one, else ``trials.txt`` generated over
+        ``num_test_speakers`` held-out speakers.
     num_test_speakers : int or None
         Held-out test speakers when no trial list is given; None: what the
         data allows (``AUTO_TEST_SPEAKERS``).
@@ -522,6 +552,13 @@ def prepare_speaker_data(
         Inspection processes (None: one per CPU core).
     skip_prep : bool
         Do nothing (the CSVs must exist already).
+    combine_min_seconds : float or None
+        Short recordings of a training speaker are concatenated, within a
+        group (CN-Celeb: a genre; VoxCeleb: a video; speaker folders: a
+        sub-folder), into files of at least this length, written under
+        ``<save_folder>/combined`` (WeSpeaker's CN-Celeb preparation, 5 s);
+        None: recordings as they are (those shorter than a training
+        segment give none).
 
     Returns
     -------
@@ -555,19 +592,15 @@ def prepare_speaker_data(
             f"trial_utts_per_speaker={trial_utts_per_speaker}: target trials "
             "need at least 2 utterances per speaker"
         )
-    if (
-        verification_file is None
-        and num_test_speakers is not None
-        and (num_test_speakers < 2)
-    ):
-        raise DataPreparationError(
-            f"num_test_speakers={num_test_speakers}: generated trials need "
-            "at least 2 speakers (or give a verification_file)"
-        )
     if not 0 < split_ratio[1] < sum(split_ratio):
         raise DataPreparationError(
             f"split_ratio {list(split_ratio)} must give both train and dev a "
             "share (dev measures the speaker-ID error)"
+        )
+    if combine_min_seconds is not None and not combine_min_seconds > 0:
+        raise DataPreparationError(
+            f"combine_min_seconds={combine_min_seconds}: give a length in "
+            "seconds (> 0), or null to train on the recordings as they are"
         )
     options = preparation_options(
         data_folder,
@@ -581,6 +614,7 @@ def prepare_speaker_data(
         seg_dur,
         amp_th,
         seed,
+        combine_min_seconds,
     )
     done = save / OPTIONS_FILE
     if done.is_file():
@@ -602,8 +636,28 @@ def prepare_speaker_data(
     save.mkdir(parents=True, exist_ok=True)
 
     recordings = list_recordings(data_folder, data_format)
-    fmt = data_format or detect_format(str(data_folder).split(",")[0].strip())
-    trials = None
+    first_folder = str(data_folder).split(",")[0].strip()
+    fmt = data_format or detect_format(first_folder)
+    trials = protocol = None
+    if verification_file is None and fmt == "cnceleb":
+        # Read before the audio is inspected: a broken list fails fast.
+        protocol = read_cnceleb_protocol(first_folder)
+    if (
+        verification_file is None
+        and protocol is None
+        and num_test_speakers is not None
+        and (num_test_speakers < 2)
+    ):
+        raise DataPreparationError(
+            f"num_test_speakers={num_test_speakers}: generated trials need "
+            "at least 2 speakers (or give a verification_file"
+            + (
+                "; the first CN-Celeb folder has no eval/lists protocol"
+                if fmt == "cnceleb"
+                else ""
+            )
+            + ")"
+        )
     if verification_file is not None:
         if not os.path.isfile(verification_file):
             raise DataPreparationError(
@@ -615,6 +669,11 @@ def prepare_speaker_data(
     logger.info("Inspecting %d recordings (%s layout)...", len(recordings), fmt)
     probes = probe_recordings(recordings, seg_dur, amp_th or 0, num_workers)
     rates, multi = _check_probes(recordings, probes)
+    combined = 0
+    if combine_min_seconds is not None:
+        recordings, probes, combined = _combined(
+            recordings, probes, combine_min_seconds, save, seg_dur, amp_th
+        )
     probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
     by_speaker = collections.defaultdict(list)
     for rec, probe in zip(recordings, probes, strict=True):
@@ -627,7 +686,16 @@ def prepare_speaker_data(
 
     rng = random.Random(seed)
     files = ["train.csv", "dev.csv", "test.csv"]
-    if trials is not None:
+    protocol_stats = None
+    if protocol is not None:
+        test_speakers, test_rows, trials, trials_path, protocol_stats = (
+            _protocol_rows(protocol, save, seg_dur, num_workers)
+        )
+        files += [TRIALS_FILE] + [
+            str(pathlib.Path(path).relative_to(save))
+            for path in protocol_stats["files"].values()
+        ]
+    elif trials is not None:
         test_speakers = {rec.speaker for rec, _, _ in resolved.values()}
         test_rows = _trial_rows(resolved, probe_of)
         trials_path = str(verification_file)
@@ -709,7 +777,10 @@ def prepare_speaker_data(
             "speakers": len(valid_speakers),
             "trials": len(valid_trials),
         },
+        "combined_files": combined,
     }
+    if protocol_stats is not None:
+        stats["protocol"] = protocol_stats
     if empty or short:
         logger.warning(
             "Skipped %d empty recording(s) and %d shorter than a %.1f s "
@@ -727,6 +798,62 @@ def prepare_speaker_data(
     os.replace(tmp, done)
     logger.info("Data preparation: %s", stats)
     return stats
+
+
+def _combined(recordings, probes, min_seconds, save, seg_dur, amp_th):
+    """The recordings with short ones combined (``combine_min_seconds``),
+    their probes (the written files inspected as any recording), and how
+    many files were written."""
+    new, written = combine_short_recordings(
+        recordings, probes, min_seconds, save / "combined"
+    )
+    probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
+    fresh = [r for r in new if r.uid not in probe_of]
+    fresh_probes = probe_recordings(fresh, seg_dur, amp_th or 0)
+    _check_probes(fresh, fresh_probes)
+    probe_of.update(zip((r.uid for r in fresh), fresh_probes, strict=True))
+    logger.info(
+        "Combined short recordings to at least %.1f s: %d recordings -> %d "
+        "(%d combined files written to %s)",
+        min_seconds,
+        len(recordings),
+        len(new),
+        written,
+        save / "combined",
+    )
+    return new, [probe_of[r.uid] for r in new], len(fresh)
+
+
+def _protocol_rows(protocol, save, seg_dur, num_workers):
+    """Test rows and trials of a CN-Celeb evaluation protocol: every
+    enrolment and test file whole, the trial list (enrolment side:
+    models), both enrolment maps and the test genres written to
+    ``<save>/cnceleb``."""
+    probes = probe_recordings(protocol.recordings, seg_dur, 0, num_workers)
+    _check_probes(protocol.recordings, probes)
+    rows = []
+    for rec, probe in zip(protocol.recordings, probes, strict=True):
+        if probe.stop <= probe.start:
+            raise DataPreparationError(
+                f"{rec.origin or rec.path}: '{rec.path}' has no audio; the "
+                "evaluation protocol needs every file it lists"
+            )
+        region = (probe.start, probe.stop)
+        rows.append(_row(rec.uid, rec, probe, *region, region))
+    files = write_protocol(protocol, save / "cnceleb")
+    trials = [Trial(*t) for t in protocol.trials]
+    # Also where verification looks for the trials of training (with
+    # test.csv): the enrolment map then picks the protocol.
+    _write_trials(save / TRIALS_FILE, protocol.trials)
+    stats = {
+        "models": len(protocol.avg_map),
+        "trials": len(trials),
+        "targets": sum(t.label for t in trials),
+        "genres": len(set(protocol.genres.values())),
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    speakers = {rec.speaker for rec in protocol.recordings}
+    return speakers, rows, trials, str(save / TRIALS_FILE), stats
 
 
 #: Held-out speakers when ``num_test_speakers`` / ``num_valid_speakers``

@@ -192,6 +192,54 @@ def read_enrolment(path):
     return models
 
 
+def read_trial_groups(path):
+    """Reads a group per test utterance (``utt group`` per line), e.g.
+    CN-Celeb's genre of each test file, for per-group error rates.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+
+    Returns
+    -------
+    dict
+        test utterance id (extension dropped) -> group name.
+
+    Raises
+    ------
+    TrialListError
+        Naming the file and line of a malformed or repeated entry.
+
+    Example
+    -------
+    >>> p = getfixture("tmp_path") / "test_genres.txt"
+    >>> _ = p.write_text("test/a-singing-01-001.wav singing\\n")
+    >>> read_trial_groups(p)
+    {'test/a-singing-01-001': 'singing'}
+    """
+    groups, seen = {}, {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise TrialListError(
+                    f"{path}:{lineno}: expected 'utterance group', got "
+                    f"{line.strip()!r}"
+                )
+            uid = utterance_id(parts[0])
+            if uid in seen:
+                raise TrialListError(
+                    f"{path}:{lineno}: '{uid}' repeats line {seen[uid]}"
+                )
+            seen[uid] = lineno
+            groups[uid] = parts[1]
+    if not groups:
+        raise TrialListError(f"Group list {path} holds no utterances")
+    return groups
+
+
 # ------------------------------------------------------------------ trials
 def make_trials(utts_by_speaker, seed):
     """Balanced trials: per speaker, every target pair of its utterances and

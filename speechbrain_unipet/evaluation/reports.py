@@ -557,6 +557,103 @@ def write_condition_report(rows, folder):
     return table
 
 
+GROUP_COLUMNS = [
+    ("group", "group", "{}"),
+    ("eer_percent", "EER %", "{}"),
+    ("min_dcf", "minDCF(0.01)", "{}"),
+    ("num_target", "target trials", "{}"),
+    ("num_trials", "trials", "{}"),
+]
+
+
+def group_results(trials, scores, groups):
+    """EER and minDCF of the trials of each test-side group (CN-Celeb: the
+    genre of the test utterance), all trials last.
+
+    A group whose trials are of one class only has no error rate: its
+    EER and minDCF are None (a genre with no target trial says nothing).
+
+    Arguments
+    ---------
+    trials : list of Trial
+    scores : torch.Tensor or numpy.ndarray
+        One score per trial.
+    groups : dict
+        test utterance id -> group (``read_trial_groups``).
+
+    Returns
+    -------
+    list of dict
+        ``group``, ``eer``, ``min_dcf``, ``num_trials``, ``num_target``.
+
+    Raises
+    ------
+    EvaluationError
+        If a test utterance has no group.
+
+    Example
+    -------
+    >>> trials = [Trial(1, "m", "t1"), Trial(0, "m", "t2"), Trial(1, "m", "t3")]
+    >>> rows = group_results(
+    ...     trials, [0.9, 0.1, 0.2], {"t1": "a", "t2": "a", "t3": "b"}
+    ... )
+    >>> [(r["group"], r["eer"], r["num_trials"]) for r in rows]
+    [('a', 0.0, 2), ('b', None, 1), ('all', 0.0, 3)]
+    """
+    missing = sorted({t.test for t in trials if t.test not in groups})
+    if missing:
+        raise EvaluationError(
+            f"{len(missing)} test utterance(s) have no group, e.g. "
+            f"'{missing[0]}': list every test utterance in trial_groups"
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.array([t.label == 1 for t in trials])
+    names = np.array([groups[t.test] for t in trials])
+    rows = []
+    for group in [*sorted(set(names)), None]:
+        keep = np.ones(len(trials), bool) if group is None else names == group
+        pos = torch.from_numpy(scores[keep & labels])
+        neg = torch.from_numpy(scores[keep & ~labels])
+        both = len(pos) > 0 and len(neg) > 0
+        rows.append(
+            {
+                "group": "all" if group is None else str(group),
+                "eer": eer(pos, neg)[0] if both else None,
+                "min_dcf": min_dcf(pos, neg)[0] if both else None,
+                "num_trials": int(keep.sum()),
+                "num_target": int((keep & labels).sum()),
+            }
+        )
+    return rows
+
+
+def write_group_report(rows, path):
+    """Writes the markdown table of ``group_results`` to ``path`` (and
+    returns it); groups without both classes show "-".
+
+    Arguments
+    ---------
+    rows : list of dict
+        ``group_results``.
+    path : str or pathlib.Path
+
+    Returns
+    -------
+    str
+    """
+    shown = [
+        dict(
+            r,
+            eer_percent="-" if r["eer"] is None else f"{100 * r['eer']:.2f}",
+            min_dcf="-" if r["min_dcf"] is None else f"{r['min_dcf']:.4f}",
+        )
+        for r in rows
+    ]
+    table = markdown_table(shown, GROUP_COLUMNS)
+    atomic_write(path, table + "\n")
+    return table
+
+
 def save_evaluation_plots(det_path, histogram_path, scores, labels, title):
     """DET curve and score histogram of scored trials (skipped, with a
     warning, without matplotlib).

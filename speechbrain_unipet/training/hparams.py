@@ -68,6 +68,9 @@ RECIPE_VALUES = {
     "num_test_speakers": _value("int", "held-out test speakers", 0),
     "num_valid_speakers": _value("int", "held-out validation speakers", 0),
     "test_segment_len": _value("float", "trial segment in seconds", 0.1),
+    "combine_min_seconds": _value(
+        "float", "shortest combined recording in seconds", 0.1
+    ),
     "trial_utts_per_speaker": _value("int", "trial utterances per speaker", 1),
     "sample_rate": _value("int", "model sample rate", 8000),
     "emb_dim": _value("int", "embedding size", 1),
@@ -136,6 +139,7 @@ NULLABLE = {
     "calibration_p_target",
     "num_test_speakers",
     "num_valid_speakers",
+    "combine_min_seconds",
 }
 
 

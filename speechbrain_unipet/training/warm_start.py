@@ -426,7 +426,7 @@ def init_from_export(hparams, folder):
     )
 
 
-def init_from(hparams, folder, average_last=0):
+def init_from(hparams, folder, average_last=0, classifier=True):
     """Starts a run from earlier weights: an exported model folder
     (``init_from_export``) or a training run's output folder
     (``init_from_run``).
@@ -439,13 +439,17 @@ def init_from(hparams, folder, average_last=0):
         The ``init_from`` folder.
     average_last : int
         For a run: 0, its best checkpoint; N, the mean of its last N.
+    classifier : bool
+        For a run: copy the classifier weights of the speakers both runs
+        train on (False: a fresh classifier, ``init_classifier``). An
+        export holds no classifier: always fresh.
     """
     if is_init_export(folder):
         return init_from_export(hparams, folder)
-    return init_from_run(hparams, folder, average_last)
+    return init_from_run(hparams, folder, average_last, classifier)
 
 
-def init_from_run(hparams, folder, average_last=0):
+def init_from_run(hparams, folder, average_last=0, classifier=True):
     """Starts a run from another training run (a second stage, e.g. joint
     or large-margin fine-tuning): its encoder (PET weights, or for a method
     change, see ``carry_encoder_state``) and speaker back-end, and the
@@ -464,6 +468,8 @@ def init_from_run(hparams, folder, average_last=0):
         The earlier run's output folder.
     average_last : int
         0: its best checkpoint; N: the mean of its last N.
+    classifier : bool
+        Copy the classes of common speakers (False: fresh classifier).
 
     Raises
     ------
@@ -498,7 +504,11 @@ def init_from_run(hparams, folder, average_last=0):
             "run's (backend, its sizes, emb_dim: see its hyperparams.yaml): "
             f"{str(err).splitlines()[1:3]}"
         ) from err
-    copied = _copy_speaker_classes(theirs, their_modules, hparams)
+    copied = (
+        _copy_speaker_classes(theirs, their_modules, hparams)
+        if classifier
+        else "fresh classifier: init_classifier is False"
+    )
     logger.info(
         "Initialised the encoder (%s) and the speaker back-end from the run "
         "%s (%s)",

@@ -9,12 +9,17 @@ and its best checkpoint (``ckpt_select``; or the mean of the last
 across ``torchrun`` processes, an embedding store under
 ``embeddings_folder`` that later runs reuse and a killed run resumes),
 scores the trials (the given ``verification_file``, or the list the data
-preparation generated over held-out speakers) and writes ``results.json``
+preparation generated over held-out speakers; with ``enrolment_map``, a
+trial's enrolment side is a model: the mean of its utterances' embeddings,
+CN-Celeb's "Avg" protocol) and writes ``results.json``
 (``eer``, ``min_dcf``, ``min_dcf_0.05``, ``cllr``, ``min_cllr``,
 ``act_dcf``, and ``calibrated`` with the same metrics of calibrated
 scores), the score file, DET / histogram plots, the learned layer weights
 and UniPET gates, and with ``--conditions`` an EER/minDCF table of the
-same trials with the test side degraded.
+same trials with the test side degraded. ``trial_groups`` (a group per
+test utterance, e.g. CN-Celeb's genres) adds an EER/minDCF table per group;
+``compare_calibration`` applies other calibrations (e.g. one fitted on
+VoxCeleb) to the same scores, reported beside this run's.
 
 > python speaker_verification_cosine.py hparams/verification.yaml \
       --output_folder=results/unipet/1986 [--verification_file=<trials>]
@@ -43,7 +48,11 @@ from speechbrain_unipet.data.preparation import (
     prepare_trial_manifest,
     read_csv_rows,
 )
-from speechbrain_unipet.data.trials import read_trials
+from speechbrain_unipet.data.trials import (
+    read_enrolment,
+    read_trial_groups,
+    read_trials,
+)
 from speechbrain_unipet.evaluation.conditions import (
     parse_conditions,
 )
@@ -51,6 +60,7 @@ from speechbrain_unipet.evaluation.extraction import extract
 from speechbrain_unipet.evaluation.reports import (
     apply_calibration,
     fit_calibration,
+    group_results,
     labels_of,
     learned_layer_weights,
     save_evaluation_plots,
@@ -59,11 +69,14 @@ from speechbrain_unipet.evaluation.reports import (
     verification_results,
     with_test_side,
     write_condition_report,
+    write_group_report,
     write_scores,
 )
 from speechbrain_unipet.evaluation.utterances import utterances_from_rows
-from speechbrain_unipet.scoring.cosine import speaker_cohort
+from speechbrain_unipet.scoring.calibration import ScoreCalibrator
+from speechbrain_unipet.scoring.cosine import enrol_models, speaker_cohort
 from speechbrain_unipet.scoring.metrics import CalibrationError
+from speechbrain_unipet.scoring.store import EmbeddingStore
 from speechbrain_unipet.training.hparams import RecipeError, load_recipe_hparams
 from speechbrain_unipet.training.runs import load_trained_model
 from speechbrain_unipet.utils.distributed import finish_distributed
@@ -73,10 +86,14 @@ from speechbrain_unipet.utils.files import atomic_write
 logger = get_logger(__name__)
 
 
-def trial_rows(cfg, train_hparams, trials_file=None, name="verification"):
+def trial_rows(
+    cfg, train_hparams, trials_file=None, name="verification", enrolment=None
+):
     """A trial list and the CSV rows of its utterances: those the data
     preparation wrote, or, when ``data_folder`` / ``verification_file`` /
-    ``trials_file`` is given, those prepared here from the data."""
+    ``trials_file`` is given, those prepared here from the data. With an
+    ``enrolment`` map (model -> utterances), a trial's enrolment id is a
+    model and its utterances are the rows needed."""
     save = pathlib.Path(train_hparams["save_folder"])
     if trials_file or cfg["data_folder"] or cfg["verification_file"]:
         trials_file = (
@@ -90,13 +107,24 @@ def trial_rows(cfg, train_hparams, trials_file=None, name="verification"):
             train_hparams.get("data_format"),
             trials_file,
             csv_path,
+            enrolment=enrolment,
         )
     else:
         trials_file = train_hparams["verification_file"] or save / TRIALS_FILE
         csv_path = save / "test.csv"
     trials = read_trials(trials_file)
     rows = {r["ID"]: r for r in read_csv_rows(csv_path)}
-    needed = {t.enrol for t in trials} | {t.test for t in trials}
+    needed = {t.test for t in trials}
+    if enrolment is None:
+        needed |= {t.enrol for t in trials}
+    else:
+        models = sorted({t.enrol for t in trials} - set(enrolment))
+        if models:
+            raise DataPreparationError(
+                f"{len(models)} enrolment model(s) of {trials_file} are not "
+                f"in the enrolment_map, e.g. '{models[0]}'"
+            )
+        needed |= {u for t in trials for u in enrolment[t.enrol]}
     missing = sorted(needed - set(rows))
     if missing:
         raise DataPreparationError(
@@ -104,7 +132,10 @@ def trial_rows(cfg, train_hparams, trials_file=None, name="verification"):
             f"{csv_path}, e.g. '{missing[0]}': pass --data_folder and "
             "--verification_file to prepare them"
         )
-    return trials, trials_file, [rows[i] for i in sorted(needed)]
+    # All the rows, not only those of these trials: trial lists over the
+    # same prepared utterances (CN-Celeb's Avg and Concat) then share one
+    # embedding store.
+    return trials, trials_file, [rows[i] for i in sorted(rows)]
 
 
 def calibration_rows(cfg, train_hparams):
@@ -205,6 +236,17 @@ def main(argv):
         conditions = parse_conditions(
             cfg["conditions"], cfg["noise_folder"], cfg["rir_folder"]
         )
+    # Read before any embedding, so that a wrong path costs no extraction.
+    enrolment = (
+        read_enrolment(cfg["enrolment_map"]) if cfg["enrolment_map"] else None
+    )
+    groups = (
+        read_trial_groups(cfg["trial_groups"]) if cfg["trial_groups"] else None
+    )
+    other_calibrations = {
+        str(path): ScoreCalibrator.load(path)
+        for path in (cfg["compare_calibration"] or [])
+    }
     train_hparams, modules = load_trained_model(
         cfg["output_folder"], device, cfg["average_last"]
     )
@@ -213,7 +255,9 @@ def main(argv):
         modules["mean_var_norm"],
         modules["embedding_model"],
     )
-    trials, trials_file, rows = trial_rows(cfg, train_hparams)
+    trials, trials_file, rows = trial_rows(
+        cfg, train_hparams, enrolment=enrolment
+    )
     labels = labels_of(trials)
     calibration = (
         calibration_rows(cfg, train_hparams) if cfg["calibrate"] else None
@@ -235,6 +279,13 @@ def main(argv):
             cohort, mean = speaker_cohort(cohort_store, speakers)
         else:
             mean = cohort_store.vectors().mean(0)
+    if enrolment is not None:
+        # Models are built with the mean that scoring subtracts.
+        used = {t.enrol for t in trials}
+        models = enrol_models(
+            store, {m: u for m, u in enrolment.items() if m in used}, mean
+        )
+        store = EmbeddingStore.concat([store, models])
     calibration_store = None
     if calibration is not None:
         calibration_store = extractor("calibration", calibration[2])
@@ -263,6 +314,7 @@ def main(argv):
         "pet_method": train_hparams["pet_method"],
         "ssl_hub": str(train_hparams["ssl_hub"]),
         "verification_file": str(trials_file),
+        "enrolment_map": cfg["enrolment_map"] and str(cfg["enrolment_map"]),
     }
     if calibration is not None:
         cal_trials, cal_file, _ = calibration
@@ -300,7 +352,7 @@ def main(argv):
             )
             write_scores(
                 pathlib.Path(cfg["scores_file"]).with_name(
-                    "calibrated_scores.txt"
+                    f"calibrated_{pathlib.Path(cfg['scores_file']).name}"
                 ),
                 trials,
                 llrs.tolist(),
@@ -310,6 +362,16 @@ def main(argv):
             "No calibration: the run has no validation trials; give "
             "--calibration_trials to calibrate"
         )
+    if other_calibrations:
+        compared = compare_calibrations(
+            other_calibrations, result, trials, store, details, scoring
+        )
+        result["calibration_comparison"] = compared
+    if groups is not None:
+        group_rows = group_results(trials, scores, groups)
+        result["groups"] = group_rows
+        table = write_group_report(group_rows, cfg["groups_file"])
+        logger.info("EER per trial group:\n%s", table)
 
     previous = pathlib.Path(cfg["results_file"])
     if previous.is_file():
@@ -383,6 +445,44 @@ def main(argv):
     )
     print(json.dumps(result))
     return result
+
+
+def compare_calibrations(calibrations, result, trials, store, details, scoring):
+    """The calibration metrics of these scores under each given
+    calibration (e.g. one fitted on VoxCeleb) beside this run's own
+    (fitted on its calibration trials, e.g. CN-Celeb dev speakers): the
+    cross-domain shift shows as a larger Cllr and actual DCF at the same
+    EER."""
+    labels = labels_of(trials)
+    rows = []
+    if "calibrated" in result:
+        rows.append(
+            {
+                "calibration": "this run's",
+                "fitted_on": result["calibration"]["trials"],
+                **result["calibrated"],
+            }
+        )
+    for path, calibrator in calibrations.items():
+        llrs = apply_calibration(calibrator, trials, store, details, scoring)
+        rows.append(
+            {
+                "calibration": path,
+                "fitted_on": path,
+                **verification_results(llrs, labels),
+            }
+        )
+    for row in rows:
+        logger.info(
+            "Calibration %s: Cllr %.3f (min %.3f), actual DCF %.4f, minDCF "
+            "%.4f",
+            row["calibration"],
+            row["cllr"],
+            row["min_cllr"],
+            row["act_dcf"],
+            row["min_dcf"],
+        )
+    return rows
 
 
 def save_model_plots(cfg, modules, store):

@@ -353,6 +353,7 @@ def main(argv):
         "seg_dur": hparams["sentence_len"],
         "amp_th": hparams["amp_th"],
         "seed": hparams["seed"],
+        "combine_min_seconds": hparams["combine_min_seconds"],
     }
     # Before anything is written: a re-run on other data must not reuse
     # (or damage) checkpoints trained on the old data.
@@ -408,7 +409,12 @@ def main(argv):
     # Not on a resumed run: its checkpoint replaces these weights anyway
     # (and the earlier run may be gone by then).
     if hparams["init_from"] and not hparams["checkpointer"].find_checkpoints():
-        init_from(hparams, hparams["init_from"], hparams["init_average_last"])
+        init_from(
+            hparams,
+            hparams["init_from"],
+            hparams["init_average_last"],
+            classifier=hparams["init_classifier"],
+        )
     trainable, total = hparams["ssl_encoder"].count_parameters()
     logger.info(
         "PET method '%s': %s of %s encoder parameters train (%.2f %%)",

@@ -1,0 +1,1 @@
+../../VoxCeleb/SpeakerRec/speaker_verification_cosine.py

@@ -1,0 +1,1 @@
+../../VoxCeleb/SpeakerRec/train_speaker_embeddings.py

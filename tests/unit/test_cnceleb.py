@@ -1,0 +1,419 @@
+"""CN-Celeb as released: the ``cnceleb`` layout, its evaluation protocol
+(``eval/lists``) with errors that name the line, and the combination of
+short utterances (Kaldi's ``choose_utts_to_combine.py`` rules).
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from speechbrain_unipet.data.cnceleb import (
+    GENRES,
+    combine_ranges,
+    combine_short_recordings,
+    genre_of,
+    list_cnceleb,
+    read_cnceleb_protocol,
+    write_protocol,
+)
+from speechbrain_unipet.data.layouts import (
+    DataPreparationError,
+    Recording,
+    detect_format,
+    list_recordings,
+    list_speaker_folders,
+    list_voxceleb,
+    probe_recordings,
+)
+from speechbrain_unipet.data.trials import read_enrolment, read_trials
+from speechbrain_unipet.demo import write_cnceleb_layout
+from speechbrain_unipet.utils.audio import AudioProbe
+
+
+def tone(f0, seconds, rate, seed=0):
+    t = np.arange(int(round(seconds * rate))) / rate
+    noise = np.random.default_rng(seed).standard_normal(t.size)
+    return (0.3 * np.sin(2 * np.pi * f0 * t) + 0.01 * noise).astype(np.float32)
+
+
+# ------------------------------------------------------------ combining
+@pytest.mark.parametrize(
+    "durations, min_seconds, expected",
+    [
+        ([5, 6, 7], 0.1, [(0, 1), (1, 2), (2, 3)]),
+        ([0.1, 6, 7], 0.5, [(0, 2), (2, 3)]),
+        ([6, 7, 0.1], 0.5, [(0, 1), (1, 3)]),
+        ([6, 0.1, 7], 0.5, [(0, 2), (2, 3)]),
+        ([7, 0.1, 6], 0.5, [(0, 2), (2, 3)]),
+        ([1.0, 0.5, 0.1, 6.0], 1.0, [(0, 3), (3, 4)]),
+        ([0.2, 0.3], 1.0, [(0, 2)]),  # all together, still short
+        ([0.2], 1.0, [(0, 1)]),
+        ([], 1.0, []),
+        ([0.99999999, 2.0], 1.0, [(0, 1), (1, 2)]),  # within the tolerance
+    ],
+)
+def test_combine_ranges_cases(durations, min_seconds, expected):
+    assert combine_ranges(durations, min_seconds) == expected
+
+
+def test_combine_ranges_partition_and_minimum():
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        n = int(rng.integers(1, 30))
+        durations = rng.exponential(rng.uniform(0.2, 4.0), n)
+        min_seconds = float(rng.uniform(0.5, 6.0))
+        ranges = combine_ranges(durations.tolist(), min_seconds)
+        # In order, contiguous, covering everything.
+        assert ranges[0][0] == 0 and ranges[-1][1] == n, trial
+        assert all(a < b for a, b in ranges), trial
+        assert all(
+            ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1)
+        ), trial
+        if len(ranges) > 1:
+            sums = [durations[a:b].sum() for a, b in ranges]
+            assert min(sums) >= min_seconds - 1e-5, (trial, sums)
+
+
+@pytest.fixture
+def short_recordings(tmp_path):
+    """Speaker A: group g1 (1.5 s, then a 0.3 s region of a 1 s file,
+    0.4 s, 0.5 s), group g2 (0.3 s alone), an empty probe; speaker B:
+    group g1 at 16 kHz, 8 kHz stereo, 16 kHz."""
+    src = tmp_path / "src"
+    specs = [
+        ("A/g1/0", "A", "g1", 1.5, 16000, 1, None),
+        ("A/g1/1", "A", "g1", 1.0, 16000, 1, (0.1, 0.4)),
+        ("A/g1/2", "A", "g1", 0.4, 16000, 1, None),
+        ("A/g1/3", "A", "g1", 0.5, 16000, 1, None),
+        ("A/g2/0", "A", "g2", 0.3, 16000, 1, None),
+        ("A/g1/9", "A", "g1", 0.3, 16000, 1, None),  # probed empty below
+        ("B/g1/0", "B", "g1", 0.3, 16000, 1, None),
+        ("B/g1/1", "B", "g1", 0.5, 8000, 2, None),
+        ("B/g1/2", "B", "g1", 0.4, 16000, 1, None),
+    ]
+    recordings = []
+    for k, (uid, spk, group, seconds, rate, channels, region) in enumerate(
+        specs
+    ):
+        path = src / f"{uid}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        signal = tone(100 + 30 * k, seconds, rate, seed=k)
+        if channels == 2:
+            signal = np.stack([signal, 0.5 * signal], axis=1)
+        sf.write(path, signal, rate)
+        start, stop = region or (None, None)
+        recordings.append(
+            Recording(uid, str(path), spk, start, stop, group=group)
+        )
+    probes = probe_recordings(recordings, 1.0, 0)
+    probes[5] = AudioProbe(16000, 1, 0, 0)
+    return recordings, probes
+
+
+def _region(rec, probe):
+    data, _ = sf.read(rec.path, start=probe.start, stop=probe.stop)
+    return data.mean(axis=1) if data.ndim == 2 else data
+
+
+def test_combine_short_recordings(short_recordings, tmp_path):
+    recordings, probes = short_recordings
+    out = tmp_path / "combined"
+    new, written = combine_short_recordings(recordings, probes, 1.0, out)
+    by_uid = {r.uid: r for r in new}
+    assert sorted(by_uid) == sorted(
+        ["A/g1/0", "A/g1-1-comb3", "A/g2/0", "A/g1/9", "B/g1-0-comb3"]
+    )
+    assert written == 2
+    # Single ranges and the empty recording are the originals, untouched.
+    for uid in ("A/g1/0", "A/g2/0", "A/g1/9"):
+        assert by_uid[uid] is recordings[[r.uid for r in recordings].index(uid)]
+
+    a = by_uid["A/g1-1-comb3"]
+    assert (a.speaker, a.group) == ("A", "g1")
+    assert a.path == str(out / "A" / "g1-1-comb3.flac")
+    assert a.origin == "combined from A/g1/1 .. A/g1/3"
+    data, rate = sf.read(a.path)
+    info = sf.info(a.path)
+    assert (rate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    expected = np.concatenate(
+        [_region(recordings[k], probes[k]) for k in (1, 2, 3)]
+    )
+    assert data.size == expected.size == int(0.3 * 16000) + 6400 + 8000
+    np.testing.assert_allclose(data, expected, atol=1e-4)
+
+    b = by_uid["B/g1-0-comb3"]
+    data, rate = sf.read(b.path)
+    assert rate == 16000 and b.speaker == "B"
+    middle = torchaudio.functional.resample(
+        torch.from_numpy(_region(recordings[7], probes[7])), 8000, 16000
+    ).numpy()
+    expected = np.concatenate(
+        [
+            _region(recordings[6], probes[6]),
+            middle,
+            _region(recordings[8], probes[8]),
+        ]
+    )
+    assert data.size == expected.size == 4800 + 8000 + 6400
+    np.testing.assert_allclose(data, expected, atol=1e-4)
+
+    # A rerun keeps the finished files; a truncated one is rewritten.
+    stamps = {p: os.stat(p).st_mtime_ns for p in (a.path, b.path)}
+    again, written = combine_short_recordings(recordings, probes, 1.0, out)
+    assert written == 0 and [r.uid for r in again] == [r.uid for r in new]
+    assert {p: os.stat(p).st_mtime_ns for p in stamps} == stamps
+    sf.write(b.path, np.zeros(100), 16000)
+    _, written = combine_short_recordings(recordings, probes, 1.0, out)
+    assert written == 1 and sf.info(b.path).frames == 19200
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_genre_of():
+    assert genre_of("id00012/singing-01-001") == "singing"
+    assert genre_of("test/id00800-singing-01-002") == "singing"
+    assert (
+        genre_of("test/id00800-live_broadcast-02-010.wav") == "live_broadcast"
+    )
+    assert genre_of("id00012/karaoke-01-001.flac") == "karaoke"  # as parsed
+    assert genre_of("enroll/id00800-enroll") == ""
+    assert genre_of("id10270/x6uYqmx31kE/00001") == ""
+
+
+def test_groups_of_other_layouts(tmp_path):
+    for rel in ("wav/s1/vid1/00001.wav", "s1/session/a/take.wav", "s1/t.wav"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, np.zeros(160), 16000)
+    assert [r.group for r in list_voxceleb(tmp_path)] == ["vid1"]
+    groups = {r.uid: r.group for r in list_speaker_folders(tmp_path)}
+    assert groups["s1/session/a/take"] == "session/a"
+    assert groups["s1/t"] == ""
+
+
+# --------------------------------------------------------------- layout
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """Five synthetic speakers (one at 8 kHz stereo) written in CN-Celeb1's
+    layout, the last two evaluation speakers."""
+    root = tmp_path_factory.mktemp("cnceleb")
+    speakers = {}
+    for k in range(5):
+        rate = 8000 if k == 1 else 16000
+        files = []
+        for part in range(2):
+            signal = tone(90 + 40 * k, 6.0, rate, seed=10 * k + part)
+            if k == 1:
+                signal = np.stack([signal, signal], axis=1)
+            path = root / "src" / f"spk{k}" / f"{part}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, signal, rate)
+            files.append(path)
+        speakers[f"spk{k}"] = files
+    dest = root / "CN-Celeb_flac"
+    counts = write_cnceleb_layout(dest, speakers, 2)
+    return dest, counts
+
+
+def test_layout_lists_training_speakers(layout):
+    dest, counts = layout
+    assert counts["train_speakers"] == 3 and counts["eval_speakers"] == 2
+    assert detect_format(dest) == "cnceleb"
+    recordings = list_recordings(dest)
+    assert [r.uid for r in recordings] == [r.uid for r in list_cnceleb(dest)]
+    assert len(recordings) == counts["train_utterances"]
+    assert {r.speaker for r in recordings} == {"id00000", "id00001", "id00002"}
+    for rec in recordings:
+        assert rec.uid.startswith(rec.speaker + "/")
+        assert rec.group in GENRES and rec.group == genre_of(rec.uid)
+        assert rec.path.endswith(".flac") and os.path.isfile(rec.path)
+        assert rec.origin.endswith(f"dev.lst:{int(rec.speaker[2:]) + 1}"), (
+            rec.origin
+        )
+    for spk in ("id00000", "id00001", "id00002"):
+        assert len({r.group for r in recordings if r.speaker == spk}) >= 3
+    info = sf.info(recordings[0].path)
+    assert (info.samplerate, info.channels) == (16000, 1)
+
+    # Combined within speaker and genre, never across.
+    probes = probe_recordings(recordings, 1.0, 0)
+    new, _ = combine_short_recordings(
+        recordings, probes, 5.0, dest.parent / "c"
+    )
+    for rec in new:
+        if rec.origin.startswith("combined from "):
+            first, last = rec.origin[len("combined from ") :].split(" .. ")
+            assert first.split("/")[0] == last.split("/")[0] == rec.speaker
+            assert genre_of(first) == genre_of(last) == rec.group
+
+
+def test_protocol(layout, tmp_path):
+    dest, counts = layout
+    protocol = read_cnceleb_protocol(dest)
+    assert len(protocol.trials) == counts["trials"]
+    assert (
+        sum(label for label, _, _ in protocol.trials) == counts["target_trials"]
+    )
+    models = ["id00003-enroll", "id00004-enroll"]
+    assert sorted(protocol.avg_map) == sorted(protocol.concat_map) == models
+    assert protocol.concat_map["id00003-enroll"] == ["enroll/id00003-enroll"]
+    assert all(
+        u.startswith("id00003/") for u in protocol.avg_map["id00003-enroll"]
+    )
+    assert len(protocol.genres) == counts["test_utterances"]
+    assert all(u.startswith("test/id0000") for u in protocol.genres)
+    assert set(protocol.genres.values()) <= set(GENRES)
+    by_uid = {r.uid: r for r in protocol.recordings}
+    assert (
+        len(by_uid)
+        == len(protocol.recordings)
+        == (counts["enrol_utterances"] + 2 + counts["test_utterances"])
+    )
+    assert by_uid["enroll/id00004-enroll"].speaker == "id00004"
+    assert by_uid["enroll/id00004-enroll"].path.endswith(".flac")
+    for label, model, test in protocol.trials:
+        assert test in by_uid and test in protocol.genres
+        assert label == int(by_uid[test].speaker == model.split("-")[0])
+
+    paths = write_protocol(protocol, tmp_path / "out")
+    trials = read_trials(paths["trials"])
+    assert [(t.label, t.enrol, t.test) for t in trials] == protocol.trials
+    assert read_enrolment(paths["enroll_avg"]) == protocol.avg_map
+    assert read_enrolment(paths["enroll_concat"]) == protocol.concat_map
+    lines = paths["test_genres"].read_text().split("\n")[:-1]
+    assert dict(line.split() for line in lines) == protocol.genres
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_protocol_absent(tmp_path):
+    (tmp_path / "data").mkdir()
+    assert read_cnceleb_protocol(tmp_path) is None
+
+
+# --------------------------------------------------------------- errors
+def _edit(path, line, new=None):
+    """Replaces (or, with None, removes) 1-based ``line`` of ``path``."""
+    lines = path.read_text().splitlines()
+    if new is None:
+        del lines[line - 1]
+    else:
+        lines[line - 1] = new
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _corrupt_missing_test(dest):
+    lists = dest / "eval" / "lists"
+    rel = lists.joinpath("test.lst").read_text().splitlines()[1]
+    (dest / "eval" / rel).with_suffix(".flac").unlink()
+
+
+def _model_line(dest):
+    """enroll.map line of the model of trials.lst's first line."""
+    lists = dest / "eval" / "lists"
+    model = lists.joinpath("trials.lst").read_text().split()[0]
+    lines = lists.joinpath("enroll.map").read_text().splitlines()
+    return [k for k, line in enumerate(lines, 1) if line.startswith(model)][0]
+
+
+@pytest.mark.parametrize(
+    "corrupt, reader, expected",
+    [
+        (
+            lambda d: (d / "eval/lists/trials.lst").unlink(),
+            read_cnceleb_protocol,
+            ["trials.lst' does not exist", "restore it", "<label>'"],
+        ),
+        (
+            lambda d: _edit(
+                d / "eval/lists/trials.lst", 2, "id00003-enroll test/x.wav"
+            ),
+            read_cnceleb_protocol,
+            [
+                "trials.lst:2:",
+                "2 field(s), not 3",
+                "1 (target) or 0 (nontarget)",
+            ],
+        ),
+        (
+            lambda d: _edit(
+                d / "eval/lists/trials.lst",
+                3,
+                d.joinpath("eval/lists/trials.lst")
+                .read_text()
+                .splitlines()[2][:-1]
+                + "2",
+            ),
+            read_cnceleb_protocol,
+            ["trials.lst:3:", "label '2' is not 0 or 1", "<label>'"],
+        ),
+        (
+            lambda d: _edit(d / "eval/lists/enroll.map", _model_line(d)),
+            read_cnceleb_protocol,
+            ["trials.lst:1:", "enroll.map", "add it or remove the trial"],
+        ),
+        (
+            _corrupt_missing_test,
+            read_cnceleb_protocol,
+            ["test.lst:2:", "looked for", "relative to eval/"],
+        ),
+        (
+            lambda d: (d / "dev/dev.lst").write_text(
+                d.joinpath("dev/dev.lst").read_text() + "id09999\n"
+            ),
+            list_cnceleb,
+            ["dev.lst:4:", "'id09999'", "restore the folders"],
+        ),
+        (
+            lambda d: (d / "eval/lists/enroll.lst").write_text(
+                d.joinpath("eval/lists/enroll.lst").read_text() * 2
+            ),
+            read_cnceleb_protocol,
+            ["enroll.lst:3:", "already defined on line 1", "list each model"],
+        ),
+        (
+            lambda d: _edit(d / "eval/lists/test.lst", 1, "test/other.wav"),
+            read_cnceleb_protocol,
+            ["trials.lst:", "is not listed in", "test.lst"],
+        ),
+        (
+            lambda d: (d / "eval/lists/enroll.map").write_text("\n"),
+            read_cnceleb_protocol,
+            ["enroll.map' is empty", "id00800-enroll id00800/singing"],
+        ),
+        (
+            lambda d: (d / "dev/dev.lst").write_text("id00000 id00001\n"),
+            list_cnceleb,
+            ["dev.lst:1:", "one speaker id a line"],
+        ),
+        (
+            lambda d: shutil.rmtree(d / "data"),
+            list_cnceleb,
+            ["data' does not exist", "give data_folder the folder"],
+        ),
+    ],
+    ids=[
+        "no-trials",
+        "two-fields",
+        "label-2",
+        "model-not-in-map",
+        "missing-test-file",
+        "speaker-without-folder",
+        "duplicate-model",
+        "test-not-listed",
+        "empty-map",
+        "dev-two-fields",
+        "no-data",
+    ],
+)
+def test_errors_name_file_and_line(layout, tmp_path, corrupt, reader, expected):
+    dest = tmp_path / "copy"
+    shutil.copytree(layout[0], dest)
+    corrupt(dest)
+    with pytest.raises(DataPreparationError) as err:
+        reader(dest)
+    for text in expected:
+        assert text in str(err.value), str(err.value)
