@@ -23,6 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 DATA = TESTS / "data"
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
+CN_RECIPE = REPO / "recipes" / "CNCeleb" / "SpeakerRec"
 RATE = 16000
 
 # ------------------------------------------------------------ tiny models
@@ -174,12 +175,13 @@ def write_speaker_data(root):
     return root
 
 
-def run_script(script, *args, check=True, timeout=300):
-    """Runs a recipe script (``recipes/VoxCeleb/SpeakerRec``) offline."""
+def run_script(script, *args, check=True, timeout=300, cwd=RECIPE):
+    """Runs a recipe script (of ``cwd``, the VoxCeleb recipe by default)
+    offline."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     done = subprocess.run(
         [sys.executable, script, *map(str, args)],
-        cwd=RECIPE,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -35,7 +35,7 @@ import numpy as np
 import soundfile as sf
 from speechbrain.utils.logger import get_logger
 
-from speechbrain_unipet.data.layouts import (
+from speechbrain_unipet.data.recordings import (
     AUDIO_EXTENSIONS,
     DataPreparationError,
     Recording,

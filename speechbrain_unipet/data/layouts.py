@@ -26,34 +26,28 @@ Authors
 import collections
 import concurrent.futures
 import csv
-import dataclasses
 import math
 import multiprocessing
 import os
 import pathlib
-import re
 
 from speechbrain.utils.logger import get_logger
 
+from speechbrain_unipet.data.cnceleb import list_cnceleb
+from speechbrain_unipet.data.recordings import (  # noqa: F401 (former home)
+    _WHITESPACE,
+    AUDIO_EXTENSIONS,
+    DataPreparationError,
+    Recording,
+    _read_text,
+    audio_files,
+)
 from speechbrain_unipet.utils.audio import MIN_SAMPLE_RATE, probe_audio
-from speechbrain_unipet.utils.errors import UserError
 
 logger = get_logger(__name__)
 
 
 DATA_FORMATS = ("voxceleb", "speaker_folders", "csv", "kaldi", "cnceleb")
-
-
-AUDIO_EXTENSIONS = (
-    ".wav",
-    ".flac",
-    ".ogg",
-    ".opus",
-    ".mp3",
-    ".m4a",
-    ".aac",
-    ".sph",
-)
 
 
 PATH_COLUMNS = ("path", "wav", "file", "audio", "filename")
@@ -65,48 +59,7 @@ SPEAKER_COLUMNS = ("speaker", "spk_id", "spk", "speaker_id")
 ID_COLUMNS = ("id", "utt", "utt_id", "utterance")
 
 
-_WHITESPACE = re.compile(r"\s+")
-
-
-class DataPreparationError(UserError, ValueError):
-    """Raised for data that cannot be used, with the file and the fix."""
-
-
-@dataclasses.dataclass
-class Recording:
-    """One utterance of the corpus: a file, or a region of it (seconds).
-
-    ``origin`` is where it was listed (``file:line``, named in errors);
-    ``group`` the unit within which short utterances of the speaker may be
-    combined (the module docstring), ``""`` for none.
-    """
-
-    uid: str
-    path: str
-    speaker: str
-    start: float | None = None
-    stop: float | None = None
-    origin: str = ""
-    group: str = ""
-
-
 # ---------------------------------------------------------------- layouts
-def audio_files(root):
-    """``(relative path without extension, full path)`` of every audio file
-    under ``root``, sorted (string operations: this runs once per file)."""
-    root = str(root)
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        rel_dir = os.path.relpath(dirpath, root)
-        prefix = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        for name in sorted(files):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in AUDIO_EXTENSIONS:
-                # Trial lists are whitespace-separated: no spaces in ids.
-                uid = _WHITESPACE.sub("_", prefix + stem)
-                yield uid, os.path.join(dirpath, name)
-
-
 def list_voxceleb(folder):
     """Recordings of ``<folder>/wav/<spk>/<video>/<utt>.<ext>``.
 
@@ -313,17 +266,6 @@ def list_manifest(path):
     return recordings
 
 
-def _read_text(path):
-    """A text file's content; a wrong encoding is an error naming it."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return f.read()
-    except UnicodeDecodeError as err:
-        raise DataPreparationError(
-            f"'{path}' is not UTF-8 text ({err}); save it as UTF-8"
-        ) from err
-
-
 def _kaldi_table(path, min_fields=2):
     table = {}
     for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
@@ -426,26 +368,6 @@ def list_kaldi(folder):
             Recording(utt, str(full), speaker, start, stop, origin=where)
         )
     return recordings
-
-
-def list_cnceleb(folder):
-    """Recordings of the training speakers of a released CN-Celeb folder:
-    ``speechbrain_unipet.data.cnceleb.list_cnceleb``.
-
-    Arguments
-    ---------
-    folder : str or pathlib.Path
-        ``CN-Celeb_flac`` or ``CN-Celeb2_flac``.
-
-    Returns
-    -------
-    list of Recording
-        One per utterance.
-    """
-    # Imported here: the cnceleb module builds on this one (Recording).
-    from speechbrain_unipet.data import cnceleb
-
-    return cnceleb.list_cnceleb(folder)
 
 
 LISTERS = {

@@ -10,6 +10,7 @@ import difflib
 
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
 
 from speechbrain_unipet.pet import get_method
 from speechbrain_unipet.pet.component import check_option
@@ -21,7 +22,14 @@ from speechbrain_unipet.utils.errors import UserError
 def _yaml_mapping(text):
     if not text:
         return {}
-    data = YAML(typ="safe").load(text)
+    try:
+        data = YAML(typ="safe").load(text)
+    except DuplicateKeyError as err:
+        key = getattr(err, "problem", "") or str(err).splitlines()[0]
+        raise RecipeError(
+            f"An option is given twice on the command line ({key}): keep "
+            "one --key=value per key"
+        ) from None
     return dict(data or {})
 
 

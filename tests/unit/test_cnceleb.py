@@ -417,3 +417,75 @@ def test_errors_name_file_and_line(layout, tmp_path, corrupt, reader, expected):
         reader(dest)
     for text in expected:
         assert text in str(err.value), str(err.value)
+
+
+# ------------------------------------------------- the recipe's preparation
+def _prepare(folder, save, **options):
+    from speechbrain_unipet.data.preparation import prepare_speaker_data
+
+    settings = dict(
+        data_format="cnceleb",  # as the recipe's yamls say
+        num_test_speakers=0,
+        num_valid_speakers=0,
+        seg_dur=1.0,
+        test_segment_len=1.0,
+        amp_th=0,
+        num_workers=1,
+    )
+    settings.update(options)
+    return prepare_speaker_data(folder, save, **settings)
+
+
+def test_preparation_trains_no_evaluation_speaker(layout, tmp_path):
+    """The protocol's speakers stay out of training even when no
+    ``dev/dev.lst`` says which speakers train (every folder of ``data/``
+    is then listed, the evaluation speakers' enrolment utterances too)."""
+    from speechbrain_unipet.data.preparation import read_csv_rows
+
+    dest, _ = layout
+    copy = tmp_path / "CN-Celeb_flac"
+    shutil.copytree(dest, copy)
+    (copy / "dev" / "dev.lst").unlink()
+    stats = _prepare(copy, tmp_path / "save", combine_min_seconds=3.0)
+    train = {r["spk_id"] for r in read_csv_rows(tmp_path / "save/train.csv")}
+    protocol = read_cnceleb_protocol(copy)
+    evaluation = {r.speaker for r in protocol.recordings}
+    assert evaluation and not train & evaluation
+    assert len(train) == 3
+    assert stats["protocol"]["models"] == 2
+    assert stats["combined_files"] > 0
+    # The trials of training are the protocol's (models on the enrol side).
+    assert [
+        (t.label, t.enrol, t.test)
+        for t in read_trials(tmp_path / "save" / "trials.txt")
+    ] == protocol.trials
+    test_ids = {r["ID"] for r in read_csv_rows(tmp_path / "save/test.csv")}
+    assert test_ids == {r.uid for r in protocol.recordings}
+
+
+def test_training_only_folder_needs_held_out_speakers(layout, tmp_path):
+    """CN-Celeb2 (no eval/lists) with num_test_speakers=0 has no trials:
+    an error that says why, before any audio is read."""
+    dest, _ = layout
+    copy = tmp_path / "CN-Celeb2_flac"
+    shutil.copytree(dest, copy)
+    shutil.rmtree(copy / "eval")
+    (copy / "dev" / "dev.lst").unlink()  # all 5 speakers train
+    with pytest.raises(DataPreparationError, match="no eval/lists protocol"):
+        _prepare(copy, tmp_path / "save")
+    # Held-out speakers instead: it prepares.
+    stats = _prepare(copy, tmp_path / "save", num_test_speakers=2)
+    assert stats["test"]["speakers"] == 2 and "protocol" not in stats
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0])
+def test_combine_min_seconds_must_be_positive(layout, tmp_path, seconds):
+    with pytest.raises(DataPreparationError, match="combine_min_seconds"):
+        _prepare(layout[0], tmp_path / "save", combine_min_seconds=seconds)
+
+
+def test_an_option_given_twice_is_named():
+    from speechbrain_unipet.training.hparams import RecipeError, _yaml_mapping
+
+    with pytest.raises(RecipeError, match="given twice.*data_folder"):
+        _yaml_mapping("data_folder: a\nseed: 1\ndata_folder: b\n")

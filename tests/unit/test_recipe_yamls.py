@@ -35,6 +35,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
 HPARAMS = RECIPE / "hparams"
 RECIPE_CSV = REPO / "tests" / "recipes" / "VoxCeleb.csv"
+CN_HPARAMS = REPO / "recipes" / "CNCeleb" / "SpeakerRec" / "hparams"
+#: Each recipe's test CSV and its hparams folder.
+RECIPE_CSVS = {
+    RECIPE_CSV: HPARAMS,
+    REPO / "tests" / "recipes" / "CNCeleb.csv": CN_HPARAMS,
+}
 # The header of SpeechBrain's tests/recipes/<Dataset>.csv files.
 CSV_HEADER = [
     "Task",
@@ -51,9 +57,13 @@ CSV_HEADER = [
 ]
 
 
-def csv_rows():
-    with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, skipinitialspace=True))
+def csv_rows(path=None):
+    """The rows of one recipe-test CSV, or of all of them."""
+    rows = []
+    for csv_path in [path] if path else RECIPE_CSVS:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            rows += list(csv.DictReader(f, skipinitialspace=True))
+    return rows
 
 
 # ------------------------------------- the files the tool writes, current
@@ -82,6 +92,7 @@ def test_written_files_are_what_the_tool_writes():
     # No yaml outside the tool but the scoring one (none left behind).
     written = set(HPARAMS.rglob("*.yaml")) - set(files)
     assert written == {HPARAMS / "verification.yaml"}
+    assert set(CN_HPARAMS.rglob("*.yaml")) <= set(files)
 
 
 def test_published_yamls_follow_their_base_yaml():
@@ -124,7 +135,9 @@ def script_reads(script_text, var):
 
 
 @pytest.mark.parametrize(
-    "row", csv_rows(), ids=lambda r: pathlib.Path(r["Hparam_file"]).stem
+    "row",
+    csv_rows(),
+    ids=lambda r: "/".join(pathlib.Path(r["Hparam_file"]).parts[1::3]),
 )
 def test_every_yaml_variable_is_used_by_its_script(row):
     script = (REPO / row["Script_file"]).read_text(encoding="utf-8")
@@ -377,11 +390,73 @@ def test_w2v_bert_yaml_loads_and_builds(method, tmp_path):
     assert hparams["backend"] == "mfa"
 
 
+# ------------------------------------------------------- the CN-Celeb recipe
+CN_SCRIPTS = ("train_speaker_embeddings.py", "speaker_verification_cosine.py")
+
+
+def test_cnceleb_scripts_are_the_voxceleb_ones():
+    """One script per task for both corpora: the CN-Celeb folder links to
+    the VoxCeleb recipe's (the same text, so the same yaml rule)."""
+    for name in CN_SCRIPTS:
+        cn = CN_HPARAMS.parent / name
+        assert cn.is_symlink(), name
+        assert cn.resolve() == (HPARAMS.parent / name).resolve()
+
+
+@pytest.mark.parametrize("name", ["unipet", "frozen", "finetune", "transfer"])
+def test_cnceleb_yaml_is_its_voxceleb_yaml_with_cnceleb_data(name):
+    """A CN-Celeb yaml differs from its VoxCeleb base only in the data
+    settings of the tool (and the start of a transfer)."""
+    base_name = make_recipe_hparams().CNCELEB[name][0]
+    ours = YAML().load(CN_HPARAMS / f"{name}.yaml")
+    base = YAML().load(HPARAMS / base_name)
+    assert set(ours) == set(base)
+    changed = {k for k in base if repr(ours[k]) != repr(base[k])}
+    expected = {
+        "data_format",
+        "combine_min_seconds",
+        "num_test_speakers",
+        "output_folder",
+    }
+    if name == "transfer":
+        expected |= {"init_from", "init_classifier"}
+    assert changed == expected
+    assert ours["data_format"] == "cnceleb"
+    assert ours["combine_min_seconds"] == 5.0
+    assert ours["num_test_speakers"] == 0
+
+
+@pytest.mark.parametrize("name", ["unipet", "frozen", "finetune", "transfer"])
+def test_cnceleb_yaml_loads_and_builds(name, tiny_ssl, tmp_path):
+    overrides = base_overrides(tiny_ssl, tmp_path)
+    overrides["init_from"] = str(tmp_path / "vox_run")
+    path, _, cli = sb.parse_arguments(
+        [str(CN_HPARAMS / f"{name}.yaml")]
+        + [f"--{k}={v}" for k, v in overrides.items()]
+    )
+    hparams, _ = load_recipe_hparams(path, cli)
+    assert hparams["data_format"] == "cnceleb"
+    build_backend(hparams, num_speakers=4)
+
+
+def test_cnceleb_verification_yaml_picks_the_protocol(tmp_path):
+    with open(CN_HPARAMS / "verification.yaml", encoding="utf-8") as f:
+        cfg = load_hyperpyyaml(
+            f, {"output_folder": str(tmp_path), "protocol": "concat"}
+        )
+    save = tmp_path / "save" / "cnceleb"
+    assert cfg["enrolment_map"] == str(save / "enroll_concat.map")
+    assert cfg["trial_groups"] == str(save / "test_genres.txt")
+    assert cfg["results_file"] == str(tmp_path / "results_concat.json")
+    assert cfg["verification_file"] is None
+
+
 # -------------------------------------------------- recipe-test CSV rows
-def test_recipe_csv_lists_every_yaml_and_existing_files():
-    with open(RECIPE_CSV, newline="", encoding="utf-8") as f:
+@pytest.mark.parametrize("csv_path", RECIPE_CSVS, ids=lambda p: p.stem)
+def test_recipe_csv_lists_every_yaml_and_existing_files(csv_path):
+    with open(csv_path, newline="", encoding="utf-8") as f:
         assert next(csv.reader(f)) == CSV_HEADER
-    rows = csv_rows()
+    rows = csv_rows(csv_path)
     for row in rows:
         for field in ("Script_file", "Hparam_file", "Data_prep_file"):
             assert (REPO / row[field]).is_file(), row[field]
@@ -391,7 +466,8 @@ def test_recipe_csv_lists_every_yaml_and_existing_files():
             if value.startswith(("samples/", "tests/data/")):
                 assert (REPO / value).exists(), flag
     listed = {row["Hparam_file"] for row in rows}
-    assert listed == {str(p.relative_to(REPO)) for p in HPARAMS.rglob("*.yaml")}
+    hparams = RECIPE_CSVS[csv_path]
+    assert listed == {str(p.relative_to(REPO)) for p in hparams.rglob("*.yaml")}
 
 
 def test_window_overlap_must_be_shorter_than_the_window():

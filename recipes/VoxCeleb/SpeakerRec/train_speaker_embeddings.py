@@ -385,6 +385,15 @@ def main(argv):
         args=[hparams],
         kwargs={"inspect_audio": hparams["skip_prep"]},
     )
+    if hparams["prepare_only"]:
+        # Lists checked, short utterances combined, trials written: the
+        # same command without it finds the preparation done.
+        logger.info(
+            "Data prepared in %s; no training (prepare_only)",
+            hparams["save_folder"],
+        )
+        finish_distributed()
+        return
     validator = verification_validator(hparams)
     hparams["wav_augment"] = build_augmenter(hparams)
     train_data, valid_data, label_encoder = dataio_prep(hparams)
