@@ -111,9 +111,10 @@ def test_avg_and_concat_scores_and_genres(cn_run):
         assert result["num_trials"] == 28 and result["num_target"] == 7
         groups = {g["group"]: g for g in result["groups"]}
         assert groups["all"]["eer"] == pytest.approx(result["eer"])
-        assert sum(
-            g["num_trials"] for name, g in groups.items() if name != "all"
-        ) == result["num_trials"]
+        assert (
+            sum(g["num_trials"] for name, g in groups.items() if name != "all")
+            == result["num_trials"]
+        )
     genres = dict(
         line.split()
         for line in (cn_run / "save" / "cnceleb" / "test_genres.txt")

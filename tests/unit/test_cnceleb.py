@@ -423,15 +423,15 @@ def test_errors_name_file_and_line(layout, tmp_path, corrupt, reader, expected):
 def _prepare(folder, save, **options):
     from speechbrain_unipet.data.preparation import prepare_speaker_data
 
-    settings = dict(
-        data_format="cnceleb",  # as the recipe's yamls say
-        num_test_speakers=0,
-        num_valid_speakers=0,
-        seg_dur=1.0,
-        test_segment_len=1.0,
-        amp_th=0,
-        num_workers=1,
-    )
+    settings = {
+        "data_format": "cnceleb",  # as the recipe's yamls say
+        "num_test_speakers": 0,
+        "num_valid_speakers": 0,
+        "seg_dur": 1.0,
+        "test_segment_len": 1.0,
+        "amp_th": 0,
+        "num_workers": 1,
+    }
     settings.update(options)
     return prepare_speaker_data(folder, save, **settings)
 
