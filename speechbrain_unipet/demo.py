@@ -350,15 +350,7 @@ def main(argv=None):
             "train_speaker_embeddings.py",
             f"hparams/{args.method}.yaml",
             *data,
-            f"--ssl_hub={ssl}",
-            f"--output_folder={train_out}",
-            f"--number_of_epochs={args.epochs}",
-            "--batch_size=8",
-            "--sentence_len=2.0",
-            "--num_workers=0",
-            "--num_valid_speakers=4",
-            "--test_segment_len=2.0",
-            "--device=cpu",
+            *demo_options(args, ssl, train_out, num_valid_speakers=4),
         ],
         RECIPE,
     )
@@ -382,6 +374,22 @@ def main(argv=None):
     return 0
 
 
+def demo_options(args, ssl, train_out, num_valid_speakers):
+    """The training options of both demos: the tiny model, short crops,
+    a CPU."""
+    return [
+        f"--ssl_hub={ssl}",
+        f"--output_folder={train_out}",
+        f"--number_of_epochs={args.epochs}",
+        "--batch_size=8",
+        "--sentence_len=2.0",
+        "--num_workers=0",
+        f"--num_valid_speakers={num_valid_speakers}",
+        "--test_segment_len=2.0",
+        "--device=cpu",
+    ]
+
+
 def cnceleb_demo(args, train_out, ssl):
     """The ``--cnceleb`` demo: trains on ``samples/cnceleb_demo`` and
     scores its protocol both ways; returns 0."""
@@ -391,15 +399,7 @@ def cnceleb_demo(args, train_out, ssl):
             "train_speaker_embeddings.py",
             f"hparams/{args.method}.yaml",
             f"--data_folder={CN_SAMPLES}",
-            f"--ssl_hub={ssl}",
-            f"--output_folder={train_out}",
-            f"--number_of_epochs={args.epochs}",
-            "--batch_size=8",
-            "--sentence_len=2.0",
-            "--num_workers=0",
-            "--num_valid_speakers=2",
-            "--test_segment_len=2.0",
-            "--device=cpu",
+            *demo_options(args, ssl, train_out, num_valid_speakers=2),
         ],
         CN_RECIPE,
     )

@@ -41,6 +41,7 @@ from speechbrain_unipet.data.recordings import (
     Recording,
     _read_text,
     audio_files,
+    listed,
 )
 from speechbrain_unipet.data.trials import utterance_id
 from speechbrain_unipet.utils.audio import read_numpy, resample
@@ -199,13 +200,8 @@ def _training_speakers(folder, data):
     if missing:
         raise DataPreparationError(
             f"{len(missing)} speaker(s) listed in {path.name} have no folder "
-            "under data/:\n  "
-            + "\n  ".join(missing[:5])
-            + (
-                f"\n  ... and {len(missing) - 5} more"
-                if len(missing) > 5
-                else ""
-            )
+            "under data/:"
+            + listed(missing)
             + f"\nEach line of {path.name} names a folder data/<speaker>/; "
             "restore the folders (unpack the whole corpus) or remove the lines."
         )
@@ -491,13 +487,8 @@ def read_cnceleb_protocol(folder):
     if missing:
         raise DataPreparationError(
             f"{len(missing)} audio file(s) of the evaluation lists do not "
-            "exist:\n  "
-            + "\n  ".join(missing[:5])
-            + (
-                f"\n  ... and {len(missing) - 5} more"
-                if len(missing) > 5
-                else ""
-            )
+            "exist:"
+            + listed(missing)
             + "\nenroll.map names files relative to data/, enroll.lst and "
             "test.lst relative to eval/ (found with the extension written, "
             ".flac or .wav). Give data_folder the whole CN-Celeb_flac folder, "

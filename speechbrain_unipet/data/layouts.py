@@ -41,6 +41,7 @@ from speechbrain_unipet.data.recordings import (  # noqa: F401 (former home)
     Recording,
     _read_text,
     audio_files,
+    listed,
 )
 from speechbrain_unipet.utils.audio import MIN_SAMPLE_RATE, probe_audio
 
@@ -539,12 +540,14 @@ def _check_probes(recordings, probes):
         if not p.error and p.rate < MIN_SAMPLE_RATE
     ]
     if bad:
-        shown = "\n  ".join(
-            f"{r.origin + ': ' if r.origin else ''}{msg}" for r, msg in bad[:5]
-        )
         raise DataPreparationError(
-            f"{len(bad)} recording(s) cannot be used:\n  {shown}"
-            + (f"\n  ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+            f"{len(bad)} recording(s) cannot be used:"
+            + listed(
+                [
+                    f"{r.origin + ': ' if r.origin else ''}{msg}"
+                    for r, msg in bad
+                ]
+            )
             + "\nFix or remove them from the data."
         )
     rates = collections.Counter(p.rate for p in probes)

@@ -75,3 +75,32 @@ def _read_text(path):
         raise DataPreparationError(
             f"'{path}' is not UTF-8 text ({err}); save it as UTF-8"
         ) from err
+
+
+def listed(problems, limit=5):
+    """The first ``limit`` of ``problems`` as indented lines, and how many
+    more there are (for errors that name every bad file of a corpus).
+
+    Arguments
+    ---------
+    problems : list of str
+    limit : int
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(listed(["a.wav: empty", "b.wav: empty", "c.wav: empty"], 2))
+    <BLANKLINE>
+      a.wav: empty
+      b.wav: empty
+      ... and 1 more
+    """
+    more = len(problems) - limit
+    return (
+        "\n  "
+        + "\n  ".join(problems[:limit])
+        + (f"\n  ... and {more} more" if more > 0 else "")
+    )

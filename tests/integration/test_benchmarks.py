@@ -184,3 +184,17 @@ def test_extraction_benchmark_compares_batched_with_one_by_one():
         ).group(1)
     )
     assert diff < 1e-4
+
+
+def test_large_classifier_benchmark_prints_its_table():
+    text = run_benchmark("large_classifier.py", "--tiny", "--rounds", "1")
+    rows = re.findall(
+        r"^\| ([0-9,]+) \| ([0-9,]+) \| (\d+) MiB \| (\d+) MiB \| (\d+) ms "
+        r"\| (\d+) ms \| (\d+) % \|$",
+        text,
+        flags=re.M,
+    )
+    assert [r[0] for r in rows] == ["10", "1,000"], text
+    # Parameters: classes x 3 sub-centres x 256.
+    assert [int(r[1].replace(",", "")) for r in rows] == [7680, 768000]
+    assert all(int(r[5]) > 0 for r in rows)

@@ -65,7 +65,10 @@ from speechbrain_unipet.training.runs import compute_embedding, same_folder
 from speechbrain_unipet.training.schedules import training_progress
 from speechbrain_unipet.training.validator import verification_validator
 from speechbrain_unipet.training.warm_start import check_init_from, init_from
-from speechbrain_unipet.utils.distributed import finish_distributed
+from speechbrain_unipet.utils.distributed import (
+    finish_distributed,
+    replica_difference,
+)
 from speechbrain_unipet.utils.errors import UserError
 
 logger = get_logger(__name__)
@@ -203,6 +206,19 @@ class SpeakerBrain(sb.core.Brain):
             if getattr(self, "margin", None) is not None:
                 stats["margin"] = round(self.margin, 4)
             self.train_stats = stats
+            if self.distributed_launch:
+                # Every process must still hold the same weights (one small
+                # all-gather an epoch); a drift means a broken setup.
+                drift = replica_difference(self.modules)
+                report = logger.info if drift <= 1e-6 else logger.warning
+                report(
+                    "Epoch %s: the trainable weights of the %d processes "
+                    "differ by at most %.3g (relative)%s",
+                    epoch,
+                    torch.distributed.get_world_size(),
+                    drift,
+                    "" if drift <= 1e-6 else ": the replicas drifted apart",
+                )
             return
         stats["ErrorRate"] = self.error_metrics.summarize("average")
         stats.update(self.verification_stats())
