@@ -1,6 +1,6 @@
 """The ``speechbrain-unipet`` command line (also ``python -m
 speechbrain_unipet``): embed, score, calibrate, threshold, verify, plot,
-export.
+export, make-shards.
 
 > speechbrain-unipet embed MODEL AUDIO STORE        # folder / list / CSV -> store
 > speechbrain-unipet score TRIALS STORE --output DIR [--cohort STORE]
@@ -9,6 +9,7 @@ export.
 > speechbrain-unipet verify MODEL a.wav b.wav
 > speechbrain-unipet plot MODEL --output DIR [--store STORE]
 > speechbrain-unipet export RUN HUB [--copy-backbone]  # = python -m speechbrain_unipet.export
+> speechbrain-unipet make-shards DATA OUT [--max-count 1000] [--max-bytes 1GB]
 > speechbrain-unipet --version
 
 ``MODEL`` is a training run's output folder or an exported model folder.
@@ -30,6 +31,7 @@ import torch
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_unipet import __version__
+from speechbrain_unipet.data.shards import make_shards, parse_size
 from speechbrain_unipet.data.trials import read_enrolment, read_trials
 from speechbrain_unipet.evaluation.conditions import (
     parse_conditions,
@@ -472,6 +474,40 @@ def cmd_export(args):
     run(args)
 
 
+def cmd_make_shards(args):
+    """``make-shards``: a corpus -> WebDataset tar shards (resumable)."""
+
+    s = make_shards(
+        args.data,
+        args.out,
+        data_format=args.data_format,
+        max_count=args.max_count,
+        max_bytes=args.max_bytes,
+        seed=args.seed,
+        num_workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"{s['shards']} shards in {s['folder']} ({s['written']} written, "
+        f"{s['skipped']} complete already): {s['utterances']} utterances of "
+        f"{s['speakers']} speakers, {s['hours']:.2f} h, {s['bytes']} bytes "
+        f"({s['bytes'] / 1e9:.2f} GB), in {s['seconds']:.1f} s"
+        + (
+            f"; {s['dropped_empty']} empty recording(s) skipped"
+            if s["dropped_empty"]
+            else ""
+        )
+    )
+
+
+def _size(text):
+    """argparse type of ``--max-bytes``: ``parse_size`` with its message."""
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
 DEVICE_HELP = "torch device (default: cuda:0 where CUDA is available, else cpu)"
 
 
@@ -687,6 +723,58 @@ def build_parser():
         "(default: %(default)s, the best)",
     )
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser(
+        "make-shards",
+        help="corpus -> WebDataset tar shards",
+        description="Write the recordings of DATA as WebDataset tar shards "
+        "(16 kHz mono FLAC with speaker, id and duration; "
+        "speechbrain_unipet.data.shards). Resumable: run it again to finish "
+        "a killed run.",
+    )
+    p.add_argument(
+        "data", help="data folder (any layout of data_format; a,b combines)"
+    )
+    p.add_argument(
+        "out", help="shard folder to write (new, empty, or one to resume)"
+    )
+    p.add_argument(
+        "--data-format",
+        help="voxceleb, speaker_folders, csv, kaldi or cnceleb (default: "
+        "none, detected)",
+    )
+    p.add_argument(
+        "--max-count",
+        type=int,
+        default=1000,
+        help="most utterances in a shard (default: %(default)s, as "
+        "WeSpeaker's shards)",
+    )
+    p.add_argument(
+        "--max-bytes",
+        type=_size,
+        help="most bytes in a shard, estimated from the durations, e.g. "
+        "500MB, 1GB or plain bytes (default: none, by count only)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1986,
+        help="seed of the utterance order (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes inspecting the audio and writing shards (default: "
+        "none, one per CPU core)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace shards written with other options or data (default: "
+        "off, refused)",
+    )
+    p.set_defaults(func=cmd_make_shards)
     return parser
 
 

@@ -1017,6 +1017,12 @@ def render_cn_verification(text):
     if n != 1:
         raise ValueError("verification.yaml lacks its header")
     for key, (value, why) in CN_VERIFICATION.items():
+        if why:  # the note replaces the VoxCeleb comment above the key
+            start = key_line(text, key).start()
+            above = start
+            while text[text.rfind("\n", 0, above - 1) + 1] == "#":
+                above = text.rfind("\n", 0, above - 1) + 1
+            text = text[:above] + text[start:]
         text = set_key(text, key, value, why)
     # Before enrolment_map's comment block (the comment lines above it).
     block = key_line(text, "enrolment_map").start() - 1

@@ -508,6 +508,7 @@ def prepare_speaker_data(
     num_workers=None,
     skip_prep=False,
     combine_min_seconds=None,
+    combine_folder=None,
 ):
     """Writes the recipe's CSVs and trial lists to ``save_folder``.
 
@@ -556,9 +557,13 @@ def prepare_speaker_data(
         Short recordings of a training speaker are concatenated, within a
         group (CN-Celeb: a genre; VoxCeleb: a video; speaker folders: a
         sub-folder), into files of at least this length, written under
-        ``<save_folder>/combined`` (WeSpeaker's CN-Celeb preparation, 5 s);
-        None: recordings as they are (those shorter than a training
-        segment give none).
+        ``<combine_folder>/min<seconds>s`` (WeSpeaker's CN-Celeb
+        preparation, 5 s); None: recordings as they are (those shorter
+        than a training segment give none).
+    combine_folder : str or None
+        Where combined files go (None: ``<save_folder>/combined``). Runs on
+        the same data may share one: a file already there with the
+        expected length is kept, so the corpus is combined once.
 
     Returns
     -------
@@ -669,10 +674,16 @@ def prepare_speaker_data(
     logger.info("Inspecting %d recordings (%s layout)...", len(recordings), fmt)
     probes = probe_recordings(recordings, seg_dur, amp_th or 0, num_workers)
     rates, multi = _check_probes(recordings, probes)
-    combined = 0
+    combined, listed = 0, len(recordings)
     if combine_min_seconds is not None:
+        folder = pathlib.Path(combine_folder or save / "combined")
         recordings, probes, combined = _combined(
-            recordings, probes, combine_min_seconds, save, seg_dur, amp_th
+            recordings,
+            probes,
+            combine_min_seconds,
+            folder / f"min{combine_min_seconds:g}s",
+            seg_dur,
+            amp_th,
         )
     probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
     by_speaker = collections.defaultdict(list)
@@ -759,7 +770,8 @@ def prepare_speaker_data(
 
     stats = {
         "format": fmt,
-        "recordings": len(recordings),
+        "recordings": listed,
+        "after_combining": len(recordings),
         "sample_rates": {str(k): v for k, v in sorted(rates.items())},
         "multi_channel": multi,
         "skipped_empty": empty,
@@ -800,12 +812,12 @@ def prepare_speaker_data(
     return stats
 
 
-def _combined(recordings, probes, min_seconds, save, seg_dur, amp_th):
-    """The recordings with short ones combined (``combine_min_seconds``),
-    their probes (the written files inspected as any recording), and how
-    many files were written."""
+def _combined(recordings, probes, min_seconds, folder, seg_dur, amp_th):
+    """The recordings with short ones combined (``combine_min_seconds``)
+    into ``folder``, their probes (the written files inspected as any
+    recording), and how many combined files they use."""
     new, written = combine_short_recordings(
-        recordings, probes, min_seconds, save / "combined"
+        recordings, probes, min_seconds, folder
     )
     probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
     fresh = [r for r in new if r.uid not in probe_of]
@@ -819,7 +831,7 @@ def _combined(recordings, probes, min_seconds, save, seg_dur, amp_th):
         len(recordings),
         len(new),
         written,
-        save / "combined",
+        folder,
     )
     return new, [probe_of[r.uid] for r in new], len(fresh)
 
@@ -847,6 +859,7 @@ def _protocol_rows(protocol, save, seg_dur, num_workers):
     _write_trials(save / TRIALS_FILE, protocol.trials)
     stats = {
         "models": len(protocol.avg_map),
+        "test_files": len(protocol.genres),
         "trials": len(trials),
         "targets": sum(t.label for t in trials),
         "genres": len(set(protocol.genres.values())),

@@ -5,10 +5,13 @@ Authors
  * speechbrain-unipet contributors 2026
 """
 
+import contextlib
 import dataclasses
 import pathlib
+import random
 import re
 
+import numpy as np
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.inference.speaker import EncoderClassifier
@@ -259,6 +262,43 @@ def load_trained_model(output_folder, device="cpu", average_last=0):
         ``modules`` (on ``device``, in eval mode); unpacks as
         ``hparams, modules``.
     """
+    # The run's yaml seeds every generator (its __set_seed line) and its
+    # modules draw their initial weights: a run that loads another (a
+    # warm start, a transfer) keeps its own seed and random stream.
+    with random_state_kept():
+        return _load_trained_model(output_folder, device, average_last)
+
+
+@contextlib.contextmanager
+def random_state_kept():
+    """Restores the generators of ``random``, NumPy and torch (CPU and
+    CUDA) on exit, whatever the block seeded or drew.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(7)
+    >>> with random_state_kept():
+    ...     _ = torch.manual_seed(1986)
+    >>> torch.initial_seed()
+    7
+    """
+    states = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.random.get_rng_state(),
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    )
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.random.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+def _load_trained_model(output_folder, device, average_last):
     saved = pathlib.Path(output_folder) / "hyperparams.yaml"
     if not saved.is_file():
         raise MissingFileError(

@@ -249,6 +249,12 @@ def _first_names(names, count=3):
 
 def _check_export_files(folder):
     """Refuses a folder that is not an exported model."""
+    if not pathlib.Path(folder).is_dir():
+        raise RecipeError(
+            f"init_from '{folder}' does not exist: give the output_folder of "
+            "a training run or a folder written by python -m "
+            "speechbrain_unipet.export"
+        )
     missing = [n for n in INIT_FILES if not (folder / n).is_file()]
     if missing:
         raise RecipeError(
@@ -298,9 +304,10 @@ def check_init_from(hparams, folder):
         See ``check_init_chain``; or a folder that is neither.
     """
     folder = pathlib.Path(folder)
-    mine = hparams["ssl_encoder"].pet_metadata()
     if is_init_export(folder):
         _check_export_files(folder)
+    mine = hparams["ssl_encoder"].pet_metadata()
+    if is_init_export(folder):
         saved = torch.load(
             folder / "ssl_encoder.ckpt",
             map_location="cpu",

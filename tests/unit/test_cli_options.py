@@ -26,6 +26,7 @@ def test_every_option_has_help_showing_its_default():
         "plot",
         "export",
         "export-onnx",
+        "make-shards",
     }
     checked = 0
     for name, command in commands.choices.items():

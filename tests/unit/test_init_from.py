@@ -153,5 +153,35 @@ def test_early_check_reads_the_method_of_a_run_folder(ssl_folder, tmp_path):
         check_init_from(hparams, run)
     (run / "hyperparams.yaml").write_text("recipe:\n    pet_method: lora\n")
     check_init_from(hparams, run)
-    with pytest.raises(RecipeError, match="lacks"):
+    with pytest.raises(RecipeError, match="does not exist"):
         check_init_from(hparams, tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RecipeError, match="lacks"):
+        check_init_from(hparams, tmp_path / "empty")
+
+
+def test_loading_a_run_keeps_the_callers_random_stream(tmp_path):
+    """A run's saved yaml seeds every generator when it is loaded (its
+    ``__set_seed``): a warm start or transfer that loads it keeps its own
+    seed and draws (a user's transfer with --seed=7 went on with 1986)."""
+    import shutil
+
+    from helpers import DATA
+
+    from speechbrain_unipet.training.runs import load_trained_model
+
+    run = tmp_path / "run"
+    shutil.copytree(DATA / "legacy_run_unipet", run)
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    torch.manual_seed(7)
+    load_trained_model(run)
+    assert torch.initial_seed() == 7
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_init_from_a_folder_that_does_not_exist_says_so(tmp_path):
+    from speechbrain_unipet.training.warm_start import check_init_from
+
+    with pytest.raises(RecipeError, match="no_such_run' does not exist"):
+        check_init_from({}, tmp_path / "no_such_run")

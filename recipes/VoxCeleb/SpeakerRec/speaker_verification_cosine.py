@@ -104,7 +104,7 @@ def trial_rows(
         csv_path = pathlib.Path(cfg["output_folder"]) / f"{name}_utts.csv"
         prepare_trial_manifest(
             cfg["data_folder"] or train_hparams["data_folder"],
-            train_hparams.get("data_format"),
+            cfg["data_format"] or train_hparams.get("data_format"),
             trials_file,
             csv_path,
             enrolment=enrolment,
@@ -237,9 +237,15 @@ def main(argv):
             cfg["conditions"], cfg["noise_folder"], cfg["rir_folder"]
         )
     # Read before any embedding, so that a wrong path costs no extraction.
-    enrolment = (
-        read_enrolment(cfg["enrolment_map"]) if cfg["enrolment_map"] else None
-    )
+    enrolment = None
+    if cfg["enrolment_map"]:
+        if not pathlib.Path(cfg["enrolment_map"]).is_file():
+            raise DataPreparationError(
+                f"enrolment_map '{cfg['enrolment_map']}' does not exist (a "
+                "CN-Celeb run writes save/cnceleb/enroll_avg.map and "
+                "enroll_concat.map: --protocol is avg or concat)"
+            )
+        enrolment = read_enrolment(cfg["enrolment_map"])
     groups = (
         read_trial_groups(cfg["trial_groups"]) if cfg["trial_groups"] else None
     )
@@ -262,12 +268,8 @@ def main(argv):
     calibration = (
         calibration_rows(cfg, train_hparams) if cfg["calibrate"] else None
     )
-    extractor = Extractor(
-        cfg,
-        modules,
-        train_hparams["sample_rate"],
-        f"{pathlib.Path(cfg['output_folder']).resolve()}#avg{cfg['average_last']}",
-    )
+    model_id = f"{pathlib.Path(cfg['output_folder']).resolve()}#avg{cfg['average_last']}"
+    extractor = Extractor(cfg, modules, train_hparams["sample_rate"], model_id)
     store = extractor("test", rows)
 
     score_norm = cfg["score_norm"] if cfg["score_norm"] != "none" else None
@@ -332,7 +334,9 @@ def main(argv):
                 cal_details,
                 cfg["calibration_quality"],
                 cfg["calibration_p_target"],
-                extra=scoring,
+                # The model too: compare_calibration tells a calibration of
+                # these scores from one of another model's.
+                extra={**scoring, "model": model_id, "trials": str(cal_file)},
             )
         except CalibrationError as err:
             # The raw scores and their metrics are still what the user ran
@@ -364,7 +368,13 @@ def main(argv):
         )
     if other_calibrations:
         compared = compare_calibrations(
-            other_calibrations, result, trials, store, details, scoring
+            other_calibrations,
+            result,
+            trials,
+            store,
+            details,
+            scoring,
+            model_id,
         )
         result["calibration_comparison"] = compared
     if groups is not None:
@@ -447,12 +457,16 @@ def main(argv):
     return result
 
 
-def compare_calibrations(calibrations, result, trials, store, details, scoring):
+def compare_calibrations(
+    calibrations, result, trials, store, details, scoring, model_id
+):
     """The calibration metrics of these scores under each given
-    calibration (e.g. one fitted on VoxCeleb) beside this run's own
+    calibration (e.g. one fitted on VoxCeleb trials) beside this run's own
     (fitted on its calibration trials, e.g. CN-Celeb dev speakers): the
     cross-domain shift shows as a larger Cllr and actual DCF at the same
-    EER."""
+    EER. A calibration fitted on another model's scores is applied too,
+    with a warning: its Cllr mixes the change of model with that of
+    domain."""
     labels = labels_of(trials)
     rows = []
     if "calibrated" in result:
@@ -460,15 +474,30 @@ def compare_calibrations(calibrations, result, trials, store, details, scoring):
             {
                 "calibration": "this run's",
                 "fitted_on": result["calibration"]["trials"],
+                "model": model_id,
+                "same_model": True,
                 **result["calibrated"],
             }
         )
     for path, calibrator in calibrations.items():
         llrs = apply_calibration(calibrator, trials, store, details, scoring)
+        fitted_model = calibrator.scoring.get("model")
+        if fitted_model not in (None, model_id):
+            logger.warning(
+                "%s was fitted on the scores of another model (%s), not of "
+                "this one (%s): its Cllr mixes the change of model with the "
+                "change of domain. Fit one with this model on the other "
+                "domain's trials (recipes/CNCeleb/SpeakerRec/README.md).",
+                path,
+                fitted_model,
+                model_id,
+            )
         rows.append(
             {
                 "calibration": path,
-                "fitted_on": path,
+                "fitted_on": calibrator.scoring.get("trials", "unknown"),
+                "model": fitted_model,
+                "same_model": fitted_model == model_id,
                 **verification_results(llrs, labels),
             }
         )

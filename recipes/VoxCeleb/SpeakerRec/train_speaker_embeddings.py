@@ -393,6 +393,7 @@ def main(argv):
             "sample_rate": hparams["sample_rate"],
             "num_workers": hparams["prep_workers"],
             "skip_prep": hparams["skip_prep"],
+            "combine_folder": hparams["combine_folder"],
         },
     )
     # Pre-flight: everything a user can get wrong fails here, in seconds.
