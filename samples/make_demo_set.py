@@ -66,12 +66,24 @@ def make_cnceleb_demo(dest="samples/cnceleb_demo"):
     1-3.5 s named by invented genres, the last 4 speakers evaluation
     speakers with an ``eval/lists`` protocol
     (``speechbrain_unipet.demo.write_cnceleb_layout``)."""
+    import shutil
+    import tempfile
+
     from speechbrain_unipet.demo import demo_speakers, write_cnceleb_layout
 
     speakers = sorted(demo_speakers().items())[::2]
-    counts = write_cnceleb_layout(
-        dest, {spk: files[:2] for spk, files in speakers}, num_eval_speakers=4
-    )
+    dest = pathlib.Path(dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Written apart, then moved in: the layout writer refuses a folder
+        # that holds files (this one keeps its README.md).
+        counts = write_cnceleb_layout(
+            pathlib.Path(tmp) / "layout",
+            {spk: files[:2] for spk, files in speakers},
+            num_eval_speakers=4,
+        )
+        for part in ("data", "dev", "eval"):
+            shutil.rmtree(dest / part, ignore_errors=True)
+            shutil.move(pathlib.Path(tmp) / "layout" / part, dest / part)
     print(f"{counts} -> {dest}")
 
 

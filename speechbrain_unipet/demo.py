@@ -35,13 +35,18 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from speechbrain_unipet.data.cnceleb import GENRES
+from speechbrain_unipet.data.cnceleb import GENRES, _resampled_length
 from speechbrain_unipet.data.layouts import (
     AUDIO_EXTENSIONS,
     DataPreparationError,
 )
+from speechbrain_unipet.data.recordings import listed
 from speechbrain_unipet.testing import tiny_ssl_folder
-from speechbrain_unipet.utils.audio import load_audio
+from speechbrain_unipet.utils.audio import (
+    audio_info,
+    check_sample_rate,
+    load_audio,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb" / "SpeakerRec"
@@ -113,14 +118,15 @@ def write_own_speakers(dest, speakers=None, seconds=None, rate=22050):
     return dest
 
 
-def _cut(audio, rng, piece_seconds, rate):
-    """Consecutive pieces of random lengths in ``piece_seconds``; a rest
-    shorter than the shortest piece is dropped."""
+def _cut(size, rng, piece_seconds, rate):
+    """``(start, stop)`` of consecutive pieces of random lengths in
+    ``piece_seconds`` of ``size`` samples; a rest shorter than the
+    shortest piece is dropped."""
     low, high = (int(s * rate) for s in piece_seconds)
     pieces, pos = [], 0
-    while audio.size - pos >= low:
-        length = min(int(rng.integers(low, high + 1)), audio.size - pos)
-        pieces.append(audio[pos : pos + length])
+    while size - pos >= low:
+        length = min(int(rng.integers(low, high + 1)), size - pos)
+        pieces.append((pos, pos + length))
         pos += length
     return pieces
 
@@ -128,6 +134,67 @@ def _cut(audio, rng, piece_seconds, rate):
 def _write_flac(path, signal, rate):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, signal, rate, subtype="PCM_16")
+
+
+#: Enrolment audio of an evaluation speaker of ``write_cnceleb_layout`` (s).
+ENROL_SECONDS = 4.0
+
+
+def _samples(files, rate):
+    """Samples ``load_audio`` gives for ``files`` at ``rate``, from the
+    headers: a layout is planned whole before anything is written, and
+    holding every speaker's audio would not fit in memory for a corpus."""
+    total = 0
+    for path in files:
+        info = audio_info(path)
+        check_sample_rate(path, info.sample_rate)
+        if info.frames <= 0:
+            raise DataPreparationError(
+                f"Audio file '{path}' holds no samples; remove it from its "
+                "speaker's files"
+            )
+        total += _resampled_length(info.frames, info.sample_rate, rate)
+    return total
+
+
+def _plan_speaker(k, name, files, rng, piece_seconds, rate):
+    """Speaker ``k``'s id, sample count and named pieces
+    (``(stem, start, stop)``), and how many first pieces make its
+    enrolment if it can be an evaluation speaker (else None)."""
+    size = _samples(files, rate)
+    genres = [GENRES[(3 * k + j) % len(GENRES)] for j in range(3)]
+    taken = collections.Counter()
+    named = []
+    for i, (start, stop) in enumerate(_cut(size, rng, piece_seconds, rate)):
+        genre = genres[i % len(genres)]
+        session = 1 + i // (2 * len(genres))
+        taken[genre, session] += 1
+        stem = f"{genre}-{session:02d}-{taken[genre, session]:03d}"
+        named.append((stem, start, stop))
+    enrol, seconds = 0, 0.0
+    while enrol < len(named) and seconds < ENROL_SECONDS:
+        seconds += (named[enrol][2] - named[enrol][1]) / rate
+        enrol += 1
+    eligible = seconds >= ENROL_SECONDS and enrol < len(named)
+    return {
+        "name": name,
+        "spk": f"id{k:05d}",
+        "size": size,
+        "pieces": named,
+        "enrol": enrol if eligible else None,
+    }
+
+
+def _check_empty(dest):
+    """Refuses a ``dest`` holding anything: a layout written over another
+    keeps the other's speaker folders beyond the new ones, and its ids
+    name other people."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataPreparationError(
+            f"'{dest}' already holds files; write_cnceleb_layout writes a "
+            "whole layout into an empty (or new) folder. Delete it (or give "
+            "another folder) and run again."
+        )
 
 
 def write_cnceleb_layout(
@@ -143,19 +210,30 @@ def write_cnceleb_layout(
     Each speaker's audio is concatenated and cut into pieces of random
     lengths, named ``<genre>-<session>-<n>`` with genres cycling over three
     of ``GENRES`` (a different three for each speaker). Speakers get ids
-    ``id00000``, ``id00001``... in sorted order of their names; the last
-    ``num_eval_speakers`` are evaluation speakers: their first pieces (at
-    least 4 s) are enrolment utterances under ``data/<spk>/`` (listed in
-    ``enroll.map``, concatenated into ``eval/enroll/<spk>-enroll.flac``,
-    listed in ``enroll.lst``), the others test files
-    ``eval/test/<spk>-<stem>.flac`` (``test.lst``); ``trials.lst`` pairs
-    every model with every test file. The lists say ``.wav``, as the
-    released ones do. ``dev/dev.lst`` lists the training speakers.
+    ``id00000``, ``id00001``... in sorted order of their names, whatever
+    their role. The evaluation speakers are the last ``num_eval_speakers``
+    (in that order) of those eligible: whose pieces make 4 s of enrolment
+    (``ENROL_SECONDS``) and leave at least one test piece, i.e. at least
+    4 s plus the shortest piece of audio (more when the enrolment pieces
+    overshoot 4 s); a speaker too short trains. An evaluation speaker's
+    first pieces (at least 4 s) are enrolment utterances under
+    ``data/<spk>/`` (listed in ``enroll.map``, concatenated into
+    ``eval/enroll/<spk>-enroll.flac``, listed in ``enroll.lst``), the
+    others test files ``eval/test/<spk>-<stem>.flac`` (``test.lst``);
+    ``trials.lst`` pairs every model with every test file. The lists say
+    ``.wav``, as the released ones do. ``dev/dev.lst`` lists the training
+    speakers.
+
+    Everything is decided (from the files' headers) and checked before
+    anything is written, so an error leaves ``dest`` as it was (all but
+    a file that decodes to another length than its header says, found
+    while writing); ``dest`` must be empty or new.
 
     Arguments
     ---------
     dest : path-like
-        The folder to write (``data/``, ``dev/``, ``eval/``).
+        The folder to write (``data/``, ``dev/``, ``eval/``); refused if
+        it holds anything.
     speakers : dict
         Speaker name -> list of audio files (any format, rate, channels).
     num_eval_speakers : int
@@ -177,8 +255,10 @@ def write_cnceleb_layout(
     Raises
     ------
     DataPreparationError
-        If ``num_eval_speakers`` does not fit, or an evaluation speaker has
-        too little audio for enrolment and one test piece.
+        Before writing anything: ``dest`` holds files, ``num_eval_speakers``
+        does not fit, fewer than ``num_eval_speakers`` speakers are
+        eligible (saying how many are and the audio one needs), a speaker
+        shorter than the shortest piece, an empty audio file.
 
     Example
     -------
@@ -188,47 +268,68 @@ def write_cnceleb_layout(
     (2, 1)
     """
     dest = pathlib.Path(dest)
+    _check_empty(dest)
     names = sorted(speakers)
     if not 0 < num_eval_speakers < len(names):
         raise DataPreparationError(
             f"num_eval_speakers={num_eval_speakers}: give 1 to "
             f"{len(names) - 1} ({len(names)} speakers, at least one trains)"
         )
+    # One generator over the speakers in order: the pieces do not depend
+    # on which speakers evaluate.
     rng = np.random.default_rng(seed)
-    first_eval = len(names) - num_eval_speakers
+    plans = [
+        _plan_speaker(k, name, speakers[name], rng, piece_seconds, rate)
+        for k, name in enumerate(names)
+    ]
+    silent = [
+        f"'{p['name']}' ({p['spk']}): {p['size'] / rate:.2f} s"
+        for p in plans
+        if not p["pieces"]
+    ]
+    if silent:
+        raise DataPreparationError(
+            f"{len(silent)} speaker(s) have less audio than the shortest "
+            f"piece ({piece_seconds[0]} s), so no utterance:"
+            + listed(silent)
+            + "\nGive them more audio, leave them out of speakers, or "
+            "lower piece_seconds; nothing was written."
+        )
+    eligible = [k for k, p in enumerate(plans) if p["enrol"] is not None]
+    if len(eligible) < num_eval_speakers:
+        longest = max(plans, key=lambda p: p["size"])
+        raise DataPreparationError(
+            f"num_eval_speakers={num_eval_speakers}, but only "
+            f"{len(eligible)} of the {len(names)} speakers have enough audio "
+            f"to be evaluation speakers: one needs {ENROL_SECONDS:g} s of "
+            "enrolment pieces and one test piece, at least "
+            f"{ENROL_SECONDS + piece_seconds[0]:.1f} s of audio (the longest "
+            f"speaker, '{longest['name']}', has {longest['size'] / rate:.1f} "
+            "s). Give fewer evaluation speakers or more audio; nothing was "
+            "written."
+        )
+    evaluation = set(eligible[-num_eval_speakers:])
+
     dev, enroll_lst, enroll_map, tests = [], [], [], []
     counts = collections.Counter()
-    for k, name in enumerate(names):
-        spk = f"id{k:05d}"
-        audio = np.concatenate(
-            [load_audio(p, rate).numpy() for p in speakers[name]]
-        )
-        genres = [GENRES[(3 * k + j) % len(GENRES)] for j in range(3)]
-        taken = collections.Counter()
-        named = []
-        for i, piece in enumerate(_cut(audio, rng, piece_seconds, rate)):
-            genre = genres[i % len(genres)]
-            session = 1 + i // (2 * len(genres))
-            taken[genre, session] += 1
-            named.append(
-                (f"{genre}-{session:02d}-{taken[genre, session]:03d}", piece)
+    for k, plan in enumerate(plans):
+        spk, files = plan["spk"], speakers[plan["name"]]
+        audio = np.concatenate([load_audio(p, rate).numpy() for p in files])
+        if audio.size != plan["size"]:
+            raise DataPreparationError(
+                f"Speaker '{plan['name']}': its files decode to {audio.size} "
+                f"samples, their headers said {plan['size']} ({files}); "
+                "convert them to FLAC or WAV. The layout under "
+                f"'{dest}' is partial: delete it before running again."
             )
-        if k < first_eval:
+        named = [(stem, audio[a:b]) for stem, a, b in plan["pieces"]]
+        if k not in evaluation:
             dev.append(spk)
             for stem, piece in named:
                 _write_flac(dest / "data" / spk / f"{stem}.flac", piece, rate)
             counts["train_utterances"] += len(named)
             continue
-        enrol, seconds = [], 0.0
-        while named and seconds < 4.0:
-            enrol.append(named.pop(0))
-            seconds += enrol[-1][1].size / rate
-        if seconds < 4.0 or not named:
-            raise DataPreparationError(
-                f"Speaker '{name}' ({spk}) has {audio.size / rate:.1f} s of "
-                "audio: an evaluation speaker needs 4 s of enrolment and a "
-                "test piece; give it more audio"
-            )
+        enrol, named = named[: plan["enrol"]], named[plan["enrol"] :]
         for stem, piece in enrol:
             _write_flac(dest / "data" / spk / f"{stem}.flac", piece, rate)
         _write_flac(

@@ -20,11 +20,16 @@ reads it)::
 The lists say ``.wav`` where the files are ``.flac``: a listed file is
 looked up with the extension given, else ``.flac``, else ``.wav``.
 
+Short utterances are combined as WeSpeaker combines them (within speaker
+and genre, Kaldi's rule); then, where WeSpeaker stops, the genres of a
+speaker still too short are combined across its genres (group ``mixed``):
+else a speaker whose audio is spread over genres each shorter than a
+training segment trains on nothing (``combine_short_recordings``).
+
 Authors
  * speechbrain-unipet contributors 2026
 """
 
-import collections
 import dataclasses
 import math
 import os
@@ -66,6 +71,9 @@ GENRES = (
 
 #: Lists that name the training speakers, in order of preference.
 SPEAKER_LISTS = ("dev/dev.lst", "spk.lst")
+
+#: The group of a file combined across a speaker's groups.
+MIXED = "mixed"
 
 #: Tolerance of the duration comparisons of ``combine_ranges`` (seconds).
 TOLERANCE = 1e-5
@@ -661,12 +669,22 @@ def _safe(name):
 
 
 def _resampled_length(frames, orig_rate, rate):
-    """Samples ``torchaudio.functional.resample`` gives for ``frames``."""
+    """Samples ``torchaudio.functional.resample`` gives for ``frames``.
+
+    torchaudio rounds ``new * frames / orig`` to float32 before its
+    ceiling; the exact ceiling is one more for ~2 % of the lengths past
+    ~8 s at 44.1 kHz (a kept file would then be rewritten on every run).
+
+    Example
+    -------
+    >>> _resampled_length(361394, 44100, 16000)
+    131118
+    """
     if orig_rate == rate:
         return frames
     gcd = math.gcd(orig_rate, rate)
     orig, new = orig_rate // gcd, rate // gcd
-    return -(-frames * new // orig)
+    return int(np.ceil(np.float32(new * frames / orig)))
 
 
 def _complete(path, frames, rate):
@@ -691,22 +709,75 @@ def _write_combined(path, parts):
     # Resampling overshoots a little near full scale; 16-bit PCM wraps.
     audio = np.clip(np.concatenate(signals), -1.0, 1.0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of this process's own: runs sharing a combine_folder may
+    # write the same file at once; the last rename wins, both whole.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     sf.write(str(tmp), audio, rate, subtype="PCM_16", format="FLAC")
     os.replace(tmp, path)
 
 
+def _combined_stem(group, first_uid, count):
+    """``<first stem>-comb<count>`` if the stem starts with ``<group>-``
+    (CN-Celeb's ``<genre>-...``: the genre once), else ``<group or
+    'all'>-<first stem>-comb<count>``."""
+    stem, prefix = _safe(_stem(first_uid)), _safe(group)
+    if prefix and stem.startswith(prefix + "-"):
+        return f"{stem}-comb{count}"
+    return f"{prefix or 'all'}-{stem}-comb{count}"
+
+
+def _leftovers_combined(units, min_seconds):
+    """A speaker's first-pass units (``(group, members)``) with those
+    still below ``min_seconds`` combined across groups (in order of their
+    first uid, ``combine_ranges``): the long units, then the short ones,
+    several of them joined as group ``MIXED``."""
+
+    def seconds(unit):
+        """Total seconds of a unit's members."""
+        return sum(m[2] for m in unit[1])
+
+    short = sorted(
+        (u for u in units if _less(seconds(u), min_seconds)),
+        key=lambda u: u[1][0][0].uid,
+    )
+    if len(short) < 2:
+        return units
+    result = [u for u in units if not _less(seconds(u), min_seconds)]
+    for a, b in combine_ranges([seconds(u) for u in short], min_seconds):
+        if b - a == 1:
+            result.append(short[a])
+        else:
+            result.append((MIXED, [m for _, ms in short[a:b] for m in ms]))
+    return result
+
+
 def combine_short_recordings(recordings, probes, min_seconds, out_folder):
-    """Concatenates short recordings of a speaker, within a group (the
-    genre of CN-Celeb, the video of VoxCeleb...), into files of at least
-    ``min_seconds`` (``combine_ranges`` over each group in uid order).
+    """Concatenates short recordings of a speaker into files of at least
+    ``min_seconds``: first within a group (the genre of CN-Celeb, the
+    video of VoxCeleb...; ``combine_ranges`` over each group in uid
+    order), then across the speaker's groups still short.
+
+    The second pass is ours: WeSpeaker's CN-Celeb recipe stops after the
+    first, and a speaker whose audio is spread over genres each shorter
+    than a training segment then trains on nothing (in one run 25 of 208
+    CN-Celeb speakers, e.g. 6.2 s over three genres each under the 3 s
+    segment). So the
+    groups of a speaker still below ``min_seconds`` after the first pass
+    are combined with each other (``combine_ranges`` again, in order of
+    their first uid; never with another speaker's, nor with the speaker's
+    long groups), as group ``"mixed"``. A speaker whose audio is below
+    ``min_seconds`` in all is logged as a warning.
 
     A range of one recording keeps it as it is; a range of several becomes
-    one mono 16-bit FLAC file, ``<out_folder>/<speaker>/<group or
-    'all'>-<first stem>-comb<count>.flac``: the probed regions, channels
-    averaged, each resampled to the first one's rate. Files are written
-    atomically; a file from an earlier run with the expected length is
-    kept. Recordings whose probe found no audio are passed through.
+    one mono 16-bit FLAC file, ``<out_folder>/<speaker>/<stem>.flac`` with
+    ``<stem>`` ``<first stem>-comb<count>`` when the first recording's
+    stem starts with ``<group>-`` (``drama-01-001-comb3``: the genre
+    once), else ``<group or 'all'>-<first stem>-comb<count>``
+    (``mixed-drama-01-001-comb4``), numbered ``-2``, ``-3``... where two
+    would be named alike: the probed regions, channels averaged, each
+    resampled to the first one's rate. Files are written atomically; a
+    file from an earlier run with the expected length is kept. Recordings
+    whose probe found no audio are passed through.
 
     Arguments
     ---------
@@ -723,8 +794,9 @@ def combine_short_recordings(recordings, probes, min_seconds, out_folder):
     -------
     recordings : list of Recording
         The recordings kept and the combined ones (uid ``<speaker>/<file
-        stem>``, origin ``combined from <first uid> .. <last uid>``), by
-        speaker and group.
+        stem>``, origin ``combined from <first uid> .. <last uid>``, group
+        the group's, ``"mixed"`` across groups), by speaker: its long
+        groups' in order, then its combined short ones.
     written : int
         Combined files written by this call (not kept from an earlier one).
 
@@ -733,43 +805,53 @@ def combine_short_recordings(recordings, probes, min_seconds, out_folder):
     >>> from speechbrain_unipet.utils.audio import probe_audio
     >>> root = getfixture("tmp_path")
     >>> recs = []
-    >>> for k in range(3):
+    >>> sizes = [20000, 8000, 8000, 4000, 12000]  # 1.25 s, 0.5 s...
+    >>> for k, group in enumerate(["g", "g", "g", "h", "i"]):
     ...     path = root / f"s{k}.flac"
-    ...     sf.write(path, np.full([20000, 8000, 8000][k], 0.1), 16000)
-    ...     recs.append(Recording(f"spk/{k}", str(path), "spk", group="g"))
+    ...     sf.write(path, np.full(sizes[k], 0.1), 16000)
+    ...     recs.append(Recording(f"spk/{k}", str(path), "spk", group=group))
     >>> probes = [probe_audio((r.path, None, None, 1.0, 0)) for r in recs]
     >>> new, written = combine_short_recordings(recs, probes, 1.0, root / "c")
-    >>> [r.uid for r in new], written
-    (['spk/0', 'spk/g-1-comb2'], 1)
+    >>> [(r.uid, r.group) for r in new], written
+    ([('spk/0', 'g'), ('spk/g-1-comb2', 'g'), ('spk/mixed-3-comb2', 'mixed')], 2)
     """
     out_folder = pathlib.Path(out_folder)
-    groups, empty = {}, []
+    # speaker -> group -> [(recording, probe, seconds)], in input order.
+    speakers, empty, totals = {}, [], {}
     for rec, probe in zip(recordings, probes, strict=True):
+        totals.setdefault(rec.speaker, 0.0)
         if probe.error or probe.rate <= 0 or probe.stop <= probe.start:
             empty.append(rec)
-        else:
-            groups.setdefault((rec.speaker, rec.group), []).append((rec, probe))
+            continue
+        seconds = (probe.stop - probe.start) / probe.rate
+        totals[rec.speaker] += seconds
+        groups = speakers.setdefault(rec.speaker, {})
+        groups.setdefault(rec.group, []).append((rec, probe, seconds))
+    # A combined uid must not be a kept recording's either.
+    taken = {rec.uid for rec in recordings}
     result, written, kept, combined_in = [], 0, 0, 0
-    names = collections.defaultdict(set)
-    for (speaker, group), members in groups.items():
-        members.sort(key=lambda m: m[0].uid)
-        seconds = [(p.stop - p.start) / p.rate for _, p in members]
-        for a, b in combine_ranges(seconds, min_seconds):
-            if b - a == 1:
-                result.append(members[a][0])
+    for speaker, groups in speakers.items():
+        units = []
+        for group, members in groups.items():
+            members.sort(key=lambda m: m[0].uid)
+            seconds = [m[2] for m in members]
+            for a, b in combine_ranges(seconds, min_seconds):
+                units.append((group, members[a:b]))
+        for group, members in _leftovers_combined(units, min_seconds):
+            if len(members) == 1:
+                result.append(members[0][0])
                 continue
-            parts = members[a:b]
-            first, last = parts[0][0], parts[-1][0]
-            stem = (
-                f"{_safe(group) or 'all'}-{_safe(_stem(first.uid))}-comb{b - a}"
-            )
+            first, last = members[0][0], members[-1][0]
             # Two first stems alike in a group (csv ids a/x, b/x): numbered.
-            base, k = stem, 1
-            while stem in names[speaker]:
+            base = _combined_stem(group, first.uid, len(members))
+            stem, k = base, 1
+            prefix = _WHITESPACE.sub("_", speaker)
+            while f"{prefix}/{stem}" in taken:
                 k += 1
                 stem = f"{base}-{k}"
-            names[speaker].add(stem)
+            taken.add(f"{prefix}/{stem}")
             path = out_folder / _safe(speaker) / f"{stem}.flac"
+            parts = [(rec, probe) for rec, probe, _ in members]
             rate = parts[0][1].rate
             frames = sum(
                 _resampled_length(p.stop - p.start, p.rate, rate)
@@ -780,10 +862,10 @@ def combine_short_recordings(recordings, probes, min_seconds, out_folder):
             else:
                 _write_combined(path, parts)
                 written += 1
-            combined_in += b - a
+            combined_in += len(members)
             result.append(
                 Recording(
-                    f"{_WHITESPACE.sub('_', speaker)}/{stem}",
+                    f"{prefix}/{stem}",
                     str(path),
                     speaker,
                     origin=f"combined from {first.uid} .. {last.uid}",
@@ -792,9 +874,10 @@ def combine_short_recordings(recordings, probes, min_seconds, out_folder):
             )
     result += empty
     logger.info(
-        "Combined short recordings (< %.2f s, within speaker and group): %d "
-        "in, %d out; %d recordings into %d files (%d written, %d kept from "
-        "an earlier run) in %s",
+        "Combined short recordings (< %.2f s, within speaker and group, "
+        "then across a speaker's short groups): %d in, %d out; %d "
+        "recordings into %d files (%d written, %d kept from an earlier run) "
+        "in %s",
         min_seconds,
         len(recordings),
         len(result),
@@ -804,4 +887,19 @@ def combine_short_recordings(recordings, probes, min_seconds, out_folder):
         kept,
         out_folder,
     )
+    short = [
+        f"{spk} ({total:.2f} s)"
+        for spk, total in totals.items()
+        if _less(total, min_seconds)
+    ]
+    if short:
+        logger.warning(
+            "%d speaker(s) have less than %.2f s of audio in all, so no "
+            "combined file reaches the minimum (they train only on segments "
+            "that fit, if any): %s",
+            len(short),
+            min_seconds,
+            ", ".join(short[:5])
+            + (f" ... and {len(short) - 5} more" if len(short) > 5 else ""),
+        )
     return result, written

@@ -3,6 +3,7 @@
 short utterances (Kaldi's ``choose_utts_to_combine.py`` rules).
 """
 
+import logging
 import os
 import shutil
 
@@ -173,6 +174,159 @@ def test_combine_short_recordings(short_recordings, tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
+def _files(tmp_path, specs, rate=16000):
+    """Recordings and probes of ``(uid, speaker, group, seconds)``, each a
+    tone file under ``tmp_path/src`` probed whole."""
+    recordings = []
+    for k, (uid, spk, group, seconds) in enumerate(specs):
+        path = tmp_path / "src" / f"{uid}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(100 + 20 * k, seconds, rate, seed=k), rate)
+        recordings.append(Recording(uid, str(path), spk, group=group))
+    return recordings, probe_recordings(recordings, 1.0, 0)
+
+
+def _seconds(recordings):
+    return sum(sf.info(r.path).duration for r in recordings)
+
+
+def test_combine_across_a_speakers_short_groups(tmp_path, caplog):
+    """WeSpeaker stops after combining within a genre; a speaker whose
+    genres are each short would then train on nothing. Its short groups
+    are combined across genres ("mixed"), never across speakers."""
+    recordings, probes = _files(
+        tmp_path,
+        [
+            # C: three genres, each under 3 s, 4.4 s in all.
+            ("C/drama-01-001", "C", "drama", 1.2),
+            ("C/vlog-01-001", "C", "vlog", 0.8),
+            ("C/vlog-01-002", "C", "vlog", 0.9),
+            ("C/singing-01-001", "C", "singing", 1.5),
+            # D: 1.1 s in all; combined, still short, and warned about.
+            ("D/drama-01-001", "D", "drama", 0.5),
+            ("D/play-01-001", "D", "play", 0.6),
+            # E: one long genre; its one short group is left as it is.
+            ("E/drama-01-001", "E", "drama", 3.5),
+            ("E/vlog-01-001", "E", "vlog", 1.0),
+            # F: a long genre, and two short ones that make 3.5 s together.
+            ("F/drama-01-001", "F", "drama", 4.0),
+            ("F/play-01-001", "F", "play", 1.0),
+            ("F/vlog-01-001", "F", "vlog", 2.5),
+        ],
+    )
+    out = tmp_path / "combined"
+    with caplog.at_level(logging.WARNING):
+        new, written = combine_short_recordings(recordings, probes, 3.0, out)
+    by_uid = {r.uid: r for r in new}
+    assert sorted(by_uid) == sorted(
+        [
+            "C/mixed-drama-01-001-comb4",
+            "D/mixed-drama-01-001-comb2",
+            "E/drama-01-001",
+            "E/vlog-01-001",
+            "F/drama-01-001",
+            "F/mixed-play-01-001-comb2",
+        ]
+    )
+    assert written == 3
+    c = by_uid["C/mixed-drama-01-001-comb4"]
+    assert (c.speaker, c.group) == ("C", "mixed")
+    assert c.path == str(out / "C" / "mixed-drama-01-001-comb4.flac")
+    assert c.origin == "combined from C/drama-01-001 .. C/vlog-01-002"
+    # The genres in uid order, each genre's recordings in order.
+    data, _ = sf.read(c.path)
+    expected = np.concatenate(
+        [_region(recordings[k], probes[k]) for k in (0, 3, 1, 2)]
+    )
+    assert data.size == expected.size == 4.4 * 16000
+    np.testing.assert_allclose(data, expected, atol=1e-4)
+    assert sf.info(by_uid["F/mixed-play-01-001-comb2"].path).duration >= 3.0
+    # No audio moved between speakers: each keeps its own seconds.
+    for spk in "CDEF":
+        mine = [r for r in recordings if r.speaker == spk]
+        assert _seconds([r for r in new if r.speaker == spk]) == pytest.approx(
+            _seconds(mine)
+        )
+    for rec in new:
+        if rec.origin.startswith("combined from "):
+            first, last = rec.origin[len("combined from ") :].split(" .. ")
+            assert first.split("/")[0] == last.split("/")[0] == rec.speaker
+    # Only D is too short in all.
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "1 speaker(s)" in warnings[0].getMessage()
+    assert "D (1.10 s)" in warnings[0].getMessage()
+    assert "C (" not in warnings[0].getMessage()
+
+    # A rerun keeps the mixed files.
+    again, written = combine_short_recordings(recordings, probes, 3.0, out)
+    assert written == 0 and [r.uid for r in again] == [r.uid for r in new]
+
+
+def test_short_speakers_warning_names_five(caplog):
+    """Single recordings are not read: fake paths do."""
+    recordings = [
+        Recording(f"s{k}/a", f"/nonexistent/s{k}.flac", f"s{k}", group="g")
+        for k in range(8)
+    ]
+    probes = [AudioProbe(16000, 1, 0, 8000)] * 7 + [AudioProbe(16000, 1, 0, 0)]
+    with caplog.at_level(logging.WARNING):
+        new, written = combine_short_recordings(recordings, probes, 1.0, "x")
+    assert written == 0 and len(new) == 8
+    message = caplog.records[-1].getMessage()
+    assert "8 speaker(s)" in message
+    assert "s0 (0.50 s), s1 (0.50 s)" in message
+    assert "s5" not in message and "... and 3 more" in message
+
+
+@pytest.mark.parametrize(
+    "uids, group, expected",
+    [
+        # The genre is in the stem already: not repeated.
+        (
+            ["A/entertainment-01-001", "A/entertainment-01-002"],
+            "entertainment",
+            ["A/entertainment-01-001-comb2"],
+        ),
+        # A stem without the group (VoxCeleb's videos): prefixed.
+        (["A/vid1/00001", "A/vid1/00002"], "vid1", ["A/vid1-00001-comb2"]),
+        (["A/t1", "A/t2"], "", ["A/all-t1-comb2"]),
+        # A stem that merely starts like the group is still prefixed.
+        (["A/gx-1", "A/gx-2"], "g", ["A/g-gx-1-comb2"]),
+        # Two first stems alike: numbered.
+        (
+            ["A/a/g-01", "A/a/g-02", "A/b/g-01", "A/b/g-02"],
+            "g",
+            ["A/g-01-comb2", "A/g-01-comb2-2"],
+        ),
+    ],
+)
+def test_combined_names(tmp_path, uids, group, expected):
+    recordings, probes = _files(
+        tmp_path, [(uid, "A", group, 0.6) for uid in uids]
+    )
+    new, written = combine_short_recordings(
+        recordings, probes, 1.0, tmp_path / "c"
+    )
+    assert [r.uid for r in new] == expected and written == len(expected)
+    for rec in new:
+        assert rec.path == str(tmp_path / "c" / f"{rec.uid}.flac")
+
+
+@pytest.mark.parametrize("orig", [8000, 22050, 44100, 48000])
+def test_resampled_length_is_torchaudios(orig):
+    """The length a kept combined file is checked against: torchaudio's
+    (its float32 ceiling), not the exact one, or a finished file of a
+    resampled part would be rewritten on every run."""
+    from speechbrain_unipet.data.cnceleb import _resampled_length
+
+    for frames in (1, 799, 361394, 361395, 1234567):
+        got = torchaudio.functional.resample(
+            torch.zeros(frames), orig, 16000
+        ).numel()
+        assert _resampled_length(frames, orig, 16000) == got, frames
+
+
 def test_genre_of():
     assert genre_of("id00012/singing-01-001") == "singing"
     assert genre_of("test/id00800-singing-01-002") == "singing"
@@ -239,7 +393,8 @@ def test_layout_lists_training_speakers(layout):
     info = sf.info(recordings[0].path)
     assert (info.samplerate, info.channels) == (16000, 1)
 
-    # Combined within speaker and genre, never across.
+    # Combined within speaker and genre, then across a speaker's short
+    # genres ("mixed"); never across speakers.
     probes = probe_recordings(recordings, 1.0, 0)
     new, _ = combine_short_recordings(
         recordings, probes, 5.0, dest.parent / "c"
@@ -248,7 +403,72 @@ def test_layout_lists_training_speakers(layout):
         if rec.origin.startswith("combined from "):
             first, last = rec.origin[len("combined from ") :].split(" .. ")
             assert first.split("/")[0] == last.split("/")[0] == rec.speaker
-            assert genre_of(first) == genre_of(last) == rec.group
+            if rec.group != "mixed":
+                assert genre_of(first) == genre_of(last) == rec.group
+
+
+def _speakers(root, seconds):
+    """Speaker ``spk<k>`` -> one tone file of ``seconds[k]`` s."""
+    speakers = {}
+    for k, length in enumerate(seconds):
+        path = root / "src" / f"spk{k}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, tone(90 + 40 * k, length, 16000, seed=k), 16000)
+        speakers[f"spk{k}"] = [path]
+    return speakers
+
+
+def test_layout_evaluation_speakers_are_the_last_eligible(tmp_path):
+    """A speaker too short for enrolment and a test piece trains, though
+    it sorts last; the evaluation speakers are the last long enough."""
+    speakers = _speakers(tmp_path, [9.0, 9.0, 9.0, 9.0, 3.0])
+    dest = tmp_path / "CN-Celeb_flac"
+    counts = write_cnceleb_layout(dest, speakers, 2)
+    assert counts["train_speakers"] == 3 and counts["eval_speakers"] == 2
+    assert (dest / "dev/dev.lst").read_text().split() == [
+        "id00000",
+        "id00001",
+        "id00004",
+    ]
+    protocol = read_cnceleb_protocol(dest)
+    assert sorted(protocol.concat_map) == ["id00002-enroll", "id00003-enroll"]
+    assert {r.speaker for r in list_cnceleb(dest)} == {
+        "id00000",
+        "id00001",
+        "id00004",
+    }
+    # Ids follow the sorted names, whichever role.
+    short = sf.read(next((dest / "data/id00004").iterdir()))[0]
+    assert short.size <= 3 * 16000
+
+
+def test_layout_too_few_eligible_writes_nothing(tmp_path):
+    speakers = _speakers(tmp_path, [3.0, 9.0, 3.0, 2.5])
+    dest = tmp_path / "CN-Celeb_flac"
+    with pytest.raises(DataPreparationError) as err:
+        write_cnceleb_layout(dest, speakers, 2)
+    message = str(err.value)
+    for text in ("num_eval_speakers=2", "1 of the 4 speakers", "5.0 s"):
+        assert text in message, message
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_layout_refuses_a_folder_with_files(tmp_path):
+    """A second write over a first would leave the first's folders under
+    the second's ids (two people under one id)."""
+    speakers = _speakers(tmp_path, [9.0, 9.0, 9.0])
+    dest = tmp_path / "CN-Celeb_flac"
+    write_cnceleb_layout(dest, speakers, 1)
+    before = sorted(p for p in dest.rglob("*"))
+    smaller = dict(list(speakers.items())[:2])
+    with pytest.raises(DataPreparationError) as err:
+        write_cnceleb_layout(dest, smaller, 1)
+    assert f"'{dest}' already holds files" in str(err.value)
+    assert "Delete it" in str(err.value)
+    assert sorted(p for p in dest.rglob("*")) == before
+    # An empty folder is fine.
+    (tmp_path / "empty").mkdir()
+    assert write_cnceleb_layout(tmp_path / "empty", smaller, 1)["trials"]
 
 
 def test_protocol(layout, tmp_path):
