@@ -147,13 +147,17 @@ def test_voxceleb_calibration_beside_the_cn_dev_one(cn_run, trained):
     if not (vox / "calibration.json").is_file():
         verify(vox)
     vox_cal = vox / "calibration.json"
-    result, _ = cn_verify(
+    result, log = cn_verify(
         cn_run, "concat", f"--compare_calibration=[{vox_cal}]"
     )
     mine, theirs = result["calibration_comparison"]
     assert mine["calibration"] == "this run's"
     assert mine["fitted_on"].endswith("valid_trials.txt")
     assert theirs["calibration"] == str(vox_cal)
+    # Fitted on the VoxCeleb run's own scores: another model, said so.
+    assert mine["same_model"] and not theirs["same_model"]
+    assert theirs["model"].startswith(str(vox.resolve()))
+    assert "was fitted on the scores of another model" in log
     # Same scores: the same EER; the VoxCeleb map's Cllr and actual DCF,
     # recomputed from its file and the raw scores.
     assert mine["eer"] == theirs["eer"] == pytest.approx(result["eer"])
