@@ -709,3 +709,24 @@ def test_an_option_given_twice_is_named():
 
     with pytest.raises(RecipeError, match="given twice.*data_folder"):
         _yaml_mapping("data_folder: a\nseed: 1\ndata_folder: b\n")
+
+
+def test_cnceleb1_and_cnceleb2_train_together(layout, tmp_path):
+    """``data_folder: CN-Celeb_flac,CN-Celeb2_flac``: CN-Celeb2's speakers
+    (its ``spk.lst``) train beside CN-Celeb1's; the protocol is CN-Celeb1's."""
+    from speechbrain_unipet.data.preparation import read_csv_rows
+
+    dest, counts = layout
+    cn2 = tmp_path / "CN-Celeb2_flac"
+    names = []
+    for k, folder in enumerate(sorted((dest / "data").iterdir())):
+        name = f"id1{k:04d}"  # CN-Celeb2's ids do not meet CN-Celeb1's
+        shutil.copytree(folder, cn2 / "data" / name)
+        names.append(name)
+    (cn2 / "spk.lst").write_text("\n".join(names) + "\n")
+    assert detect_format(cn2) == "cnceleb"
+    stats = _prepare(f"{dest},{cn2}", tmp_path / "save")
+    train = {r["spk_id"] for r in read_csv_rows(tmp_path / "save/train.csv")}
+    assert set(names) <= train
+    assert len(train) == counts["train_speakers"] + len(names)
+    assert stats["protocol"]["models"] == counts["eval_speakers"]
