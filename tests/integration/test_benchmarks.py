@@ -198,3 +198,32 @@ def test_large_classifier_benchmark_prints_its_table():
     # Parameters: classes x 3 sub-centres x 256.
     assert [int(r[1].replace(",", "")) for r in rows] == [7680, 768000]
     assert all(int(r[5]) > 0 for r in rows)
+
+
+def test_data_loading_benchmark_reads_every_utterance_once():
+    text = run_benchmark("data_loading.py", "--tiny")
+    counts = re.findall(
+        r"^  round 1: (raw files|shards), (\d) worker\(s\), (cold|warm): "
+        r"(\d+) read \((\d+) distinct of (\d+), (\d+) unknown\)",
+        text,
+        flags=re.M,
+    )
+    # Cold rows only where the page cache can be emptied (fadvise, tmpfs).
+    cold = "cold cache: posix_fadvise" in text
+    assert cold or "cold cache: not possible" in text, text
+    caches = ["cold", "warm"] if cold else ["warm"]
+    runs = [
+        (r, w, c) for c in caches for w in "12" for r in ("raw files", "shards")
+    ]
+    assert sorted(c[:3] for c in counts) == sorted(runs), text
+    assert all(c[3:] == ("200", "200", "200", "0") for c in counts), text
+    rows = re.findall(
+        r"^\| (raw files|shards) \| (\d) \| (cold|warm) \| ([0-9,]+) \| "
+        r"(?:([0-9.]+)x )?\|$",
+        text,
+        flags=re.M,
+    )
+    assert [r[:3] for r in rows] == runs, text
+    assert all(float(r[3].replace(",", "")) > 0 for r in rows)
+    assert all(bool(r[4]) == (r[0] == "shards") for r in rows)
+    assert "target shards never slower, warm cache (>= 1x): " in text

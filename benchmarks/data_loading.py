@@ -1,0 +1,728 @@
+"""Data loading: utterances per second from raw files against shards,
+side by side in one run.
+
+    python benchmarks/data_loading.py [--utterances 20000] [--source DIR]
+        [--work DIR] [--workers 1,4] [--rounds 3] [--limit N]
+        [--batch-size 32] [--shuffle-buffer 1000] [--max-count 1000]
+        [--cold auto|drop_caches|fadvise|none] [--tiny]
+
+Data: ``--utterances`` short FLAC files (16 kHz mono, 16-bit), random crops
+of 2-4 s (seeded) of the recordings of ``--source`` (by default the 251
+LibriSpeech speakers of ``/work/shared``, one 2-17 s file each; a source
+shorter than its crop gives all of it), spread evenly over its speakers
+and written as speaker folders (``<work>/data/<speaker>/<file>.flac``),
+then ``make_shards`` of that folder (``<work>/shards``, ``--max-count``
+utterances a shard). Both are reused by a later run with the same settings
+(``<work>/data.json``, ``<work>/shards.json``); their sizes and the time
+each took are printed.
+
+Two readers decode every utterance to a float32 tensor, as training needs
+it (whole file decoded, then the same random 3 s crop, padded batches of
+``--batch-size``), through a torch ``DataLoader`` with 1 and 4 worker
+processes (``--workers``):
+
+* **raw files**: a map-style dataset reading each file with the package's
+  loader (``speechbrain_unipet.utils.audio.load_audio``, what the recipe's
+  ``audio_pipeline`` calls), in shuffled order: one file per utterance;
+* **shards**: ``shard_dataset(shards, split_by_rank=False,
+  shuffle_buffer=...)``, batched inside the pipeline.
+
+Each reads the whole set (or ``--limit`` utterances) per measurement; the
+printed counts check that every utterance was read exactly once. The
+readers run in turn within each round (which one goes first alternates), so
+that both see the same machine load, and the table gives the median over
+the rounds:
+
+* **cold** page cache: before each cold measurement the files' pages are
+  evicted, by ``echo 3 > /proc/sys/vm/drop_caches`` (root; also drops the
+  cached directory entries and inodes) or, where that is not permitted, by
+  ``posix_fadvise(POSIX_FADV_DONTNEED)`` on every raw file and shard (pages
+  only). The eviction is checked once before measuring (the share of the
+  files' pages resident, by ``mincore``, and ``Cached:`` of
+  ``/proc/meminfo``); the method is printed, or that neither works (then
+  only warm figures). ``--tiny`` uses ``fadvise`` (``auto``), not to drop
+  the whole machine's cache from a test;
+* **warm**: every file is read once, then measured.
+
+A bytes-only pass (no decoding, one process) over both forms, cold and
+warm, shows what the storage alone allows. It prints a Markdown table
+(reader, workers, cache, utt/s, shards/raw) and the verdict against the
+targets: shards at least 3x the raw-file rate on a cold cache, and never
+slower warm.
+
+``--tiny``: 200 synthetic utterances (10 speakers) in a temporary folder,
+1 and 2 workers, 25 utterances a shard, one round; for the smoke test.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import pathlib
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import soundfile as sf
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from speechbrain_unipet.data.layouts import list_recordings  # noqa: E402
+from speechbrain_unipet.data.recordings import AUDIO_EXTENSIONS  # noqa: E402
+from speechbrain_unipet.data.shards import (  # noqa: E402
+    make_shards,
+    read_shards,
+    shard_dataset,
+)
+from speechbrain_unipet.utils.audio import load_audio, load_numpy  # noqa: E402
+
+SAMPLE_RATE = 16000
+DEFAULT_SOURCE = "/work/shared/data/librispeech_train_clean_100_251spk/"
+DEFAULT_WORK = pathlib.Path(tempfile.gettempdir()) / "sbu_data_loading_bench"
+CROP_SECONDS = 3.0
+#: Version of the generated data (bump when generation changes).
+DATA_VERSION = 1
+
+
+# ------------------------------------------------------------------ data
+def tiny_source(folder, speakers=10, seconds=6.0, seed=0):
+    """Synthetic recordings (harmonics in noise), one a speaker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    for k in range(speakers):
+        f0 = 100 + 15 * k
+        voice = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
+        signal = 0.1 * voice * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+        signal += 0.01 * rng.standard_normal(t.size)
+        sf.write(folder / f"{9000 + k}-1-0000.flac", signal, SAMPLE_RATE)
+    return folder
+
+
+def _pcm(signal):
+    return np.clip(np.round(signal * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def build_data(source, out, utterances, seed, low=2.0, high=4.0):
+    """Writes ``utterances`` crops of the recordings of ``source`` as
+    speaker folders under ``out``; returns (recordings read, bytes)."""
+    files = sorted(
+        p
+        for p in pathlib.Path(source).iterdir()
+        if p.suffix.lower() in AUDIO_EXTENSIONS
+    )
+    if not files:
+        sys.exit(f"ERROR: no audio in {source}")
+    audio = [(p.stem.split("-")[0], _pcm(load_numpy(p))) for p in files]
+    rng = np.random.default_rng(seed)
+    total = 0
+    for i in range(utterances):
+        speaker, signal = audio[i % len(audio)]
+        length = int(rng.integers(low * SAMPLE_RATE, high * SAMPLE_RATE + 1))
+        length = min(length, signal.size)
+        start = int(rng.integers(0, signal.size - length + 1))
+        path = out / speaker / f"{speaker}-{i:06d}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(
+            path,
+            signal[start : start + length],
+            SAMPLE_RATE,
+            format="FLAC",
+            subtype="PCM_16",
+        )
+        total += path.stat().st_size
+    return len(files), total
+
+
+def _stamp(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prepare(work, source, utterances, seed, max_count):
+    """The data and shard folders under ``work``, made or reused."""
+    work.mkdir(parents=True, exist_ok=True)
+    data, shards = work / "data", work / "shards"
+    settings = {
+        "version": DATA_VERSION,
+        "source": os.path.abspath(source),
+        "utterances": utterances,
+        "seed": seed,
+        "crop_seconds": [2.0, 4.0],
+        "sample_rate": SAMPLE_RATE,
+    }
+    stamp = _stamp(work / "data.json")
+    if stamp and stamp["settings"] == settings and data.is_dir():
+        print(
+            f"data: reused {data}: {utterances} files, "
+            f"{stamp['bytes'] / 1e6:.0f} MB (written in {stamp['seconds']:.1f} "
+            "s by an earlier run)",
+            flush=True,
+        )
+    else:
+        for stale in (work / "data.json", work / "shards.json"):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(shards, ignore_errors=True)
+        began = time.perf_counter()
+        sources, size = build_data(source, data, utterances, seed)
+        os.sync()
+        seconds = time.perf_counter() - began
+        stamp = {"settings": settings, "bytes": size, "seconds": seconds}
+        (work / "data.json").write_text(json.dumps(stamp, indent=1))
+        print(
+            f"data: wrote {utterances} files of 2-4 s ({sources} source "
+            f"recordings) to {data}: {size / 1e6:.0f} MB in {seconds:.1f} s",
+            flush=True,
+        )
+    shard_settings = {"data": stamp["settings"], "max_count": max_count}
+    done = _stamp(work / "shards.json")
+    if (
+        done
+        and done["settings"] == shard_settings
+        and (shards / "index.json").is_file()
+    ):
+        summary = done["summary"]
+        how = "reused"
+    else:
+        (work / "shards.json").unlink(missing_ok=True)
+        summary = make_shards(
+            data,
+            shards,
+            data_format="speaker_folders",
+            max_count=max_count,
+            overwrite=True,
+        )
+        os.sync()
+        (work / "shards.json").write_text(
+            json.dumps({"settings": shard_settings, "summary": summary})
+        )
+        how = "wrote"
+    print(
+        f"shards: {how} {shards}: {summary['shards']} shards of at most "
+        f"{max_count}, {summary['utterances']} utterances of "
+        f"{summary['speakers']} speakers, {summary['hours']:.2f} h, "
+        f"{summary['bytes'] / 1e6:.0f} MB, make_shards took "
+        f"{summary['seconds']:.1f} s"
+        + (" (an earlier run)" if how == "reused" else ""),
+        flush=True,
+    )
+    return data, shards
+
+
+# ------------------------------------------------------------ page cache
+def fs_type(path):
+    """Filesystem type of the mount holding ``path`` (/proc/mounts)."""
+    path, best, kind = os.path.realpath(path), "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                mount = parts[1]
+                inside = path == mount or path.startswith(
+                    mount.rstrip("/") + "/"
+                )
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def meminfo_cached():
+    """``Cached:`` of /proc/meminfo in bytes, or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("Cached:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.POINTER(ctypes.c_ubyte),
+    ]
+    return libc
+
+
+def resident(paths):
+    """Share of the pages of ``paths`` in the page cache (``mincore``), or
+    None where that cannot be asked."""
+    try:
+        libc = _libc()
+    except (OSError, AttributeError):
+        return None
+    page = os.sysconf("SC_PAGE_SIZE")
+    failed = ctypes.c_void_p(-1).value
+    pages = present = 0
+    for path in paths:
+        size = os.path.getsize(path)
+        if not size:
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+            if addr in (None, failed):
+                return None
+            try:
+                count = -(-size // page)
+                vec = (ctypes.c_ubyte * count)()
+                if libc.mincore(addr, size, vec):
+                    return None
+                present += int((np.frombuffer(vec, np.uint8) & 1).sum())
+                pages += count
+            finally:
+                libc.munmap(addr, size)
+        finally:
+            os.close(fd)
+    return present / pages if pages else None
+
+
+def drop_caches():
+    """``sync; echo 3 > /proc/sys/vm/drop_caches``; False if refused."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def fadvise(paths):
+    """Evicts the (clean) pages of ``paths``; False if not available."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    os.sync()  # dirty pages cannot be dropped
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return True
+
+
+def read_bytes(paths):
+    """Reads the files (to warm the cache, or to time the storage)."""
+    total = 0
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    return total
+
+
+def choose_cold(choice, work, probe_paths, all_paths):
+    """``(evict, description)``: the eviction that works here, checked by
+    warming ``probe_paths`` and evicting; evict is None when none works."""
+    kind = fs_type(work)
+    if kind in ("tmpfs", "ramfs"):
+        return None, (
+            f"not possible: {work} is on {kind} (memory), whose pages are "
+            "the storage"
+        )
+    if choice == "none":
+        return None, "not measured (--cold none)"
+    candidates = {
+        "drop_caches": (
+            lambda: drop_caches(),
+            "echo 3 > /proc/sys/vm/drop_caches (pages, dentries and inodes "
+            "of the whole machine)",
+        ),
+        "fadvise": (
+            lambda: fadvise(all_paths),
+            "posix_fadvise(POSIX_FADV_DONTNEED) on every raw file and shard "
+            "(their pages; directory entries and inodes stay cached)",
+        ),
+    }
+    order = {
+        "auto": ["drop_caches", "fadvise"],
+        "auto-fadvise": ["fadvise"],
+        "drop_caches": ["drop_caches"],
+        "fadvise": ["fadvise"],
+    }[choice]
+    refused = []
+    for name in order:
+        evict, what = candidates[name]
+        read_bytes(probe_paths)
+        before, cached_before = resident(probe_paths), meminfo_cached()
+        if not evict():
+            refused.append(f"{name}: not permitted")
+            continue
+        after, cached_after = resident(probe_paths), meminfo_cached()
+        if after is None:
+            # No mincore: time a re-read of the probe files instead.
+            began = time.perf_counter()
+            read_bytes(probe_paths)
+            cold = time.perf_counter() - began
+            began = time.perf_counter()
+            read_bytes(probe_paths)
+            warm = time.perf_counter() - began
+            ok = cold > 2 * warm
+            check = f"re-read {cold:.2f} s cold vs {warm:.2f} s warm"
+        else:
+            ok = after < 0.05
+            check = (
+                f"resident pages of {len(probe_paths)} sampled files "
+                f"{100 * before:.1f} % -> {100 * after:.1f} % (mincore)"
+            )
+        if cached_before is not None and cached_after is not None:
+            check += (
+                f"; Cached: {cached_before / 1e6:.0f} -> "
+                f"{cached_after / 1e6:.0f} MB (/proc/meminfo)"
+            )
+        if ok:
+            return evict, f"{what}; checked: {check}"
+        refused.append(f"{name}: ran but did not evict ({check})")
+    return None, "not possible (" + "; ".join(refused) + ")"
+
+
+# --------------------------------------------------------------- readers
+def crop(example):
+    """A random ``CROP_SECONDS`` crop of the decoded utterance (identical
+    for both readers)."""
+    wav = example["wav"]
+    size = int(CROP_SECONDS * SAMPLE_RATE)
+    if wav.numel() > size:
+        start = int(torch.randint(wav.numel() - size + 1, (1,)))
+        wav = wav[start : start + size]
+    return {"id": example["id"], "wav": wav}
+
+
+def collate(examples):
+    """Padded batch: ids, wavs [B, T], lengths [B]."""
+    wavs = [e["wav"] for e in examples]
+    return (
+        [e["id"] for e in examples],
+        torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True),
+        torch.tensor([w.numel() for w in wavs]),
+    )
+
+
+class RawFiles(torch.utils.data.Dataset):
+    """One audio file per utterance, decoded as the recipe's pipeline
+    does."""
+
+    def __init__(self, recordings):
+        self.recordings = recordings
+
+    def __len__(self):
+        return len(self.recordings)
+
+    def __getitem__(self, index):
+        rec = self.recordings[index]
+        return crop({"id": rec.uid, "wav": load_audio(rec.path, SAMPLE_RATE)})
+
+
+def raw_loader(recordings, workers, batch_size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        RawFiles(recordings),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=generator,
+    )
+
+
+def shard_loader(folder, workers, batch_size, buffer, seed):
+    dataset = (
+        shard_dataset(
+            folder, split_by_rank=False, shuffle_buffer=buffer, seed=seed
+        )
+        .map(crop)
+        .batched(batch_size, collation_fn=collate, partial=True)
+    )
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=workers
+    )
+
+
+def timed_read(loader, limit):
+    """(ids read, seconds): iterates ``loader`` until its end or
+    ``limit`` utterances."""
+    ids = []
+    began = time.perf_counter()
+    for batch_ids, wavs, _ in loader:
+        assert wavs.dtype == torch.float32 and wavs.shape[0] == len(batch_ids)
+        ids.extend(batch_ids)
+        if limit and len(ids) >= limit:
+            break
+    seconds = time.perf_counter() - began
+    return ids[:limit] if limit else ids, seconds
+
+
+# ------------------------------------------------------------------ main
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", default=DEFAULT_SOURCE)
+    parser.add_argument("--utterances", type=int, default=20000)
+    parser.add_argument("--work", default=None)
+    parser.add_argument("--workers", default="1,4")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shuffle-buffer", type=int, default=1000)
+    parser.add_argument("--max-count", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument(
+        "--cold",
+        default="auto",
+        choices=["auto", "drop_caches", "fadvise", "none"],
+    )
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args(argv)
+    temporary = None
+    if args.tiny:
+        args.utterances, args.rounds, args.max_count = 200, 1, 25
+        if args.workers == "1,4":
+            args.workers = "1,2"
+        if args.cold == "auto":
+            args.cold = "auto-fadvise"
+        if args.work is None:
+            temporary = tempfile.TemporaryDirectory()
+            args.work = temporary.name
+        args.source = str(tiny_source(pathlib.Path(args.work) / "source"))
+    work = pathlib.Path(args.work or DEFAULT_WORK)
+    workers = [int(w) for w in args.workers.split(",")]
+    # More workers than cores is measured on purpose (and said so below).
+    warnings.filterwarnings("ignore", message="This DataLoader will create")
+    try:
+        run(args, work, workers)
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+
+
+def run(args, work, workers):
+    cores = os.cpu_count() or 1
+    print(
+        f"{cores} CPU cores, load average {os.getloadavg()[0]:.2f}, torch "
+        f"{torch.__version__}, work folder {work} ({fs_type(work)})",
+        flush=True,
+    )
+    data, shards = prepare(
+        work, args.source, args.utterances, args.seed, args.max_count
+    )
+    recordings = list_recordings(data, "speaker_folders")
+    index = read_shards(shards)
+    shard_paths = [str(shards / s["name"]) for s in index["shards"]]
+    raw_paths = [r.path for r in recordings]
+    expected = {r.uid for r in recordings}
+    if index["utterances"] != len(expected):
+        sys.exit(
+            f"ERROR: {index['utterances']} utterances in the shards, "
+            f"{len(expected)} raw files"
+        )
+    limit = min(args.limit, len(expected)) if args.limit else 0
+    total = limit or len(expected)
+    raw_bytes = sum(os.path.getsize(p) for p in raw_paths)
+    shard_bytes = sum(os.path.getsize(p) for p in shard_paths)
+    probe = random.Random(0).sample(raw_paths, min(500, len(raw_paths)))
+    evict, how = choose_cold(
+        args.cold, work, probe + shard_paths, raw_paths + shard_paths
+    )
+    print(f"cold cache: {how}", flush=True)
+    caches = ["cold", "warm"] if evict else ["warm"]
+
+    # The storage alone: every file's bytes, one process, no decoding.
+    order = random.Random(args.seed).sample(raw_paths, len(raw_paths))
+    print("\nbytes only (no decoding), 1 process:", flush=True)
+    storage = {}
+    for cache in caches:
+        for name, paths, size in (
+            ("raw files", order, raw_bytes),
+            ("shards", shard_paths, shard_bytes),
+        ):
+            if cache == "cold":
+                evict()
+            else:
+                read_bytes(paths)
+            began = time.perf_counter()
+            read_bytes(paths)
+            seconds = time.perf_counter() - began
+            storage[(name, cache)] = len(raw_paths) / seconds
+            print(
+                f"  {name}, {cache}: {len(raw_paths) / seconds:,.0f} utt/s, "
+                f"{size / 1e6 / seconds:,.0f} MB/s ({size / 1e6:.0f} MB in "
+                f"{seconds:.2f} s)",
+                flush=True,
+            )
+
+    def measure(reader, w, cache, round_):
+        seed = args.seed + round_
+        if reader == "raw files":
+            recs = recordings
+            if limit:
+                recs = random.Random(seed).sample(recordings, limit)
+            loader = raw_loader(recs, w, args.batch_size, seed)
+        else:
+            loader = shard_loader(
+                shards, w, args.batch_size, args.shuffle_buffer, seed
+            )
+        ids, seconds = timed_read(loader, limit)
+        del loader
+        distinct = set(ids)
+        stray = len(distinct - expected)
+        rate = len(ids) / seconds
+        print(
+            f"  round {round_ + 1}: {reader}, {w} worker(s), {cache}: "
+            f"{len(ids)} read ({len(distinct)} distinct of {total}, {stray} "
+            f"unknown) in {seconds:.1f} s = {rate:,.0f} utt/s",
+            flush=True,
+        )
+        if len(ids) != total or len(distinct) != total or stray:
+            sys.exit(f"ERROR: {reader} did not read every utterance once")
+        return rate
+
+    print(
+        f"\nreading {total} utterances, batches of {args.batch_size}, "
+        f"shuffle buffer {args.shuffle_buffer}, {args.rounds} round(s):",
+        flush=True,
+    )
+    rates = {}
+    for round_ in range(args.rounds):
+        readers = ["raw files", "shards"]
+        if round_ % 2:
+            readers.reverse()
+        for cache in caches:
+            if cache == "warm":
+                read_bytes(raw_paths + shard_paths)
+                share = resident(probe + shard_paths)
+                if share is not None:
+                    print(
+                        f"  warmed: {100 * share:.1f} % of the sampled "
+                        "files' pages resident",
+                        flush=True,
+                    )
+            for w in workers:
+                for reader in readers:
+                    if cache == "cold":
+                        evict()
+                    rate = measure(reader, w, cache, round_)
+                    rates.setdefault((reader, w, cache), []).append(rate)
+
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    print(
+        f"\nutterances per second, {total} utterances of 2-4 s, median of "
+        f"{args.rounds} round(s), {cores} CPU cores:\n"
+    )
+    print("| reader | workers | cache | utt/s | shards/raw |")
+    print("|---|---|---|---|---|")
+    ratios = {}
+    for cache in caches:
+        for w in workers:
+            raw = median[("raw files", w, cache)]
+            shard = median[("shards", w, cache)]
+            ratios[(w, cache)] = shard / raw
+            print(f"| raw files | {w} | {cache} | {raw:,.0f} | |")
+            print(
+                f"| shards | {w} | {cache} | {shard:,.0f} | "
+                f"{shard / raw:.2f}x |"
+            )
+    print(
+        "\nper round (utt/s): "
+        + "; ".join(
+            f"{r} {w} {c}: " + ", ".join(f"{x:,.0f}" for x in v)
+            for (r, w, c), v in rates.items()
+        )
+    )
+    verdict(rates, ratios, median, storage, caches, workers, how, cores)
+
+
+def verdict(rates, ratios, median, storage, caches, workers, how, cores):
+    # Round-to-round spread of the rates: the noise of a shared machine.
+    noise = max(max(v) / min(v) - 1 for v in rates.values())
+    print()
+    if "cold" in caches:
+        cold = [ratios[(w, "cold")] for w in workers]
+        met = min(cold) >= 3
+        print(
+            "target shards >= 3x raw files, cold cache: "
+            + ("MET" if met else "MISSED")
+            + " ("
+            + ", ".join(
+                f"{r:.2f}x with {w} worker(s)"
+                for w, r in zip(workers, cold, strict=True)
+            )
+            + ")"
+        )
+    else:
+        print(
+            f"target shards >= 3x raw files, cold cache: NOT MEASURED ({how})"
+        )
+    warm = [ratios[(w, "warm")] for w in workers]
+    print(
+        "target shards never slower, warm cache (>= 1x): "
+        + ("MET" if min(warm) >= 1 else "MISSED")
+        + " ("
+        + ", ".join(
+            f"{r:.2f}x with {w} worker(s)"
+            for w, r in zip(workers, warm, strict=True)
+        )
+        + ")"
+    )
+    if len(next(iter(rates.values()))) > 1:
+        print(
+            f"noise: the rounds of one reader differ by up to "
+            f"{100 * noise:.0f} % (machine load)"
+        )
+    if "cold" in caches:
+        # The cold penalty of raw files bounds what shards can win back.
+        decode = 1e3 / median[("raw files", workers[0], "warm")]
+        io = 1e3 / storage[("raw files", "cold")]
+        limited = "decoding" if 1 + io / decode < 3 else "not the storage"
+        print(
+            f"what limits it: {limited}. One worker decodes an utterance in "
+            f"{decode:.2f} ms (raw files, warm, {workers[0]} worker(s)); "
+            f"this storage reads a small file cold in {io:.2f} ms (bytes "
+            f"only, one process). Shards remove at most the file reads: "
+            f"about {1 + io / decode:.2f}x over raw files cold, where 3x "
+            f"needs cold reads of at least {2 * decode:.1f} ms a file "
+            "(network storage, disks that seek)."
+        )
+        for w in workers:
+            raw_cold = median[("raw files", w, "cold")]
+            raw_warm = median[("raw files", w, "warm")]
+            shard_warm = median[("shards", w, "warm")]
+            print(
+                f"{w} worker(s): raw files run at {raw_cold / raw_warm:.2f} "
+                f"of their warm rate when cold; even shards read at their "
+                f"warm rate would be {shard_warm / raw_cold:.2f}x raw cold"
+            )
+    if max(workers) > cores:
+        print(
+            f"{max(workers)} workers share {cores} CPU cores: decoding is "
+            "CPU-bound, so more workers than cores add little."
+        )
+
+
+if __name__ == "__main__":
+    main()
