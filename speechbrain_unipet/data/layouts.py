@@ -48,7 +48,14 @@ from speechbrain_unipet.utils.audio import MIN_SAMPLE_RATE, probe_audio
 logger = get_logger(__name__)
 
 
-DATA_FORMATS = ("voxceleb", "speaker_folders", "csv", "kaldi", "cnceleb")
+DATA_FORMATS = (
+    "voxceleb",
+    "speaker_folders",
+    "csv",
+    "kaldi",
+    "cnceleb",
+    "shards",
+)
 
 
 PATH_COLUMNS = ("path", "wav", "file", "audio", "filename")
@@ -421,6 +428,8 @@ def detect_format(folder):
         )
     if not path.is_dir():
         raise DataPreparationError(f"data_folder '{path}' does not exist")
+    if (path / "index.json").is_file() and (path / "plan.json").is_file():
+        return "shards"
     if (path / "wav.scp").is_file():
         return "kaldi"
     if (path / "wav").is_dir():
@@ -466,6 +475,12 @@ def list_recordings(data_folder, data_format=None):
     for folder in str(data_folder).split(","):
         folder = folder.strip()
         fmt = data_format or detect_format(folder)
+        if fmt == "shards":
+            raise DataPreparationError(
+                f"'{folder}' holds shards: the training recipe reads them "
+                "(data_format: shards); to score or embed audio, give the "
+                "source data's folder and layout"
+            )
         if fmt not in LISTERS:
             raise DataPreparationError(
                 f"data_format must be one of {', '.join(DATA_FORMATS)} or "

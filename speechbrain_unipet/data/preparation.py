@@ -30,6 +30,7 @@ from speechbrain_unipet.data.layouts import (
     list_recordings,
     probe_recordings,
 )
+from speechbrain_unipet.data.shards import shard_recordings
 from speechbrain_unipet.data.trials import (
     Trial,
     _write_trials,
@@ -640,9 +641,14 @@ def prepare_speaker_data(
         done.unlink()
     save.mkdir(parents=True, exist_ok=True)
 
-    recordings = list_recordings(data_folder, data_format)
     first_folder = str(data_folder).split(",")[0].strip()
     fmt = data_format or detect_format(first_folder)
+    shard_probes = None
+    if fmt == "shards":
+        # What make-shards found: no source file is opened here.
+        recordings, shard_probes = shard_recordings(first_folder)
+    else:
+        recordings = list_recordings(data_folder, data_format)
     trials = protocol = None
     if verification_file is None and fmt == "cnceleb":
         # Read before the audio is inspected: a broken list fails fast.
@@ -672,7 +678,10 @@ def prepare_speaker_data(
         trials = read_trials(verification_file)
         resolved = resolve_trial_ids(trials, verification_file, recordings)
     logger.info("Inspecting %d recordings (%s layout)...", len(recordings), fmt)
-    probes = probe_recordings(recordings, seg_dur, amp_th or 0, num_workers)
+    if shard_probes is not None:
+        probes = shard_probes  # no silence check: the shards hold no gaps
+    else:
+        probes = probe_recordings(recordings, seg_dur, amp_th or 0, num_workers)
     rates, multi = _check_probes(recordings, probes)
     combined, listed = 0, len(recordings)
     if combine_min_seconds is not None:

@@ -53,6 +53,7 @@ from speechbrain.utils.logger import get_logger
 from speechbrain_unipet.data.layouts import (
     DATA_FORMATS,
     DataPreparationError,
+    Recording,
     _check_probes,
     detect_format,
     list_recordings,
@@ -60,6 +61,7 @@ from speechbrain_unipet.data.layouts import (
 )
 from speechbrain_unipet.utils.audio import (
     MIN_SAMPLE_RATE,
+    AudioProbe,
     NotReadBySoundfile,
     audio_info,
     load_numpy,
@@ -321,6 +323,18 @@ def _plan_record(options, shards, dropped):
             {
                 "name": SHARD_NAME.format(k),
                 "ids": [e["id"] for e in shard],
+                # What the recipe's preparation needs of each utterance,
+                # without opening its source (data_format: shards).
+                "utterances": [
+                    [
+                        e["speaker"],
+                        e["source"],
+                        e["rate"],
+                        e["first"],
+                        e["last"],
+                    ]
+                    for e in shard
+                ],
                 "digest": _digest(shard),
             }
             for k, shard in enumerate(shards)
@@ -871,7 +885,9 @@ def _to_example(sample):
     }
 
 
-def shard_dataset(folder, split_by_rank=True, shuffle_buffer=0, seed=1986):
+def shard_dataset(
+    folder, split_by_rank=True, shuffle_buffer=0, seed=1986, worker=None
+):
     """A ``webdataset.WebDataset`` over the shards of ``folder``.
 
     Each process of a distributed run (``RANK``/``WORLD_SIZE``, or the
@@ -895,6 +911,10 @@ def shard_dataset(folder, split_by_rank=True, shuffle_buffer=0, seed=1986):
         the order changing with each pass over the dataset).
     seed : int
         Seed of the shuffling.
+    worker : tuple of int, optional
+        ``(index, count)``: read the share of that DataLoader worker
+        instead of this process's own (a resumed epoch's reader plays
+        another worker's part).
 
     Returns
     -------
@@ -933,7 +953,9 @@ def shard_dataset(folder, split_by_rank=True, shuffle_buffer=0, seed=1986):
     dataset = wds.WebDataset(
         urls,
         nodesplitter=wds.split_by_node if split_by_rank else None,
-        workersplitter=wds.split_by_worker,
+        workersplitter=wds.split_by_worker
+        if worker is None
+        else (lambda urls: iter(list(urls)[worker[0] :: worker[1]])),
         shardshuffle=len(urls) if shuffle else False,
         detshuffle=True,
         seed=seed,
@@ -944,3 +966,64 @@ def shard_dataset(folder, split_by_rank=True, shuffle_buffer=0, seed=1986):
         # Before decoding: the buffer holds compressed samples.
         dataset = dataset.compose(wds.detshuffle(shuffle_buffer, seed=seed))
     return dataset.decode(_decode_flac).map(_to_example)
+
+
+def shard_recordings(folder):
+    """The utterances of a shard folder as the recordings they were made
+    from, with what inspecting them found (from ``plan.json``: no source
+    file is opened): what the recipe's data preparation splits and
+    segments for ``data_format: shards``. Training then reads the shards;
+    validation and test read the source files of their utterances.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+        A complete shard folder (``read_shards``).
+
+    Returns
+    -------
+    recordings : list of Recording
+        ``uid`` the utterance id, ``path`` its source file, region in
+        seconds.
+    probes : list of AudioProbe
+        The source's rate and the region in its samples.
+
+    Example
+    -------
+    >>> root = getfixture("tmp_path")
+    >>> (root / "data" / "a").mkdir(parents=True)
+    >>> sf.write(root / "data" / "a" / "1.wav", np.zeros(800), 8000)
+    >>> _ = make_shards(root / "data", root / "shards")
+    >>> recs, probes = shard_recordings(root / "shards")
+    >>> [(r.uid, r.speaker, p.rate, p.stop) for r, p in zip(recs, probes)]
+    [('a/1', 'a', 8000, 800)]
+    """
+    folder = pathlib.Path(folder)
+    read_shards(folder)
+    plan = _read_json(folder / "plan.json") or {}
+    recordings, probes = [], []
+    for shard in plan.get("shards", []):
+        if "utterances" not in shard:
+            raise DataPreparationError(
+                f"'{folder / 'plan.json'}' was written by an older "
+                "speechbrain-unipet, without the utterances' sources: write "
+                "the shards again (speechbrain-unipet make-shards ... "
+                "--overwrite)"
+            )
+        for uid, (speaker, source, rate, first, last) in zip(
+            shard["ids"], shard["utterances"], strict=True
+        ):
+            recordings.append(
+                Recording(
+                    uid,
+                    source,
+                    speaker,
+                    first / rate,
+                    last / rate,
+                    origin=f"{folder / shard['name']}",
+                )
+            )
+            probes.append(
+                AudioProbe(rate=rate, channels=1, start=first, stop=last)
+            )
+    return recordings, probes

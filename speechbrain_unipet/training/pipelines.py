@@ -14,6 +14,12 @@ import torch
 from speechbrain_unipet.data.layouts import DataPreparationError
 from speechbrain_unipet.data.preparation import read_csv_rows
 from speechbrain_unipet.training.hparams import training_speeds
+from speechbrain_unipet.training.segments import (
+    speed_perturbed,
+    speed_perturbers,
+    training_region,
+)
+from speechbrain_unipet.training.shard_data import ShardSegments
 from speechbrain_unipet.utils.audio import (
     MIN_SAMPLE_RATE,
     audio_info,
@@ -32,15 +38,8 @@ def audio_pipeline(hparams, random_chunk, speeds=(1.0,)):
     resampled to ``length``; the speed's index is provided as
     ``speed_index``.
     """
-    from speechbrain.augment.time_domain import SpeedPerturb
-
     sample_rate = hparams["sample_rate"]
-    # One single-speed perturber per speed: SpeechBrain's picks a speed at
-    # random on each call without telling which, and the label needs it.
-    perturbers = [None] + [
-        SpeedPerturb(sample_rate, speeds=[round(100 * speed)])
-        for speed in speeds[1:]
-    ]
+    perturbers = speed_perturbers(sample_rate, speeds)
 
     @sb.utils.data_pipeline.takes(
         "wav", "start", "stop", "utt_start", "utt_stop"
@@ -48,34 +47,24 @@ def audio_pipeline(hparams, random_chunk, speeds=(1.0,)):
     @sb.utils.data_pipeline.provides("sig", "speed_index")
     def pipeline(wav, start, stop, utt_start, utt_stop):
         """The (cropped, speed-perturbed) waveform of one CSV row."""
-        start, stop = int(start), int(stop)
-        length = stop - start
-        index = 0
-        if len(speeds) > 1:
-            index = int(torch.randint(len(speeds), (1,)))
-            # The samples that last `length` once played at this speed.
-            needed = round(length * speeds[index])
-            start = max(int(utt_start), min(start, int(utt_stop) - needed))
-            stop = min(start + needed, int(utt_stop))
-        if random_chunk:
-            span, last = stop - start, int(utt_stop) - (stop - start)
-            if last > int(utt_start):
-                start = torch.randint(int(utt_start), last + 1, (1,)).item()
-                stop = start + span
+        length = int(stop) - int(start)
+        start, stop, index = training_region(
+            start, stop, utt_start, utt_stop, speeds, random_chunk
+        )
         sig = load_audio(wav, sample_rate, start, stop)
-        if perturbers[index] is not None:
-            sig = perturbers[index](sig.unsqueeze(0)).squeeze(0)[:length]
-        yield sig
+        yield speed_perturbed(sig, perturbers[index], length)
         yield index
 
     return pipeline
 
 
-def dataio_prep(hparams):
+def dataio_prep(hparams, shard_shuffle_buffer=0):
     """Train/dev datasets and the speaker label encoder (SpeechBrain style),
     after the pre-flight check of ``check_prepared_data``. With speed
     perturbation, training classes are ``speaker + speed_index *
-    num_speakers`` (see ``num_classes``)."""
+    num_speakers`` (see ``num_classes``). With ``data_format: shards`` the
+    training set reads the shards (``ShardSegments``, its shuffle buffer
+    ``shard_shuffle_buffer``); dev reads the source files."""
     datasets, speakers = {}, set()
     for split, key in (
         ("train", "train_annotation"),
@@ -120,6 +109,24 @@ def dataio_prep(hparams):
         output_key="spk_id",
     )
     check_labels(speakers, label_encoder, label_path)
+    if hparams["data_format"] == "shards":
+        world = (
+            torch.distributed.get_world_size()
+            if torch.distributed.is_initialized()
+            else 1
+        )
+        datasets["train"] = ShardSegments(
+            hparams["data_folder"],
+            read_csv_rows(hparams["train_annotation"]),
+            label_encoder,
+            batch_size=hparams["batch_size"],
+            sample_rate=hparams["sample_rate"],
+            speeds=training_speeds(hparams),
+            random_chunk=hparams.get("random_chunk", True),
+            shuffle_buffer=shard_shuffle_buffer,
+            seed=hparams["seed"],
+            world_size=world,
+        )
     return datasets["train"], datasets["dev"], label_encoder
 
 

@@ -184,10 +184,14 @@ class SpeakerBrain(sb.core.Brain):
                 group["lr"] = self.base_lrs[key] * self.lr_factor
 
     def on_stage_start(self, stage, epoch=None):
-        """Fresh error and gate statistics for the stage."""
+        """Fresh error and gate statistics for the stage; shards: the
+        epoch's order, and the batches a resumed epoch already trained."""
         self.gate_sums = {}
         if stage == sb.Stage.TRAIN:
             self.current_epoch = epoch
+            if getattr(self, "shard_data", None) is not None:
+                self.shard_data.epoch = epoch
+                self.shard_data.skip_batches = self.step
         if stage != sb.Stage.TRAIN:
             self.error_metrics = self.hparams.error_stats()
 
@@ -413,7 +417,9 @@ def main(argv):
         return
     validator = verification_validator(hparams)
     hparams["wav_augment"] = build_augmenter(hparams)
-    train_data, valid_data, label_encoder = dataio_prep(hparams)
+    train_data, valid_data, label_encoder = dataio_prep(
+        hparams, shard_shuffle_buffer=hparams["shard_shuffle_buffer"]
+    )
     logger.info(
         "Training on %d segments of %s (%s %.1f s crops), validating on %d "
         "segments of %s",
@@ -471,16 +477,31 @@ def main(argv):
         else 1
     )
     brain.num_speakers = len(label_encoder)
-    per_process = -(-len(train_data) // world)  # DistributedSampler pads
-    if hparams["dataloader_options"].get("drop_last", False):
-        brain.steps_per_epoch = per_process // hparams["batch_size"]
+    train_loader_kwargs = hparams["dataloader_options"]
+    brain.shard_data = None
+    if isinstance(train_data, torch.utils.data.IterableDataset):
+        # Shards: the dataset orders, splits and sizes the epoch itself.
+        brain.shard_data = train_data
+        brain.steps_per_epoch = train_data.steps
+        train_loader_kwargs = {
+            **{
+                k: v
+                for k, v in train_loader_kwargs.items()
+                if k not in ("shuffle", "sampler")
+            },
+            "collate_fn": sb.dataio.batch.PaddedBatch,
+        }
     else:
-        brain.steps_per_epoch = -(-per_process // hparams["batch_size"])
+        per_process = -(-len(train_data) // world)  # DistributedSampler pads
+        if hparams["dataloader_options"].get("drop_last", False):
+            brain.steps_per_epoch = per_process // hparams["batch_size"]
+        else:
+            brain.steps_per_epoch = -(-per_process // hparams["batch_size"])
     brain.fit(
         brain.hparams.epoch_counter,
         train_data,
         valid_data,
-        train_loader_kwargs=hparams["dataloader_options"],
+        train_loader_kwargs=train_loader_kwargs,
         valid_loader_kwargs={
             **hparams["dataloader_options"],
             "shuffle": False,

@@ -1,0 +1,37 @@
+"""The recipe trained from shards (``data_format: shards``): make-shards of
+the generated speakers, two gloo processes with two DataLoader workers
+each, EER validation, the replicas equal, then verification."""
+
+import re
+
+from helpers import epochs_logged, merged_args, run_ddp, verify
+
+from speechbrain_unipet.data.shards import make_shards
+
+
+def test_two_processes_train_from_shards_and_verify(recipe_env, tmp_path):
+    shards = tmp_path / "shards"
+    # 16 utterances: 4 shards, one per process and DataLoader worker.
+    make_shards(recipe_env["data"], shards, max_count=4, num_workers=1)
+    out = tmp_path / "from_shards"
+    args = merged_args(
+        recipe_env["args"],
+        [
+            f"--data_folder={shards}",
+            "--data_format=shards",
+            "--number_of_epochs=2",
+            "--num_workers=2",
+        ],
+    )
+    run_ddp(args, out)
+    assert epochs_logged(out) == [1, 2]
+    log = (out / "log.txt").read_text()
+    train_log = (out / "train_log.txt").read_text()
+    assert "valid EER" in train_log
+    drifts = re.findall(
+        r"the trainable weights of the 2 processes differ by at most (\S+)",
+        log,
+    )
+    assert len(drifts) == 2 and all(float(d) == 0.0 for d in drifts)
+    result = verify(out)
+    assert result["num_trials"] == 6 and 0 <= result["eer"] <= 1
