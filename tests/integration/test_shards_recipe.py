@@ -2,9 +2,22 @@
 the generated speakers, two gloo processes with two DataLoader workers
 each, EER validation, the replicas equal, then verification."""
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
-from helpers import epochs_logged, merged_args, run_ddp, verify
+import pytest
+from helpers import (
+    RECIPE,
+    epochs_logged,
+    merged_args,
+    run_ddp,
+    run_script,
+    verify,
+)
 
 from speechbrain_unipet.data.shards import make_shards
 
@@ -35,3 +48,62 @@ def test_two_processes_train_from_shards_and_verify(recipe_env, tmp_path):
     assert len(drifts) == 2 and all(float(d) == 0.0 for d in drifts)
     result = verify(out)
     assert result["num_trials"] == 6 and 0 <= result["eer"] <= 1
+
+
+def test_a_killed_run_resumes_its_epoch_from_the_shards(recipe_env, tmp_path):
+    """SIGKILL after an intra-epoch checkpoint; the same command again
+    resumes the epoch, its shard reader told how many batches to skip
+    (that the skip is exact: tests/unit/test_shard_training.py)."""
+    shards = tmp_path / "shards"
+    make_shards(recipe_env["data"], shards, max_count=4, num_workers=1)
+    out = tmp_path / "killed"
+    args = merged_args(
+        recipe_env["args"],
+        [
+            f"--data_folder={shards}",
+            "--data_format=shards",
+            f"--output_folder={out}",
+            "--batch_size=2",
+            "--number_of_epochs=1",
+            "--ckpt_interval_minutes=0",
+            "--ckpt_interval_steps=2",
+        ],
+    )
+    cmd = [
+        sys.executable,
+        "train_speaker_embeddings.py",
+        "hparams/unipet.yaml",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=RECIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            ckpts = list((out / "save").glob("CKPT+*/CKPT.yaml"))
+            if any("brain_intra_epoch_ckpt" in c.read_text() for c in ckpts):
+                break
+            if proc.poll() is not None:
+                pytest.fail("training ended before an intra-epoch checkpoint")
+            time.sleep(0.2)
+        else:
+            pytest.fail("no intra-epoch checkpoint appeared")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = run_script(
+        "train_speaker_embeddings.py", "hparams/unipet.yaml", *args
+    )
+    log = done.stdout + done.stderr
+    resumed = re.search(
+        r"Epoch 1 resumes after (\d+) of its (\d+) batches", log
+    )
+    assert resumed, log[-3000:]
+    skipped, total = map(int, resumed.groups())
+    assert 2 <= skipped < total and skipped % 2 == 0
+    assert epochs_logged(out) == [1]

@@ -192,6 +192,14 @@ class SpeakerBrain(sb.core.Brain):
             if getattr(self, "shard_data", None) is not None:
                 self.shard_data.epoch = epoch
                 self.shard_data.skip_batches = self.step
+                if self.step:
+                    logger.info(
+                        "Epoch %s resumes after %d of its %d batches: the "
+                        "shards' reader skips them (none is trained twice)",
+                        epoch,
+                        self.step,
+                        self.steps_per_epoch,
+                    )
         if stage != sb.Stage.TRAIN:
             self.error_metrics = self.hparams.error_stats()
 
