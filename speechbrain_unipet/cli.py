@@ -31,7 +31,11 @@ import torch
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_unipet import __version__
-from speechbrain_unipet.data.shards import make_shards, parse_size
+from speechbrain_unipet.data.shards import (
+    is_shard_folder,
+    make_shards,
+    parse_size,
+)
 from speechbrain_unipet.data.trials import read_enrolment, read_trials
 from speechbrain_unipet.evaluation.conditions import (
     parse_conditions,
@@ -151,6 +155,7 @@ def cmd_embed(args):
         model.parts,
         read_utterances(args.audio),
         args.store,
+        shards=args.audio if is_shard_folder(args.audio) else None,
         sample_rate=model.sample_rate,
         batch_size=args.batch_size
         or (32 if str(device).startswith("cuda") else 1),
@@ -539,7 +544,10 @@ def build_parser():
 
     p = sub.add_parser("embed", help="audio -> embedding store")
     p.add_argument("model", help="training run folder or exported model")
-    p.add_argument("audio", help="folder of audio, list file or prepared CSV")
+    p.add_argument(
+        "audio",
+        help="folder of audio, shard folder (make-shards), list file or prepared CSV",
+    )
     p.add_argument("store", help="store folder to write (resumed if killed)")
     p.add_argument("--device", help=DEVICE_HELP)
     _add_onnx_runtime_options(p)

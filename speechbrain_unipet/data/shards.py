@@ -1027,3 +1027,23 @@ def shard_recordings(folder):
                 AudioProbe(rate=rate, channels=1, start=first, stop=last)
             )
     return recordings, probes
+
+
+def is_shard_folder(path):
+    """Whether ``path`` is a folder written by ``make_shards``.
+
+    Arguments
+    ---------
+    path : str or pathlib.Path
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> is_shard_folder(getfixture("tmp_path"))
+    False
+    """
+    path = pathlib.Path(path)
+    return (path / "index.json").is_file() and (path / "plan.json").is_file()

@@ -48,6 +48,7 @@ import torch
 from speechbrain.utils.logger import get_logger
 from tqdm import tqdm
 
+from speechbrain_unipet.data.shards import read_shards, shard_dataset
 from speechbrain_unipet.lobes.embedding import (
     CHUNK_OVERLAP_SECONDS,
     MAX_CHUNK_SECONDS,
@@ -155,6 +156,35 @@ class _AudioDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             wav = self.transform(wav, self.sample_rate, utt.id)
         return index, wav
+
+
+class _ShardAudio(torch.utils.data.IterableDataset):
+    """The audio of ``utterances`` (those not ``done``) read from the
+    shards of ``folder``: each rank its shards, each DataLoader worker its
+    part of them, in the shards' order (no random access into a shard)."""
+
+    def __init__(self, folder, utterances, done, sample_rate, transform):
+        self.folder, self.done = folder, set(done)
+        self.index = {u.id: k for k, u in enumerate(utterances)}
+        self.sample_rate, self.transform = sample_rate, transform
+        rate = read_shards(folder)["options"]["sample_rate"]
+        if rate != sample_rate:
+            raise ExtractionError(
+                f"The shards of '{folder}' are at {rate} Hz, the model reads "
+                f"{sample_rate} Hz: write them again at that rate"
+            )
+
+    def __iter__(self):
+        for example in shard_dataset(
+            self.folder, split_by_rank=_distributed()[1] > 1
+        ):
+            k = self.index.get(example["id"])
+            if k is None or example["id"] in self.done:
+                continue
+            wav = example["wav"]
+            if self.transform is not None:
+                wav = self.transform(wav, self.sample_rate, example["id"])
+            yield k, wav
 
 
 def _collate(items):
@@ -480,6 +510,7 @@ def extract(
     max_chunk_seconds=MAX_CHUNK_SECONDS,
     chunk_overlap_seconds=CHUNK_OVERLAP_SECONDS,
     flush_every=16,
+    shards=None,
     model_id=None,
     progress=True,
 ):
@@ -517,6 +548,11 @@ def extract(
         Overlap of those windows.
     flush_every : int
         Batches between part files (what a killed run may lose).
+    shards : str or pathlib.Path, optional
+        A shard folder (``make_shards``) holding the audio of
+        ``utterances`` (``utterances_from_shards``): read in the shards'
+        order, each rank its shards, in batches of ``batch_size`` as they
+        come (no length bucketing).
     model_id : str or None
         Names the model in the settings a resumed run must match (e.g. the
         model folder); the weights' digest (``model_fingerprint``) is
@@ -624,17 +660,27 @@ def extract(
         for k, b in enumerate(batches)
         if k % world == rank and any(ids[i] not in done for i in b)
     ]
-    loader = torch.utils.data.DataLoader(
-        _AudioDataset(utterances, sample_rate, transform),
-        batch_sampler=mine,
-        num_workers=num_workers,
-        collate_fn=_collate,
-    )
+    if shards is None:
+        loader = torch.utils.data.DataLoader(
+            _AudioDataset(utterances, sample_rate, transform),
+            batch_sampler=mine,
+            num_workers=num_workers,
+            collate_fn=_collate,
+        )
+        total = sum(len(b) for b in mine)
+    else:
+        loader = torch.utils.data.DataLoader(
+            _ShardAudio(shards, utterances, done, sample_rate, transform),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=_collate,
+        )
+        total = (len(ids) - len(done)) // world
     device = next(modules[0].parameters()).device
     seq = len(list(parts.glob(f"part-r{rank:03d}-*.npz")))
     pending = ([], [], [], {})
     bar = tqdm(
-        total=sum(len(b) for b in mine),
+        total=total,
         desc=f"embedding -> {store_folder.name}",
         disable=not progress or rank != 0,
         dynamic_ncols=True,
@@ -666,10 +712,13 @@ def extract(
                 value = value.float().reshape(value.shape[0], -1).cpu().numpy()
                 pending[3].setdefault(key, []).extend(value)
             bar.update(len(indices))
-            if n % flush_every == 0 or n == len(mine):
+            if n % flush_every == 0:
                 _write_part(parts, rank, seq, keys, *pending)
                 seq += 1
                 pending = ([], [], [], {})
+        if pending[0]:
+            _write_part(parts, rank, seq, keys, *pending)
+            pending = ([], [], [], {})
     except BaseException:
         # Stopped by an error (a damaged file, Ctrl-C): keep what was
         # embedded, so that a run started again (with the file fixed or

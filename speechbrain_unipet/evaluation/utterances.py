@@ -9,6 +9,7 @@ import pathlib
 
 from speechbrain_unipet.data.layouts import AUDIO_EXTENSIONS, audio_files
 from speechbrain_unipet.data.preparation import read_csv_rows
+from speechbrain_unipet.data.shards import is_shard_folder, shard_recordings
 from speechbrain_unipet.evaluation.extraction import ExtractionError
 
 
@@ -178,9 +179,30 @@ def utterances_from_list(path):
     return utterances
 
 
+def utterances_from_shards(folder):
+    """The utterances of a shard folder (``make_shards``), as the regions
+    of the files they were made from (their ids, and the keys a resumed
+    extraction matches); ``extract(..., shards=folder)`` reads their audio
+    from the shards.
+
+    Arguments
+    ---------
+    folder : str or pathlib.Path
+
+    Returns
+    -------
+    list of Utterance
+    """
+    recordings, probes = shard_recordings(folder)
+    return [
+        Utterance(r.uid, r.path, p.start, p.stop, (p.stop - p.start) / p.rate)
+        for r, p in zip(recordings, probes, strict=True)
+    ]
+
+
 def read_utterances(source):
-    """Utterances of a folder of audio, a list file, or a data-preparation
-    CSV (chosen by what ``source`` is).
+    """Utterances of a folder of audio, a shard folder, a list file, or a
+    data-preparation CSV (chosen by what ``source`` is).
 
     Arguments
     ---------
@@ -198,6 +220,8 @@ def read_utterances(source):
     'a'
     """
     source = pathlib.Path(source)
+    if is_shard_folder(source):
+        return utterances_from_shards(source)
     if source.is_dir():
         return utterances_from_folder(source)
     if not source.is_file():

@@ -135,3 +135,45 @@ def test_more_workers_than_shards_is_an_error_naming_the_fix(prepared):
     data.num_shards = 1  # as if the folder held one shard
     with pytest.raises(DataPreparationError, match="Make more shards"):
         read_epoch(data, workers=2, batch_size=2)
+
+
+def test_embeddings_from_shards_equal_those_from_the_files(prepared, tmp_path):
+    """``extract(..., shards=...)`` (``speechbrain-unipet embed MODEL
+    SHARDS STORE``) reads the audio from the shards and gives the
+    embeddings of the source files (16-bit sources: the same samples)."""
+    from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+    from speechbrain.processing.features import InputNormalization
+
+    from speechbrain_unipet.evaluation.extraction import extract
+    from speechbrain_unipet.evaluation.utterances import read_utterances
+    from speechbrain_unipet.lobes import PETEncoder
+    from speechbrain_unipet.testing import tiny_ssl_folder
+
+    root = prepared[0]
+    torch.manual_seed(0)
+    enc = PETEncoder(tiny_ssl_folder(tmp_path, "wavlm"), "lora").eval()
+    norm = InputNormalization(norm_type="sentence", std_norm=False)
+    ecapa = ECAPA_TDNN(32, channels=[8, 8, 8, 8, 24], lin_neurons=4).eval()
+    modules = (enc, norm, ecapa)
+    utterances = read_utterances(root / "shards")
+    assert len(utterances) == 24
+    from_shards = extract(
+        modules,
+        utterances,
+        tmp_path / "from_shards",
+        shards=root / "shards",
+        num_workers=2,
+        progress=False,
+    )
+    from_files = extract(
+        modules, utterances, tmp_path / "from_files", progress=False
+    )
+    assert from_shards.ids == from_files.ids
+    same_rate = [
+        k for k, u in enumerate(utterances) if not u.path.endswith("spk1/1.wav")
+    ]
+    np.testing.assert_allclose(
+        from_shards.embeddings[same_rate],
+        from_files.embeddings[same_rate],
+        atol=1e-4,
+    )
