@@ -11,9 +11,11 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import soundfile as sf
@@ -192,6 +194,34 @@ def run_script(script, *args, check=True, timeout=300, cwd=RECIPE):
             f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
         )
     return done
+
+
+def kill_after_intra_epoch_checkpoint(yaml, args, out, timeout=240):
+    """Starts ``train_speaker_embeddings.py yaml args`` (the VoxCeleb
+    recipe) and SIGKILLs it once ``out`` holds an intra-epoch checkpoint
+    (a failure if training ends first or none appears in ``timeout`` s)."""
+    import pytest
+
+    proc = subprocess.Popen(
+        [sys.executable, "train_speaker_embeddings.py", yaml, *args],
+        cwd=RECIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            ckpts = list((out / "save").glob("CKPT+*/CKPT.yaml"))
+            if any("brain_intra_epoch_ckpt" in c.read_text() for c in ckpts):
+                return
+            if proc.poll() is not None:
+                pytest.fail("training ended before an intra-epoch checkpoint")
+            time.sleep(0.2)
+        pytest.fail("no intra-epoch checkpoint appeared")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def merged_args(base, extra):

@@ -3,13 +3,8 @@ runs most tests read are the session's shared ``trained`` runs,
 ``tests/integration/conftest.py``)."""
 
 import csv
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -17,8 +12,8 @@ import soundfile as sf
 import torch
 from helpers import (
     RATE,
-    RECIPE,
     epochs_logged,
+    kill_after_intra_epoch_checkpoint,
     merged_args,
     run_ddp,
     run_script,
@@ -101,11 +96,9 @@ def test_rerun_resumes_epoch_count(recipe_env, trained, tmp_path):
 
 def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(recipe_env):
     out = recipe_env["root"] / "killed"
-    cmd = [
-        sys.executable,
-        "train_speaker_embeddings.py",
+    kill_after_intra_epoch_checkpoint(
         "hparams/lora.yaml",
-        *merged_args(
+        merged_args(
             recipe_env["args"],
             [
                 f"--output_folder={out}",
@@ -115,28 +108,8 @@ def test_sigkill_mid_epoch_resumes_from_intra_epoch_checkpoint(recipe_env):
                 "--ckpt_interval_steps=2",
             ],
         ),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=RECIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        out,
     )
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            ckpts = list((out / "save").glob("CKPT+*/CKPT.yaml"))
-            if any("brain_intra_epoch_ckpt" in c.read_text() for c in ckpts):
-                break
-            if proc.poll() is not None:
-                pytest.fail("training ended before an intra-epoch checkpoint")
-            time.sleep(0.2)
-        else:
-            pytest.fail("no intra-epoch checkpoint appeared")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     assert not (out / "train_log.txt").is_file() or epochs_logged(out) == []
     done = train(
         recipe_env,

@@ -2,17 +2,11 @@
 the generated speakers, two gloo processes with two DataLoader workers
 each, EER validation, the replicas equal, then verification."""
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
-import pytest
 from helpers import (
-    RECIPE,
     epochs_logged,
+    kill_after_intra_epoch_checkpoint,
     merged_args,
     run_ddp,
     run_script,
@@ -69,33 +63,7 @@ def test_a_killed_run_resumes_its_epoch_from_the_shards(recipe_env, tmp_path):
             "--ckpt_interval_steps=2",
         ],
     )
-    cmd = [
-        sys.executable,
-        "train_speaker_embeddings.py",
-        "hparams/unipet.yaml",
-        *args,
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=RECIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, HF_HUB_OFFLINE="1"),
-    )
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:
-            ckpts = list((out / "save").glob("CKPT+*/CKPT.yaml"))
-            if any("brain_intra_epoch_ckpt" in c.read_text() for c in ckpts):
-                break
-            if proc.poll() is not None:
-                pytest.fail("training ended before an intra-epoch checkpoint")
-            time.sleep(0.2)
-        else:
-            pytest.fail("no intra-epoch checkpoint appeared")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_after_intra_epoch_checkpoint("hparams/unipet.yaml", args, out)
     done = run_script(
         "train_speaker_embeddings.py", "hparams/unipet.yaml", *args
     )
