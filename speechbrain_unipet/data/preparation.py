@@ -683,6 +683,9 @@ def prepare_speaker_data(
     else:
         probes = probe_recordings(recordings, seg_dur, amp_th or 0, num_workers)
     rates, multi = _check_probes(recordings, probes)
+    # Trial utterances of a verification_file keep their own recordings,
+    # whatever combining does to the rest.
+    probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
     combined, listed = 0, len(recordings)
     if combine_min_seconds is not None:
         folder = pathlib.Path(combine_folder or save / "combined")
@@ -694,7 +697,7 @@ def prepare_speaker_data(
             seg_dur,
             amp_th,
         )
-    probe_of = {r.uid: p for r, p in zip(recordings, probes, strict=True)}
+        probe_of.update(zip((r.uid for r in recordings), probes, strict=True))
     by_speaker = collections.defaultdict(list)
     for rec, probe in zip(recordings, probes, strict=True):
         if probe.stop > probe.start:

@@ -730,3 +730,28 @@ def test_cnceleb1_and_cnceleb2_train_together(layout, tmp_path):
     assert set(names) <= train
     assert len(train) == counts["train_speakers"] + len(names)
     assert stats["protocol"]["models"] == counts["eval_speakers"]
+
+
+def test_trial_utterances_keep_their_recordings_when_others_combine(
+    layout, tmp_path
+):
+    """A verification_file's utterances are scored as listed, even where
+    combining merges the other short recordings of the data."""
+    from speechbrain_unipet.data.preparation import read_csv_rows
+
+    dest, _ = layout
+    recordings = list_cnceleb(dest)
+    by_speaker = {}
+    for rec in recordings:
+        by_speaker.setdefault(rec.speaker, []).append(rec.uid)
+    a, b = by_speaker[sorted(by_speaker)[0]][:2]
+    trials = tmp_path / "trials.txt"
+    trials.write_text(f"1 {a} {b}\n")
+    _prepare(
+        dest,
+        tmp_path / "save",
+        verification_file=str(trials),
+        combine_min_seconds=3.0,
+    )
+    test = {r["ID"] for r in read_csv_rows(tmp_path / "save/test.csv")}
+    assert test == {a, b}
