@@ -5,6 +5,7 @@ side by side in one run.
         [--work DIR] [--workers 1,4] [--rounds 3] [--limit N]
         [--batch-size 32] [--shuffle-buffer 1000] [--max-count 1000]
         [--cold auto|drop_caches|fadvise|none] [--tiny]
+        [--throttle-iops N] [--throttle-mbps M]
 
 Data: ``--utterances`` short FLAC files (16 kHz mono, 16-bit), random crops
 of 2-4 s (seeded) of the recordings of ``--source`` (by default the 251
@@ -27,8 +28,9 @@ processes (``--workers``):
 * **shards**: ``shard_dataset(shards, split_by_rank=False,
   shuffle_buffer=...)``, batched inside the pipeline.
 
-Each reads the whole set (or ``--limit`` utterances) per measurement; the
-printed counts check that every utterance was read exactly once. The
+Each reads the whole set (or its first ``--limit`` utterances, in its
+shuffled order) per measurement; the printed counts check that every
+utterance was read exactly once. The
 readers run in turn within each round (which one goes first alternates), so
 that both see the same machine load, and the table gives the median over
 the rounds:
@@ -46,21 +48,37 @@ the rounds:
 
 A bytes-only pass (no decoding, one process) over both forms, cold and
 warm, shows what the storage alone allows. It prints a Markdown table
-(reader, workers, cache, utt/s, shards/raw) and the verdict against the
-targets: shards at least 3x the raw-file rate on a cold cache, and never
-slower warm.
+(reader, workers, cache, utt/s, CPU ms of all processes per utterance,
+shards/raw) and the verdict against the targets: shards at least 3x the
+raw-file rate on a cold cache, and never slower warm.
+
+**Emulated slow storage** (``--throttle-iops``, ``--throttle-mbps``): the
+benchmark moves itself, and so every DataLoader worker it starts, into a
+cgroup whose block-I/O controller caps the reads of the disk holding the
+work folder (cgroup v1 ``blkio.throttle.read_iops_device`` /
+``read_bps_device``, or cgroup v2 ``io.max`` ``riops`` / ``rbps``; root
+only), after the data is written. Cold reads then cost what they cost on
+a capped volume (e.g. ``--throttle-iops 3000 --throttle-mbps 125``, the
+baseline of an AWS EBS gp3 volume) or a disk that seeks, which a fast
+local disk hides. The cap is checked (the I/O requests counted during a
+cold read of sampled files, and their rate) and printed; where no cgroup
+can be made, the benchmark stops with the reason. The cgroup is removed
+at the end.
 
 ``--tiny``: 200 synthetic utterances (10 speakers) in a temporary folder,
 1 and 2 workers, 25 utterances a shard, one round; for the smoke test.
 """
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
 import pathlib
 import random
+import resource
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -403,6 +421,191 @@ def choose_cold(choice, work, probe_paths, all_paths):
     return None, "not possible (" + "; ".join(refused) + ")"
 
 
+# -------------------------------------------------------- slow storage
+def block_device(path):
+    """``"major:minor"`` of the whole disk holding ``path`` (a partition's
+    parent), or None when the filesystem has no block device."""
+    dev = os.stat(path).st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    sysfs = pathlib.Path(f"/sys/dev/block/{major}:{minor}")
+    if major == 0 or not sysfs.exists():
+        return None
+    if (sysfs / "partition").exists():
+        return (sysfs.resolve().parent / "dev").read_text().strip()
+    return f"{major}:{minor}"
+
+
+class ReadThrottle:
+    """Caps the reads of this process and its children from one disk with
+    a cgroup (v1 ``blkio`` throttling, or v2 ``io.max``), until
+    ``remove``.
+
+    Arguments
+    ---------
+    device : str
+        ``"major:minor"`` of a whole disk (``block_device``).
+    iops : int
+        Read requests a second (0: no cap).
+    mbps : float
+        Read megabytes (10^6 bytes) a second (0: no cap).
+    """
+
+    V1 = pathlib.Path("/sys/fs/cgroup/blkio")
+    V2 = pathlib.Path("/sys/fs/cgroup")
+
+    def __init__(self, device, iops, mbps):
+        self.device, self.iops, self.mbps = device, int(iops), float(mbps)
+        self.name = f"sbu_data_loading_{os.getpid()}"
+        self.group = self.parent = None
+        self._remove_stale()
+        # ``timeout`` or a scheduler ends runs with SIGTERM: leave through
+        # ``finally`` (and ``remove``) rather than keep the group.
+        signal.signal(signal.SIGTERM, _terminated)
+        if (self.V1 / "blkio.throttle.read_iops_device").exists():
+            self._apply_v1()
+        elif "io" in self._read(self.V2 / "cgroup.controllers").split():
+            self._apply_v2()
+        else:
+            raise OSError(
+                "no cgroup block-I/O controller here (neither cgroup v1 "
+                "blkio nor cgroup v2 io)"
+            )
+
+    def _remove_stale(self):
+        """Removes the empty groups of earlier runs that were killed."""
+        for root in (self.V1, self.V2):
+            for group in root.glob("sbu_data_loading_*"):
+                if not self._read(group / "cgroup.procs").strip():
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
+
+    @staticmethod
+    def _read(path):
+        try:
+            return path.read_text()
+        except OSError:
+            return ""
+
+    def _join(self, group):
+        self.group = group
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+
+    def _apply_v1(self):
+        self.parent = self.V1
+        group = self.V1 / self.name
+        group.mkdir()
+        self.group = group
+        if self.iops:
+            (group / "blkio.throttle.read_iops_device").write_text(
+                f"{self.device} {self.iops}"
+            )
+        if self.mbps:
+            (group / "blkio.throttle.read_bps_device").write_text(
+                f"{self.device} {int(self.mbps * 1e6)}"
+            )
+        self._join(group)
+        self.how = "cgroup v1 blkio.throttle.read_*_device"
+
+    def _apply_v2(self):
+        # A process may only sit in a leaf: a child group of the root.
+        self.parent = self.V2
+        if "io" not in self._read(self.V2 / "cgroup.subtree_control"):
+            (self.V2 / "cgroup.subtree_control").write_text("+io")
+        group = self.V2 / self.name
+        group.mkdir()
+        self.group = group
+        limits = [f"riops={self.iops}"] if self.iops else []
+        limits += [f"rbps={int(self.mbps * 1e6)}"] if self.mbps else []
+        (group / "io.max").write_text(f"{self.device} {' '.join(limits)}")
+        self._join(group)
+        self.how = "cgroup v2 io.max"
+
+    def reads(self):
+        """Read requests served to the group so far, or None."""
+        name = (
+            "blkio.throttle.io_serviced"
+            if self.parent == self.V1
+            else "io.stat"
+        )
+        text = self._read(self.group / name)
+        if self.parent == self.V1:
+            for line in text.splitlines():
+                parts = line.split()
+                if parts[:2] == [self.device, "Read"]:
+                    return int(parts[2])
+            return None
+        for line in text.splitlines():
+            if line.startswith(self.device + " "):
+                fields = dict(f.split("=") for f in line.split()[1:])
+                return int(fields.get("rios", 0))
+        return None
+
+    def describe(self):
+        caps = [f"{self.iops:,} read IOPS"] if self.iops else []
+        caps += [f"{self.mbps:g} MB/s"] if self.mbps else []
+        return f"{' and '.join(caps)} on disk {self.device} ({self.how})"
+
+    def remove(self):
+        """Moves this process back to the parent group; removes the
+        group."""
+        if self.group is None:
+            return
+        with contextlib.suppress(OSError):
+            (self.parent / "cgroup.procs").write_text(str(os.getpid()))
+        # Its DataLoader workers may take a moment to leave it.
+        for _ in range(50):
+            try:
+                self.group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.group = None
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def throttle(args, work, probe, evict):
+    """The ``ReadThrottle`` the options ask for (None without them), its
+    cap checked on a cold read of ``probe``; exits with the reason when
+    the machine does not allow it."""
+    if not (args.throttle_iops or args.throttle_mbps):
+        return None
+    device = block_device(work)
+    if device is None:
+        sys.exit(
+            f"ERROR: --throttle-*: {work} is on no block device "
+            f"({fs_type(work)}); give --work a folder on a disk"
+        )
+    try:
+        limit = ReadThrottle(device, args.throttle_iops, args.throttle_mbps)
+    except OSError as error:
+        sys.exit(
+            f"ERROR: --throttle-*: cannot cap reads here ({error}); it needs "
+            "root and a cgroup block-I/O controller"
+        )
+    check = "not checked (no cold cache: see below)"
+    if evict is not None:
+        evict()
+        before = limit.reads()
+        began = time.perf_counter()
+        read_bytes(probe)
+        seconds = time.perf_counter() - began
+        after = limit.reads()
+        if before is not None and after is not None:
+            check = (
+                f"{len(probe)} sampled files read cold in {seconds:.2f} s: "
+                f"{after - before:,} read requests, "
+                f"{(after - before) / seconds:,.0f} a second"
+            )
+    print(
+        f"slow storage: reads capped at {limit.describe()}; checked: {check}",
+        flush=True,
+    )
+    return limit
+
+
 # --------------------------------------------------------------- readers
 def crop(example):
     """A random ``CROP_SECONDS`` crop of the decoded utterance (identical
@@ -465,6 +668,16 @@ def shard_loader(folder, workers, batch_size, buffer, seed):
     )
 
 
+def cpu_seconds():
+    """CPU time (user + system) of this process and its waited-for
+    children (the DataLoader workers that have ended)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
 def timed_read(loader, limit):
     """(ids read, seconds): iterates ``loader`` until its end or
     ``limit`` utterances."""
@@ -498,6 +711,18 @@ def main(argv=None):
         choices=["auto", "drop_caches", "fadvise", "none"],
     )
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument(
+        "--throttle-iops",
+        type=int,
+        default=0,
+        help="cap the reads at N requests a second (emulated slow storage)",
+    )
+    parser.add_argument(
+        "--throttle-mbps",
+        type=float,
+        default=0,
+        help="cap the reads at M megabytes a second",
+    )
     args = parser.parse_args(argv)
     temporary = None
     if args.tiny:
@@ -542,35 +767,62 @@ def run(args, work, workers):
             f"{len(expected)} raw files"
         )
     limit = min(args.limit, len(expected)) if args.limit else 0
-    total = limit or len(expected)
-    raw_bytes = sum(os.path.getsize(p) for p in raw_paths)
-    shard_bytes = sum(os.path.getsize(p) for p in shard_paths)
     probe = random.Random(0).sample(raw_paths, min(500, len(raw_paths)))
     evict, how = choose_cold(
         args.cold, work, probe + shard_paths, raw_paths + shard_paths
     )
     print(f"cold cache: {how}", flush=True)
-    caches = ["cold", "warm"] if evict else ["warm"]
+    limit_reads = throttle(args, work, probe[:100], evict)
+    try:
+        cap = limit_reads.describe() if limit_reads else ""
+        measure_all(
+            args, recordings, shards, index, expected, limit, evict, how, cap
+        )
+    finally:
+        if limit_reads is not None:
+            limit_reads.remove()
 
-    # The storage alone: every file's bytes, one process, no decoding.
-    order = random.Random(args.seed).sample(raw_paths, len(raw_paths))
+
+def measure_all(
+    args, recordings, shards, index, expected, limit, evict, how, storage_cap
+):
+    """The bytes-only pass, the rounds of both readers, the table and
+    the verdict."""
+    cores = os.cpu_count() or 1
+    total = limit or len(expected)
+    workers = [int(w) for w in args.workers.split(",")]
+    caches = ["cold", "warm"] if evict else ["warm"]
+    shard_paths = [str(shards / s["name"]) for s in index["shards"]]
+    raw_paths = [r.path for r in recordings]
+    probe = random.Random(0).sample(raw_paths, min(500, len(raw_paths)))
+
+    # The storage alone: the bytes of ``total`` utterances (raw files in a
+    # shuffled order; the first shards holding as many), one process.
+    order = random.Random(args.seed).sample(raw_paths, total)
+    needed, covered = [], 0
+    for path, shard in zip(shard_paths, index["shards"], strict=True):
+        if covered >= total:
+            break
+        needed.append(path)
+        covered += shard["utterances"]
     print("\nbytes only (no decoding), 1 process:", flush=True)
     storage = {}
     for cache in caches:
-        for name, paths, size in (
-            ("raw files", order, raw_bytes),
-            ("shards", shard_paths, shard_bytes),
+        for name, paths, count in (
+            ("raw files", order, total),
+            ("shards", needed, covered),
         ):
             if cache == "cold":
                 evict()
             else:
                 read_bytes(paths)
+            size = sum(os.path.getsize(p) for p in paths)
             began = time.perf_counter()
             read_bytes(paths)
             seconds = time.perf_counter() - began
-            storage[(name, cache)] = len(raw_paths) / seconds
+            storage[(name, cache)] = count / seconds
             print(
-                f"  {name}, {cache}: {len(raw_paths) / seconds:,.0f} utt/s, "
+                f"  {name}, {cache}: {count / seconds:,.0f} utt/s, "
                 f"{size / 1e6 / seconds:,.0f} MB/s ({size / 1e6:.0f} MB in "
                 f"{seconds:.2f} s)",
                 flush=True,
@@ -579,35 +831,37 @@ def run(args, work, workers):
     def measure(reader, w, cache, round_):
         seed = args.seed + round_
         if reader == "raw files":
-            recs = recordings
-            if limit:
-                recs = random.Random(seed).sample(recordings, limit)
-            loader = raw_loader(recs, w, args.batch_size, seed)
+            # All files, shuffled, read up to the limit as the shards are:
+            # both loaders' workers then decode batches beyond it alike.
+            loader = raw_loader(recordings, w, args.batch_size, seed)
         else:
             loader = shard_loader(
                 shards, w, args.batch_size, args.shuffle_buffer, seed
             )
+        began = cpu_seconds()
         ids, seconds = timed_read(loader, limit)
-        del loader
+        del loader  # its workers end (and count as waited-for children)
+        cpu = 1e3 * (cpu_seconds() - began) / len(ids)
         distinct = set(ids)
         stray = len(distinct - expected)
         rate = len(ids) / seconds
         print(
             f"  round {round_ + 1}: {reader}, {w} worker(s), {cache}: "
             f"{len(ids)} read ({len(distinct)} distinct of {total}, {stray} "
-            f"unknown) in {seconds:.1f} s = {rate:,.0f} utt/s",
+            f"unknown) in {seconds:.1f} s = {rate:,.0f} utt/s, CPU "
+            f"{cpu:.2f} ms/utt",
             flush=True,
         )
         if len(ids) != total or len(distinct) != total or stray:
             sys.exit(f"ERROR: {reader} did not read every utterance once")
-        return rate
+        return rate, cpu
 
     print(
         f"\nreading {total} utterances, batches of {args.batch_size}, "
         f"shuffle buffer {args.shuffle_buffer}, {args.rounds} round(s):",
         flush=True,
     )
-    rates = {}
+    rates, costs = {}, {}
     for round_ in range(args.rounds):
         readers = ["raw files", "shards"]
         if round_ % 2:
@@ -626,32 +880,52 @@ def run(args, work, workers):
                 for reader in readers:
                     if cache == "cold":
                         evict()
-                    rate = measure(reader, w, cache, round_)
+                    rate, cpu = measure(reader, w, cache, round_)
                     rates.setdefault((reader, w, cache), []).append(rate)
+                    costs.setdefault((reader, w, cache), []).append(cpu)
 
     median = {k: statistics.median(v) for k, v in rates.items()}
+    cost = {k: statistics.median(v) for k, v in costs.items()}
     print(
         f"\nutterances per second, {total} utterances of 2-4 s, median of "
-        f"{args.rounds} round(s), {cores} CPU cores:\n"
+        f"{args.rounds} round(s), {cores} CPU cores"
+        + (f", reads capped at {storage_cap}" if storage_cap else "")
+        + ":\n"
     )
-    print("| reader | workers | cache | utt/s | shards/raw |")
-    print("|---|---|---|---|---|")
+    print("| reader | workers | cache | utt/s | CPU ms/utt | shards/raw |")
+    print("|---|---|---|---|---|---|")
     ratios = {}
     for cache in caches:
         for w in workers:
             raw = median[("raw files", w, cache)]
             shard = median[("shards", w, cache)]
             ratios[(w, cache)] = shard / raw
-            print(f"| raw files | {w} | {cache} | {raw:,.0f} | |")
+            print(
+                f"| raw files | {w} | {cache} | {raw:,.0f} | "
+                f"{cost[('raw files', w, cache)]:.2f} | |"
+            )
             print(
                 f"| shards | {w} | {cache} | {shard:,.0f} | "
-                f"{shard / raw:.2f}x |"
+                f"{cost[('shards', w, cache)]:.2f} | {shard / raw:.2f}x |"
             )
     print(
         "\nper round (utt/s): "
         + "; ".join(
             f"{r} {w} {c}: " + ", ".join(f"{x:,.0f}" for x in v)
             for (r, w, c), v in rates.items()
+        )
+    )
+    # CPU time (all processes) is what the load of a shared machine
+    # disturbs least: the cost of each reader's own work.
+    warm = [
+        cost[("shards", w, "warm")] / cost[("raw files", w, "warm")]
+        for w in workers
+    ]
+    print(
+        "CPU time per utterance, warm, shards/raw files: "
+        + ", ".join(
+            f"{r:.2f}x with {w} worker(s)"
+            for w, r in zip(workers, warm, strict=True)
         )
     )
     verdict(rates, ratios, median, storage, caches, workers, how, cores)
@@ -698,7 +972,11 @@ def verdict(rates, ratios, median, storage, caches, workers, how, cores):
         # The cold penalty of raw files bounds what shards can win back.
         decode = 1e3 / median[("raw files", workers[0], "warm")]
         io = 1e3 / storage[("raw files", "cold")]
-        limited = "decoding" if 1 + io / decode < 3 else "not the storage"
+        limited = (
+            "decoding"
+            if 1 + io / decode < 3
+            else "the storage (cold reads of small files)"
+        )
         print(
             f"what limits it: {limited}. One worker decodes an utterance in "
             f"{decode:.2f} ms (raw files, warm, {workers[0]} worker(s)); "

@@ -219,11 +219,61 @@ def test_data_loading_benchmark_reads_every_utterance_once():
     assert all(c[3:] == ("200", "200", "200", "0") for c in counts), text
     rows = re.findall(
         r"^\| (raw files|shards) \| (\d) \| (cold|warm) \| ([0-9,]+) \| "
-        r"(?:([0-9.]+)x )?\|$",
+        r"([0-9.]+) \| (?:([0-9.]+)x )?\|$",
         text,
         flags=re.M,
     )
     assert [r[:3] for r in rows] == runs, text
     assert all(float(r[3].replace(",", "")) > 0 for r in rows)
-    assert all(bool(r[4]) == (r[0] == "shards") for r in rows)
+    assert all(float(r[4]) > 0 for r in rows)  # CPU ms per utterance
+    assert all(bool(r[5]) == (r[0] == "shards") for r in rows)
+    assert "CPU time per utterance, warm, shards/raw files: " in text
     assert "target shards never slower, warm cache (>= 1x): " in text
+
+
+def test_data_loading_benchmark_caps_reads_as_asked():
+    """``--throttle-iops``: cold raw files are read no faster than the cap
+    allows (each needs at least one request; unthrottled they read at
+    several hundred a second here), and the cgroup is removed after."""
+    script = (
+        pathlib.Path(__file__).parents[2] / "benchmarks" / "data_loading.py"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--tiny", "--workers", "1"]
+        + ["--throttle-iops", "100"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout, stderr = process.communicate(timeout=600)
+    out = subprocess.CompletedProcess(
+        process.args, process.returncode, stdout, stderr
+    )
+    if out.returncode:
+        # No root, no cgroup block-I/O controller or no disk: said so.
+        assert re.search(
+            r"ERROR: --throttle-\*: (cannot cap reads here \(.+\); it needs "
+            r"root|.+ is on no block device)",
+            out.stdout + out.stderr,
+        ), out.stderr[-3000:]
+        return
+    text = out.stdout
+    capped = re.search(
+        r"^slow storage: reads capped at 100 read IOPS on disk \d+:\d+ .*"
+        r"checked: (.+)$",
+        text,
+        flags=re.M,
+    )
+    assert capped, text
+    if "cold cache: not possible" in text:
+        return
+    rate = re.search(r"read requests, ([0-9,]+) a second", capped.group(1))
+    assert rate and int(rate.group(1).replace(",", "")) <= 130, text
+    raw_cold = re.search(
+        r"^\| raw files \| 1 \| cold \| ([0-9,]+) \|", text, re.M
+    )
+    assert raw_cold and int(raw_cold.group(1).replace(",", "")) <= 130, text
+    assert "reads capped at 100 read IOPS" in text.split("| reader |")[0]
+    group = f"sbu_data_loading_{process.pid}"
+    for root in ("/sys/fs/cgroup/blkio", "/sys/fs/cgroup"):
+        assert not (pathlib.Path(root) / group).exists()
