@@ -537,39 +537,42 @@ class ReadThrottle:
         except OSError:
             return ""
 
-    def _join(self, group):
-        self.group = group
+    def _move(self, group):
+        """Moves this process into ``group`` (children forked later
+        follow it)."""
         (group / "cgroup.procs").write_text(str(os.getpid()))
 
+    def _apply(self, root, limits, how):
+        """Makes the group under ``root``, writes ``limits`` ({file:
+        text}) into it and joins it."""
+        self.parent = root
+        self.group = root / self.name
+        self.group.mkdir()
+        for name, text in limits.items():
+            (self.group / name).write_text(text)
+        self._move(self.group)
+        self.how = how
+
     def _apply_v1(self):
-        self.parent = self.V1
-        group = self.V1 / self.name
-        group.mkdir()
-        self.group = group
+        limits = {}
         if self.iops:
-            (group / "blkio.throttle.read_iops_device").write_text(
+            limits["blkio.throttle.read_iops_device"] = (
                 f"{self.device} {self.iops}"
             )
         if self.mbps:
-            (group / "blkio.throttle.read_bps_device").write_text(
+            limits["blkio.throttle.read_bps_device"] = (
                 f"{self.device} {int(self.mbps * 1e6)}"
             )
-        self._join(group)
-        self.how = "cgroup v1 blkio.throttle.read_*_device"
+        self._apply(self.V1, limits, "cgroup v1 blkio.throttle.read_*_device")
 
     def _apply_v2(self):
         # A process may only sit in a leaf: a child group of the root.
-        self.parent = self.V2
         if "io" not in self._read(self.V2 / "cgroup.subtree_control"):
             (self.V2 / "cgroup.subtree_control").write_text("+io")
-        group = self.V2 / self.name
-        group.mkdir()
-        self.group = group
-        limits = [f"riops={self.iops}"] if self.iops else []
-        limits += [f"rbps={int(self.mbps * 1e6)}"] if self.mbps else []
-        (group / "io.max").write_text(f"{self.device} {' '.join(limits)}")
-        self._join(group)
-        self.how = "cgroup v2 io.max"
+        caps = [f"riops={self.iops}"] if self.iops else []
+        caps += [f"rbps={int(self.mbps * 1e6)}"] if self.mbps else []
+        limits = {"io.max": f"{self.device} {' '.join(caps)}"}
+        self._apply(self.V2, limits, "cgroup v2 io.max")
 
     def reads(self):
         """Read requests served to the group so far, or None."""
@@ -596,11 +599,11 @@ class ReadThrottle:
         program's pages are not the data's, and are not capped."""
 
         def run():
-            (self.parent / "cgroup.procs").write_text(str(os.getpid()))
+            self._move(self.parent)
             try:
                 return evict()
             finally:
-                (self.group / "cgroup.procs").write_text(str(os.getpid()))
+                self._move(self.group)
 
         return run
 
@@ -615,7 +618,7 @@ class ReadThrottle:
         if self.group is None:
             return
         with contextlib.suppress(OSError):
-            (self.parent / "cgroup.procs").write_text(str(os.getpid()))
+            self._move(self.parent)
         # Its DataLoader workers may take a moment to leave it.
         for _ in range(50):
             try:
@@ -826,13 +829,12 @@ def run(args, work, workers):
     index = read_shards(shards)
     shard_paths = [str(shards / s["name"]) for s in index["shards"]]
     raw_paths = [r.path for r in recordings]
-    expected = {r.uid for r in recordings}
-    if index["utterances"] != len(expected):
+    if index["utterances"] != len(recordings):
         sys.exit(
             f"ERROR: {index['utterances']} utterances in the shards, "
-            f"{len(expected)} raw files"
+            f"{len(recordings)} raw files"
         )
-    limit = min(args.limit, len(expected)) if args.limit else 0
+    limit = min(args.limit, len(recordings)) if args.limit else 0
     probe = random.Random(0).sample(raw_paths, min(500, len(raw_paths)))
     evict, how = choose_cold(
         args.cold, work, probe + shard_paths, raw_paths + shard_paths
@@ -840,9 +842,17 @@ def run(args, work, workers):
     print(f"cold cache: {how}", flush=True)
     limit_reads, evict = throttle(args, work, probe[:100], evict)
     try:
-        cap = limit_reads.describe() if limit_reads else ""
         measure_all(
-            args, recordings, shards, index, expected, limit, evict, how, cap
+            args,
+            workers,
+            recordings,
+            shards,
+            index,
+            (raw_paths, shard_paths, probe),
+            limit,
+            evict,
+            how,
+            limit_reads.describe() if limit_reads else "",
         )
     finally:
         if limit_reads is not None:
@@ -850,17 +860,25 @@ def run(args, work, workers):
 
 
 def measure_all(
-    args, recordings, shards, index, expected, limit, evict, how, storage_cap
+    args,
+    workers,
+    recordings,
+    shards,
+    index,
+    paths,
+    limit,
+    evict,
+    how,
+    storage_cap,
 ):
     """The bytes-only pass, the rounds of both readers, the table and
-    the verdict."""
+    the verdict; ``paths``: (raw files, shards, the sampled raw files whose
+    residence is checked)."""
     cores = os.cpu_count() or 1
+    raw_paths, shard_paths, probe = paths
+    expected = {r.uid for r in recordings}
     total = limit or len(expected)
-    workers = [int(w) for w in args.workers.split(",")]
     caches = ["cold", "warm"] if evict else ["warm"]
-    shard_paths = [str(shards / s["name"]) for s in index["shards"]]
-    raw_paths = [r.path for r in recordings]
-    probe = random.Random(0).sample(raw_paths, min(500, len(raw_paths)))
 
     # The storage alone: the bytes of ``total`` utterances (raw files in a
     # shuffled order; the first shards holding as many), one process.

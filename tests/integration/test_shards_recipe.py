@@ -16,16 +16,24 @@ from helpers import (
 from speechbrain_unipet.data.shards import make_shards
 
 
-def test_two_processes_train_from_shards_and_verify(recipe_env, tmp_path):
+def shard_args(recipe_env, tmp_path, extra):
+    """The recipe's arguments training from shards of the generated
+    speakers (16 utterances: 4 shards, one per process and DataLoader
+    worker), with ``extra``."""
     shards = tmp_path / "shards"
-    # 16 utterances: 4 shards, one per process and DataLoader worker.
     make_shards(recipe_env["data"], shards, max_count=4, num_workers=1)
-    out = tmp_path / "from_shards"
-    args = merged_args(
+    return merged_args(
         recipe_env["args"],
+        [f"--data_folder={shards}", "--data_format=shards", *extra],
+    )
+
+
+def test_two_processes_train_from_shards_and_verify(recipe_env, tmp_path):
+    out = tmp_path / "from_shards"
+    args = shard_args(
+        recipe_env,
+        tmp_path,
         [
-            f"--data_folder={shards}",
-            "--data_format=shards",
             "--number_of_epochs=2",
             "--num_workers=2",
         ],
@@ -48,14 +56,11 @@ def test_a_killed_run_resumes_its_epoch_from_the_shards(recipe_env, tmp_path):
     """SIGKILL after an intra-epoch checkpoint; the same command again
     resumes the epoch, its shard reader told how many batches to skip
     (that the skip is exact: tests/unit/test_shard_training.py)."""
-    shards = tmp_path / "shards"
-    make_shards(recipe_env["data"], shards, max_count=4, num_workers=1)
     out = tmp_path / "killed"
-    args = merged_args(
-        recipe_env["args"],
+    args = shard_args(
+        recipe_env,
+        tmp_path,
         [
-            f"--data_folder={shards}",
-            "--data_format=shards",
             f"--output_folder={out}",
             "--batch_size=2",
             "--number_of_epochs=1",
